@@ -109,21 +109,10 @@ pub mod counter {
     pub const KEPT_QUANTILE: usize = 4;
     /// Kept because the caller forced it.
     pub const KEPT_FORCED: usize = 5;
-    /// Sampled out.
-    pub const DROPPED: usize = 6;
     /// Errors or slow requests beyond the flood cap, sampled like fast ones.
-    pub const FLOOD_DEMOTED: usize = 7;
-    /// Names, in counter order, for display.
-    pub const NAMES: [&str; 8] = [
-        "seen",
-        "kept_sampled",
-        "kept_error",
-        "kept_slow",
-        "kept_quantile",
-        "kept_forced",
-        "dropped",
-        "flood_demoted",
-    ];
+    pub const FLOOD_DEMOTED: usize = 6;
+    // Word 7 is reserved (0). Sampled-out requests are not counted
+    // separately: dropped = seen - all kept counters.
 }
 
 /// The shape of a ring file: everything derivable from four parameters.

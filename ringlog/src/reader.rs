@@ -184,8 +184,62 @@ pub struct ShardStats {
     pub events: u64,
     /// Sampler halving level.
     pub sampler_level: u64,
-    /// Per request type: counters in [`counter::NAMES`] order.
-    pub types: Vec<[u64; 8]>,
+    /// Sampler counters by request type id (the last slot also counts
+    /// every higher id).
+    pub types: Vec<TypeCounters>,
+}
+
+/// One request type's sampler counters in one shard (or summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TypeCounters {
+    /// Requests the sampler saw.
+    pub seen: u64,
+    /// Kept by the probabilistic rate.
+    pub kept_sampled: u64,
+    /// Kept because they failed.
+    pub kept_error: u64,
+    /// Kept because slower than the static threshold.
+    pub kept_slow: u64,
+    /// Kept because above the rolling quantile.
+    pub kept_quantile: u64,
+    /// Kept because forced by the caller.
+    pub kept_forced: u64,
+    /// Errors or slow requests over the flood cap, sampled like the rest.
+    pub flood_demoted: u64,
+}
+
+impl TypeCounters {
+    /// All records kept.
+    pub fn kept(&self) -> u64 {
+        self.kept_sampled + self.kept_error + self.kept_slow + self.kept_quantile + self.kept_forced
+    }
+    /// Requests sampled out (seen minus kept; 0 if a torn read makes it negative).
+    pub fn dropped(&self) -> u64 {
+        self.seen.saturating_sub(self.kept())
+    }
+    /// Adds another set.
+    pub fn merge(&mut self, o: &TypeCounters) {
+        self.seen += o.seen;
+        self.kept_sampled += o.kept_sampled;
+        self.kept_error += o.kept_error;
+        self.kept_slow += o.kept_slow;
+        self.kept_quantile += o.kept_quantile;
+        self.kept_forced += o.kept_forced;
+        self.flood_demoted += o.flood_demoted;
+    }
+    /// (name, value) pairs in display order, `dropped` derived.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("seen", self.seen),
+            ("kept_sampled", self.kept_sampled),
+            ("kept_error", self.kept_error),
+            ("kept_slow", self.kept_slow),
+            ("kept_quantile", self.kept_quantile),
+            ("kept_forced", self.kept_forced),
+            ("dropped", self.dropped()),
+            ("flood_demoted", self.flood_demoted),
+        ]
+    }
 }
 
 /// A validated view over the words of a ring file.
@@ -234,7 +288,18 @@ impl<'a> RingView<'a> {
     pub fn shard_stats(&self, shard: u32) -> ShardStats {
         let m = self.header.layout.meta_word(shard);
         let types = (0..self.header.layout.type_slots as usize)
-            .map(|t| std::array::from_fn(|c| self.load(m + meta::TYPES + t * 8 + c)))
+            .map(|t| {
+                let c = |i: usize| self.load(m + meta::TYPES + t * 8 + i);
+                TypeCounters {
+                    seen: c(counter::SEEN),
+                    kept_sampled: c(counter::KEPT_SAMPLED),
+                    kept_error: c(counter::KEPT_ERROR),
+                    kept_slow: c(counter::KEPT_SLOW),
+                    kept_quantile: c(counter::KEPT_QUANTILE),
+                    kept_forced: c(counter::KEPT_FORCED),
+                    flood_demoted: c(counter::FLOOD_DEMOTED),
+                }
+            })
             .collect();
         ShardStats {
             head: self.load(m + meta::HEAD),
@@ -598,6 +663,3 @@ fn parse_header(words: &[AtomicU64]) -> Result<Header, OpenError> {
         user_tag: get(hdr::USER_TAG),
     })
 }
-
-/// Counter names re-exported for display code.
-pub const COUNTER_NAMES: [&str; 8] = counter::NAMES;

@@ -84,14 +84,23 @@ pub struct Decision {
     pub demoted: bool,
 }
 
+/// Per-type state, hot fields first: the common path reads `code`,
+/// `sampled`, `keep_errors`, `slow_ns` and `q_threshold` and nothing else.
 #[derive(Debug, Clone)]
 struct TypeState {
-    rule: TypeRule,
+    /// Rate in force at the current level, as a code.
+    code: u16,
+    /// False when p = 0 (never sampled; rules 1-3 still apply).
+    sampled: bool,
+    keep_errors: bool,
+    /// `keep_slower_than`, or u64::MAX when off.
+    slow_ns: u64,
+    /// Rolling quantile threshold, or u64::MAX when off or not warmed up.
+    q_threshold: u64,
     /// Configured rate as a code.
     base_code: u16,
-    /// Rate in force at the current level.
-    code: u16,
-    quantile: Option<RollingQuantile>,
+    /// Target quantile and its estimator, when `keep_above_quantile` is set.
+    quantile: Option<(f64, RollingQuantile)>,
 }
 
 /// The sampler of one worker.
@@ -121,19 +130,19 @@ pub fn code_of(p: f64) -> Option<u16> {
 impl TypeState {
     fn new(rule: &TypeRule) -> TypeState {
         let code = code_of(rule.p);
-        let mut rule = rule.clone();
-        if code.is_none() {
-            // Never sampled; rules 1-3 still apply.
-            rule.p = 0.0;
-        }
-        let code = code.unwrap_or(0);
         TypeState {
-            quantile: rule.keep_above_quantile.map(|_| RollingQuantile::new()),
-            rule,
-            base_code: code,
-            code,
+            code: code.unwrap_or(0),
+            sampled: code.is_some(),
+            keep_errors: rule.keep_errors,
+            slow_ns: rule.keep_slower_than_ns.unwrap_or(u64::MAX),
+            q_threshold: u64::MAX,
+            base_code: code.unwrap_or(0),
+            quantile: rule
+                .keep_above_quantile
+                .map(|q| (q, RollingQuantile::new())),
         }
     }
+
     fn set_level(&mut self, level: u32) {
         // code + 1 is the numerator over 65536; halve the numerator per level.
         let num = (u32::from(self.base_code) + 1) >> level;
@@ -186,25 +195,22 @@ impl Sampler {
             Some(t) => t,
             None => &mut self.default,
         };
-        let forced = if is_error && t.rule.keep_errors {
-            Some(KeepReason::Error)
-        } else if t.rule.keep_slower_than_ns.is_some_and(|s| duration_ns >= s) {
-            Some(KeepReason::Slow)
-        } else if t
-            .quantile
-            .as_ref()
-            .and_then(RollingQuantile::threshold)
-            .is_some_and(|th| duration_ns >= th)
-        {
-            Some(KeepReason::AboveQuantile)
-        } else {
-            None
-        };
-        if let Some(q) = t.quantile.as_mut() {
+        let hit = (is_error & t.keep_errors)
+            | (duration_ns >= t.slow_ns)
+            | (duration_ns >= t.q_threshold);
+        if let Some((_, q)) = t.quantile.as_mut() {
             q.record(duration_ns);
         }
+        let (code, sampled) = (t.code, t.sampled);
         let mut demoted = false;
-        if let Some(reason) = forced {
+        if hit {
+            let reason = if is_error && t.keep_errors {
+                KeepReason::Error
+            } else if duration_ns >= t.slow_ns {
+                KeepReason::Slow
+            } else {
+                KeepReason::AboveQuantile
+            };
             if self.slice_forced < self.slice_forced_cap {
                 self.slice_forced += 1;
                 return Decision {
@@ -216,8 +222,7 @@ impl Sampler {
             }
             demoted = true;
         }
-        let code = t.code;
-        if t.rule.p > 0.0 && (trace_hash >> 48) as u16 <= code {
+        if sampled && (trace_hash >> 48) as u16 <= code {
             self.slice_kept += 1;
             if self.slice_kept > self.slice_budget {
                 self.raise_level(now_ns);
@@ -283,8 +288,9 @@ impl Sampler {
             .iter_mut()
             .chain(std::iter::once(&mut self.default))
         {
-            if let (Some(q), Some(target)) = (t.quantile.as_mut(), t.rule.keep_above_quantile) {
-                q.refresh(target);
+            if let Some((target, q)) = t.quantile.as_mut() {
+                q.refresh(*target);
+                t.q_threshold = q.threshold().unwrap_or(u64::MAX);
                 if decay {
                     q.decay();
                 }

@@ -379,15 +379,17 @@ impl ShardWriter {
         let t = (req_type as usize).min(self.last_type);
         let base = meta::TYPES + t * 8;
         self.bump(base + counter::SEEN);
-        let idx = match (decision.keep, decision.reason) {
-            (false, _) => counter::DROPPED,
-            (true, KeepReason::Error) => counter::KEPT_ERROR,
-            (true, KeepReason::Slow) => counter::KEPT_SLOW,
-            (true, KeepReason::AboveQuantile) => counter::KEPT_QUANTILE,
-            (true, KeepReason::Forced) => counter::KEPT_FORCED,
-            (true, _) => counter::KEPT_SAMPLED,
-        };
-        self.bump(base + idx);
+        if decision.keep {
+            self.bump(
+                base + match decision.reason {
+                    KeepReason::Error => counter::KEPT_ERROR,
+                    KeepReason::Slow => counter::KEPT_SLOW,
+                    KeepReason::AboveQuantile => counter::KEPT_QUANTILE,
+                    KeepReason::Forced => counter::KEPT_FORCED,
+                    _ => counter::KEPT_SAMPLED,
+                },
+            );
+        }
         if decision.demoted {
             self.bump(base + counter::FLOOD_DEMOTED);
         }

@@ -17,6 +17,7 @@ pub(crate) const BUCKETS: usize = 224;
 #[derive(Debug, Clone)]
 pub(crate) struct RollingQuantile {
     counts: Box<[u32; BUCKETS]>,
+    /// Sum of `counts`, as of the last refresh or decay.
     total: u64,
     threshold: Option<u64>,
 }
@@ -52,14 +53,15 @@ impl RollingQuantile {
         }
     }
 
-    /// Counts one duration.
+    /// Counts one duration. One increment; the total is summed at refresh.
+    /// A bucket cannot overflow: counts halve every second and a worker
+    /// does not finish 2^31 requests in one.
     #[inline(always)]
     pub(crate) fn record(&mut self, ns: u64) {
         let b = bucket(ns);
         if let Some(c) = self.counts.get_mut(b) {
-            *c = c.saturating_add(1);
+            *c = c.wrapping_add(1);
         }
-        self.total += 1;
     }
 
     /// The current threshold: durations at or above it are in the tail.
@@ -72,6 +74,7 @@ impl RollingQuantile {
     /// `20 / (1 - q)` samples (so ~20 above it) to say anything. The
     /// threshold is interpolated inside the bucket holding the quantile.
     pub(crate) fn refresh(&mut self, q: f64) {
+        self.total = self.counts.iter().map(|&c| u64::from(c)).sum();
         let need = (20.0 / (1.0 - q).max(1e-9)).min(1e12) as u64;
         if self.total < need {
             self.threshold = None;
