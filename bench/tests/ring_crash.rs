@@ -2,6 +2,7 @@
 //! (50 times, bounded). After each kill the file must verify with 0 corrupt
 //! records, and every committed record in the ring window must be readable:
 //! at most the one slot per shard that was being overwritten may be skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

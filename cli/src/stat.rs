@@ -155,8 +155,14 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
         span,
         records_in_ring: records,
         events_in_ring: events,
-        written: per_shard.iter().map(|s| s.head).sum(),
-        overwritten: per_shard.iter().map(|s| s.overwritten).sum(),
+        written: per_shard
+            .iter()
+            .map(|s| s.head)
+            .fold(0, u64::saturating_add),
+        overwritten: per_shard
+            .iter()
+            .map(|s| s.overwritten)
+            .fold(0, u64::saturating_add),
         skipped: Skipped {
             empty: skips.empty,
             in_progress: skips.in_progress,

@@ -2,13 +2,13 @@
 //! decision, two writers on two shards against one, and reading a warm file.
 //! Run: `cargo bench -p ringlog --bench ring`. The two-writer scaling ratio
 //! is measured in the same run and printed at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use ringlog::synth::mix;
 use ringlog::{Record, RingReader, RingWriter, Sampler, SamplerConfig, TypeRule};
 
 const RING: u64 = 64 << 20;

@@ -31,9 +31,14 @@ pub fn read_ring_bytes(data: &[u8]) -> usize {
         }
         accepted += 1;
     }
+    let mut totals = crate::reader::TypeCounters::default();
     for s in 0..view.shards() {
-        let _ = view.shard_stats(s);
+        for t in &view.shard_stats(s).types {
+            totals.merge(t);
+            let _ = (t.kept(), t.dropped());
+        }
     }
+    let _ = (view.overwritten(), totals.named());
     let mut f = Follower::from_start(&view);
     let mut out = Vec::new();
     f.poll(&view, &mut out, 1 << 16);

@@ -211,7 +211,15 @@ pub struct TypeCounters {
 impl TypeCounters {
     /// All records kept.
     pub fn kept(&self) -> u64 {
-        self.kept_sampled + self.kept_error + self.kept_slow + self.kept_quantile + self.kept_forced
+        // Values come from the file; saturate rather than trust them.
+        [
+            self.kept_error,
+            self.kept_slow,
+            self.kept_quantile,
+            self.kept_forced,
+        ]
+        .into_iter()
+        .fold(self.kept_sampled, u64::saturating_add)
     }
     /// Requests sampled out (seen minus kept; 0 if a torn read makes it negative).
     pub fn dropped(&self) -> u64 {
@@ -219,13 +227,13 @@ impl TypeCounters {
     }
     /// Adds another set.
     pub fn merge(&mut self, o: &TypeCounters) {
-        self.seen += o.seen;
-        self.kept_sampled += o.kept_sampled;
-        self.kept_error += o.kept_error;
-        self.kept_slow += o.kept_slow;
-        self.kept_quantile += o.kept_quantile;
-        self.kept_forced += o.kept_forced;
-        self.flood_demoted += o.flood_demoted;
+        self.seen = self.seen.saturating_add(o.seen);
+        self.kept_sampled = self.kept_sampled.saturating_add(o.kept_sampled);
+        self.kept_error = self.kept_error.saturating_add(o.kept_error);
+        self.kept_slow = self.kept_slow.saturating_add(o.kept_slow);
+        self.kept_quantile = self.kept_quantile.saturating_add(o.kept_quantile);
+        self.kept_forced = self.kept_forced.saturating_add(o.kept_forced);
+        self.flood_demoted = self.flood_demoted.saturating_add(o.flood_demoted);
     }
     /// (name, value) pairs in display order, `dropped` derived.
     pub fn named(&self) -> [(&'static str, u64); 8] {
@@ -367,9 +375,10 @@ impl<'a> RingView<'a> {
 
     /// Sum of every shard's overwritten counter.
     pub fn overwritten(&self) -> u64 {
+        // Values come from the file; saturate rather than trust them.
         (0..self.shards())
             .map(|s| self.shard_stats(s).overwritten)
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -476,7 +485,7 @@ impl Follower {
         for (shard, next) in (0u32..).zip(self.next.iter_mut()) {
             let (first, end) = view.range(shard);
             if *next < first {
-                self.lost += first - *next;
+                self.lost = self.lost.saturating_add(first - *next);
                 *next = first;
             }
             let stop = end.min(next.saturating_add(max_per_shard));
@@ -489,7 +498,7 @@ impl Follower {
                         item,
                     }),
                     SlotRead::InProgress => break,
-                    SlotRead::Overwritten => self.lost += 1,
+                    SlotRead::Overwritten => self.lost = self.lost.saturating_add(1),
                     _ => self.skips.add(&r),
                 }
                 *next += 1;

@@ -132,8 +132,10 @@ macro_rules! numbered {
 numbered! {
     /// Why the agent answered or ended a request itself (byte 60). Also sent
     /// as `x-tailmesh-reason`.
+    #[derive(Default)]
     Reason: u8 {
         /// Nothing local happened.
+        #[default]
         None = 0 => "none",
         /// Malformed or ambiguous request framing.
         BadRequest = 1 => "bad_request",
@@ -170,8 +172,10 @@ numbered! {
 
 numbered! {
     /// Why the sampler kept a record (byte 63).
+    #[derive(Default)]
     KeepReason: u8 {
         /// Not a sampler decision (events).
+        #[default]
         None = 0 => "none",
         /// Kept by the probabilistic rate; weight 1/p.
         Sampled = 1 => "sampled",
@@ -241,17 +245,6 @@ pub struct Record {
     pub retries: u8,
     /// Why the sampler kept it.
     pub keep: KeepReason,
-}
-
-impl Default for Reason {
-    fn default() -> Self {
-        Reason::None
-    }
-}
-impl Default for KeepReason {
-    fn default() -> Self {
-        KeepReason::None
-    }
 }
 
 /// Probability code meaning p = 1.
@@ -511,9 +504,11 @@ mod tests {
         let max = r.phases_ns.iter().copied().fold(r.total_ns, u64::max);
         let mut c = *r;
         if max > u64::from(u32::MAX) {
-            let f = |ns: u64| (ns / 1000).min(u64::from(u32::MAX)) * 1000;
-            c.total_ns = f(r.total_ns);
-            c.phases_ns = r.phases_ns.map(f);
+            fn us(ns: u64) -> u64 {
+                (ns / 1000).min(u64::from(u32::MAX)) * 1000
+            }
+            c.total_ns = us(r.total_ns);
+            c.phases_ns = r.phases_ns.map(us);
             c.flags.0 |= Flags::UNIT_US;
         }
         c

@@ -94,11 +94,15 @@ pub fn verify(view: &RingView<'_>) -> Verify {
                 other => v.skips.add(&other),
             }
         }
-        v.lost += view.shard_stats(shard).overwritten;
+        // Counters come from the file: a hostile file must not overflow them.
+        v.lost = v.lost.saturating_add(view.shard_stats(shard).overwritten);
     }
-    v.corrupt += v.skips.corrupt + v.skips.stale;
+    v.corrupt = v
+        .corrupt
+        .saturating_add(v.skips.corrupt)
+        .saturating_add(v.skips.stale);
     v.torn_skipped = v.skips.in_progress + v.skips.torn;
-    v.lost += v.skips.overwritten;
+    v.lost = v.lost.saturating_add(v.skips.overwritten);
     v
 }
 

@@ -104,7 +104,7 @@ pub fn format_ns(ns: u64) -> String {
 /// Formats bytes as the largest binary unit with a whole number.
 pub fn format_size(bytes: u64) -> String {
     for (unit, div) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= div && bytes % div == 0 {
+        if bytes >= div && bytes.is_multiple_of(div) {
             return format!("{}{unit}", bytes / div);
         }
     }

@@ -1,6 +1,7 @@
 //! Reader behaviour on the file system: clear errors for bad files,
 //! read-only opening, name resolution across reloads, follow mode and
 //! detection of a recreated file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::os::unix::fs::PermissionsExt;
 

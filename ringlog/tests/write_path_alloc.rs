@@ -1,5 +1,6 @@
 //! Proves the write path (sampler decision, counters, record and event
 //! writes) performs no heap allocation, with a counting global allocator.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

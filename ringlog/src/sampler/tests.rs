@@ -65,8 +65,8 @@ proptest! {
         let n = 200_000u64;
         let classify = |i: u64| {
             let h = mix(i.wrapping_mul(0x9e37) ^ seed);
-            let err = h % 50 == 0;                    // 2% errors
-            let d = if h % 97 == 0 { 30_000_000 }     // ~1% slow by the static rule
+            let err = h.is_multiple_of(50);                   // 2% errors
+            let d = if h.is_multiple_of(97) { 30_000_000 }     // ~1% slow by the static rule
                     else { 1_000_000 + (h >> 40) % 4_000_000 };
             (d, err)
         };
