@@ -54,9 +54,10 @@ impl Mapping {
         // lives. mmap returns page-aligned memory, so the pointer is aligned
         // for AtomicU64. AtomicU64 has the same size as u64 and allows shared
         // mutation, so other processes writing the file concurrently is a
-        // race between atomics, not UB. Pages of a read-only mapping are only
-        // ever loaded: this module never hands out the slice of a read-only
-        // mapping to code that stores (the reader only loads).
+        // race between atomics, not UB. The slice of a read-only mapping only
+        // reaches the reader, which does nothing but 8-byte Relaxed loads
+        // (acquire ordering comes from fences, see `slot::load_acquire`):
+        // the one kind of atomic access std permits on read-only memory.
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr().cast::<AtomicU64>(), self.words) }
     }
 

@@ -97,7 +97,7 @@ pub(crate) fn encode(kind: NameKind, id: u32, generation: u64, name: &str) -> [u
 
 /// Decodes an entry; `None` for a free or malformed entry.
 pub(crate) fn decode(entry: &[AtomicU64]) -> Option<NameEntry> {
-    let meta = entry.first()?.load(Ordering::Acquire);
+    let meta = crate::slot::load_acquire(entry.first()?);
     if meta >> 56 != NAME_TAG {
         return None;
     }

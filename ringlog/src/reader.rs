@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use crate::format::{self, Layout, STATE_READY, counter, hdr, meta};
 use crate::mapping::Mapping;
@@ -275,7 +275,7 @@ impl<'a> RingView<'a> {
     }
 
     fn load(&self, i: usize) -> u64 {
-        self.words.get(i).map_or(0, |w| w.load(Ordering::Acquire))
+        self.words.get(i).map_or(0, slot::load_acquire)
     }
 
     /// Snapshot of the name table.
@@ -580,7 +580,7 @@ fn parse_header(words: &[AtomicU64]) -> Result<Header, OpenError> {
             expected: format::HEADER_SIZE,
         });
     }
-    let get = |i: usize| words.get(i).map_or(0, |w| w.load(Ordering::Acquire));
+    let get = |i: usize| words.get(i).map_or(0, slot::load_acquire);
     let bad = |field, reason: String| OpenError::BadHeader { field, reason };
     let magic = get(hdr::MAGIC);
     if magic != format::MAGIC {

@@ -6,9 +6,15 @@
 //! - `2*ticket + 2` (even, non-zero): ticket `ticket` is committed.
 //!
 //! Writer: store odd (Relaxed), Release fence, body (Relaxed), store even
-//! (Release). Reader: load seq (Acquire), body (Relaxed), Acquire fence, load
-//! seq again (Relaxed); the body is accepted only if both loads agree, are
-//! even, and name the ticket the reader expected for that slot.
+//! (Release). Reader: load seq (Relaxed) + Acquire fence, body (Relaxed),
+//! Acquire fence, load seq again (Relaxed); the body is accepted only if both
+//! loads agree, are even, and name the ticket the reader expected for that
+//! slot.
+//!
+//! Readers only ever do Relaxed loads followed by fences, never an Acquire
+//! load: the std docs allow small Relaxed atomic loads on read-only memory
+//! (a reader maps the file read-only) and recommend exactly this pattern for
+//! acquire semantics there.
 //!
 //! The code is generic over [`Word`] so the loom model below runs exactly
 //! this logic against loom's atomics.
@@ -35,6 +41,15 @@ impl Word for std::sync::atomic::AtomicU64 {
     fn fence(order: Ordering) {
         std::sync::atomic::fence(order)
     }
+}
+
+/// An acquire load made of a Relaxed load and an Acquire fence (valid on
+/// read-only memory, unlike `load(Acquire)`).
+#[inline(always)]
+pub(crate) fn load_acquire<W: Word>(w: &W) -> u64 {
+    let v = w.load(Ordering::Relaxed);
+    W::fence(Ordering::Acquire);
+    v
 }
 
 /// Sequence value while `ticket` is being written.
@@ -86,7 +101,7 @@ pub(crate) fn read<W: Word>(slot: &[W], ticket: u64, mask: u64) -> Read {
     let Some((seq, rest)) = slot.split_first() else {
         return Read::Corrupt;
     };
-    let s1 = seq.load(Ordering::Acquire);
+    let s1 = load_acquire(seq);
     if s1 == 0 {
         return Read::Empty;
     }

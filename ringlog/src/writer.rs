@@ -313,7 +313,17 @@ impl RingWriter {
     }
 }
 
-/// The single writer of one shard. `Send` but not `Sync`.
+/// The single writer of one shard. `Send` (it can move to its worker
+/// thread) but not `Sync`: two threads can never write one shard.
+///
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<ringlog::ShardWriter>();
+/// ```
+/// ```
+/// fn movable<T: Send>() {}
+/// movable::<ringlog::ShardWriter>();
+/// ```
 #[derive(Debug)]
 pub struct ShardWriter {
     shared: Arc<Shared>,
