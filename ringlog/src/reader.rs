@@ -497,8 +497,11 @@ impl Follower {
                         ticket: *next,
                         item,
                     }),
-                    SlotRead::InProgress => break,
-                    SlotRead::Overwritten => self.lost = self.lost.saturating_add(1),
+                    // Every ticket below `end` was committed, so a write in
+                    // progress there is the writer overwriting it: lost.
+                    SlotRead::InProgress | SlotRead::Overwritten => {
+                        self.lost = self.lost.saturating_add(1)
+                    }
                     _ => self.skips.add(&r),
                 }
                 *next += 1;

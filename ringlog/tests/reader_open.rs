@@ -153,3 +153,33 @@ fn recreated_file_is_detected() {
     let r2 = RingReader::open(&p).unwrap();
     assert_ne!(r2.header().instance, r.header().instance);
 }
+
+#[test]
+fn follower_does_not_stall_on_a_slot_left_in_progress() {
+    // A writer killed while overwriting the oldest slot leaves it odd
+    // forever; the follower must count it lost and keep going.
+    let dir = tempfile::tempdir().unwrap();
+    let (p, w) = ring(dir.path());
+    let slots = w.layout().slots_per_shard;
+    let mut s0 = w.shard(0).unwrap();
+    for i in 0..slots {
+        s0.write(&Record {
+            start_ns: i,
+            ..Record::default()
+        });
+    }
+    // Simulate the crash: mark ticket 0's slot as being rewritten (ticket
+    // `slots`) directly in the file.
+    let layout = w.layout();
+    let off = layout.slots_offset() as usize;
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[off..off + 8].copy_from_slice(&(2 * slots + 1).to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    let r = RingReader::open(&p).unwrap();
+    let view = r.view();
+    let mut f = Follower::from_start(&view);
+    let mut out = Vec::new();
+    f.poll(&view, &mut out, u64::MAX);
+    assert_eq!(f.lost, 1);
+    assert_eq!(out.len() as u64, slots - 1);
+}
