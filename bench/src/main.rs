@@ -1,9 +1,15 @@
-//! `tailmesh-bench`: reproducible measurements for tailmesh. This build has
-//! `ring` (flight-recorder throughput and crash-consistency checks); the
-//! load generator, fault-injecting upstream and peer comparison come with
-//! issue #3.
+//! `tailmesh-bench`: reproducible measurements and test harnesses for
+//! tailmesh: `ring` (flight-recorder throughput and crash consistency),
+//! `upstream` (fast HTTP/1.1 server with injectable faults), `load`
+//! (open- and closed-loop HTTP/1.1 load generator), `compare` (direct vs
+//! agent vs HAProxy vs nginx in one run).
 
+mod compare;
+mod http1;
+mod load;
 mod ring;
+mod rng;
+mod upstream;
 
 use std::process::ExitCode;
 
@@ -24,12 +30,24 @@ struct Cli {
 enum Command {
     /// Write self-verifying synthetic records at full speed, or verify a file.
     Ring(ring::Args),
+    /// Fast HTTP/1.1 upstream with injectable latency, errors, resets, slow
+    /// bodies, connection limits and accept stalls.
+    Upstream(upstream::Args),
+    /// HTTP/1.1 load generator: closed loop, or open loop at --rate with
+    /// coordinated-omission correction.
+    Load(load::Args),
+    /// Direct vs node-agent vs HAProxy vs nginx in one run: RPS, CPU per
+    /// request, latency, ratios, L4 bulk transfer.
+    Compare(compare::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ring(args) => ring::run(&args),
+        Command::Upstream(args) => upstream::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Load(args) => load::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => compare::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
