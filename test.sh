@@ -8,9 +8,9 @@ cd "$(dirname "$0")"
 say() { printf '\n==> %s\n' "$*"; }
 
 # --- prerequisites ----------------------------------------------------------
-# Debian packages the tests use. Issue #3 onwards adds etcd-server, iptables,
-# haproxy, nginx-light, wrk; they are installed here once their tests exist.
-PKGS=()
+# Debian packages the tests use: the benchmark peers and wrk (bench tests).
+# Later issues add etcd-server, iptables, prometheus once their tests exist.
+PKGS=(haproxy nginx-light wrk)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -21,9 +21,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   say "installing ${missing[*]}"
+  # Tests start the peers themselves: keep the packages' own services from
+  # starting (and claiming port 80) during installation.
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0; [ -e "$policy" ] && had_policy=1
+  [ $had_policy -eq 1 ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; }
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || { [ $had_policy -eq 1 ] || rm -f "$policy"; exit 1; }
+  [ $had_policy -eq 1 ] || rm -f "$policy"
 fi
+for tool in haproxy nginx wrk; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
+done
 command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=never

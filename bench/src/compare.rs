@@ -54,7 +54,7 @@ pub struct Args {
         default_value = "direct,nginx-origin,agent-uring,agent-epoll,haproxy,haproxy-tcp,nginx"
     )]
     targets: Vec<String>,
-    /// Bytes per L4 bulk transfer, e.g. 256MiB.
+    /// Bytes per L4 bulk transfer, e.g. 256MiB (repeated for at least 1 s).
     #[arg(long, default_value = "256MiB")]
     bulk_bytes: String,
     /// Open-loop rate as a fraction of the slowest target's closed-loop max.
@@ -379,31 +379,40 @@ fn measure(t: &Target, args: &load::Args) -> Result<(load::Outcome, Duration, Du
     Ok((out, p1.saturating_sub(p0), o1.saturating_sub(o0)))
 }
 
-/// Fetches `bytes` through `port`; returns (GB/s, CPU seconds per GB of `pid`).
+/// Fetches `bytes` through `port`, repeated until at least a second of
+/// transfer (at most 64 times) so /proc's 10 ms CPU ticks resolve it; returns
+/// (GB/s, CPU seconds per GB of `pid`).
 fn bulk(port: u16, bytes: u64, pid: u32) -> Result<(f64, f64)> {
     let c0 = procs::cpu_of(pid)?;
     let t0 = Instant::now();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET /_bench/bulk?bytes={bytes} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut moved = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
+    for _ in 0..64 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET /_bench/bulk?bytes={bytes} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        if total < bytes {
+            bail!("bulk transfer through port {port} ended after {total} of {bytes} bytes");
+        }
+        moved += bytes;
+        if t0.elapsed() >= Duration::from_secs(1) {
             break;
         }
-        total += n as u64;
     }
     let secs = t0.elapsed().as_secs_f64();
-    if total < bytes {
-        bail!("bulk transfer through port {port} ended after {total} of {bytes} bytes");
-    }
     let cpu = procs::cpu_of(pid)?.saturating_sub(c0).as_secs_f64();
-    let gb = bytes as f64 / 1e9;
+    let gb = moved as f64 / 1e9;
     Ok((gb / secs, cpu / gb))
 }
 
@@ -566,7 +575,7 @@ fn markdown(
     let bulk_rows: Vec<&Target> = targets.iter().filter(|t| t.bulk.is_some()).collect();
     if !bulk_rows.is_empty() {
         let hap_bulk = find(targets, "haproxy").and_then(|t| t.bulk).map(|b| b.1);
-        s.push_str(&format!("\nL4 bulk transfer, {} per run:\n\n| target | GB/s | CPU s per GB | vs haproxy tcp |\n|---|---|---|---|\n", ringlog::units::format_size(bulk_bytes)));
+        s.push_str(&format!("\nL4 bulk transfer, {} per fetch, repeated for at least 1 s:\n\n| target | GB/s | CPU s per GB | vs haproxy tcp |\n|---|---|---|---|\n", ringlog::units::format_size(bulk_bytes)));
         for t in bulk_rows {
             if let Some((gbps, cpu)) = t.bulk {
                 let label = if t.name == "haproxy" {

@@ -301,7 +301,11 @@ mod tests {
         for split in 0..body.len() {
             let mut r = BodyReader::new(Body::Chunked);
             let a = r.consume(&body[..split]).unwrap();
-            assert_eq!(a, split.min(body_len), "a prefix is body up to the body's end");
+            assert_eq!(
+                a,
+                split.min(body_len),
+                "a prefix is body up to the body's end"
+            );
             let b = r.consume(&body[a..]).unwrap();
             assert!(r.done());
             assert_eq!(&body[a + b..], b"NEXT");

@@ -86,10 +86,11 @@ struct Conn {
 
 /// Runs the plan; returns what was measured.
 pub fn run(plan: &Plan) -> io::Result<Stats> {
-    // Sleeps end within ~1 µs of their deadline instead of the default 50 µs
-    // timer slack, which would otherwise add to every open-loop latency.
+    // Wake-ups end within ~1 µs of their deadline instead of the default
+    // 50 µs timer slack, which would otherwise add to open-loop latencies.
     let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
     let mut poll = Poll::new()?;
+    let waker = Waker::new(&poll)?;
     let mut events = Events::with_capacity(1024);
     let mut stats = Stats::new(plan.requests.len());
     let mut rng = Rng::new(plan.seed);
@@ -131,7 +132,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
                     stats.error(CONNECT, sec(plan.start, now));
                     drop_conn(&poll, c, now + Duration::from_millis(10));
                 }
-                Phase::Idle if sending => {
+                Phase::Idle if sending && sent < plan.max_requests => {
                     let intended = if interval.is_some() {
                         c.next_intended
                     } else {
@@ -188,7 +189,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
         if !sending {
             wake = wake.min(drain_until);
         }
-        wait(&mut poll, &mut events, wake)?;
+        waker.wait(&mut poll, &mut events, wake)?;
         for ev in events.iter() {
             let Some(c) = conns.get_mut(ev.token().0) else {
                 continue;
@@ -198,28 +199,62 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
     }
 }
 
-/// Waits for events until `wake`, sleeping precisely for the last
-/// millisecond (epoll's timeout has 1 ms granularity, which would add up to
-/// 1 ms of schedule error to open-loop latencies).
-fn wait(poll: &mut Poll, events: &mut Events, wake: Instant) -> io::Result<()> {
-    let left = wake.saturating_duration_since(Instant::now());
-    let timeout = if left > Duration::from_millis(2) {
-        left - Duration::from_millis(1)
-    } else {
-        Duration::ZERO
-    };
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e) => return Err(e),
+/// Token of the wake-up timer.
+const TIMER: usize = usize::MAX;
+
+/// A timerfd in the poll set: epoll's own timeout has 1 ms granularity,
+/// which would add up to 1 ms of schedule error to open-loop latencies, and
+/// sleeping instead would delay the handling of responses.
+struct Waker {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Waker {
+    fn new(poll: &Poll) -> io::Result<Waker> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        use std::os::fd::AsRawFd;
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+            Token(TIMER),
+            Interest::READABLE,
+        )?;
+        Ok(Waker { fd })
     }
-    if events.is_empty() {
+
+    /// Waits for socket events or `wake`, whichever comes first.
+    fn wait(&self, poll: &mut Poll, events: &mut Events, wake: Instant) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
         let left = wake.saturating_duration_since(Instant::now());
-        if !left.is_zero() && left <= Duration::from_millis(2) {
-            std::thread::sleep(left);
+        let timeout = if left.is_zero() {
+            Duration::ZERO
+        } else {
+            let spec = Itimerspec {
+                it_interval: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                },
+            };
+            timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec)?;
+            left + Duration::from_millis(5) // the timerfd fires first; this is a backstop
+        };
+        match poll.poll(events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+        // Drain expirations so the next arming produces a fresh edge.
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+        Ok(())
     }
-    Ok(())
 }
 
 fn sec(start: Instant, t: Instant) -> usize {

@@ -151,6 +151,7 @@ pub fn quantiles_json(h: &Histogram<u64>) -> Value {
         };
         m.insert(name.to_string(), json!(v));
     }
+    m.insert("p95".into(), json!(h.value_at_quantile(0.95)));
     m.insert("mean".into(), json!(h.mean().round() as u64));
     Value::Object(m)
 }
