@@ -39,10 +39,10 @@ pub enum Body {
 pub struct RequestHead {
     /// Bytes of the head including the blank line.
     pub len: usize,
-    /// Method.
-    pub method: String,
-    /// Request target.
-    pub path: String,
+    /// Where the method is in the parsed buffer (no allocation per request).
+    pub method: std::ops::Range<usize>,
+    /// Where the request target is in the parsed buffer.
+    pub path: std::ops::Range<usize>,
     /// Body framing.
     pub body: Body,
     /// The client asked to close after this request.
@@ -116,11 +116,19 @@ pub fn parse_request(
     };
     Ok(Some(RequestHead {
         len,
-        method: req.method.unwrap_or("").to_string(),
-        path: req.path.unwrap_or("").to_string(),
+        method: span(buf, req.method.unwrap_or("")),
+        path: span(buf, req.path.unwrap_or("")),
         body,
         close,
     }))
+}
+
+/// The range of `part` (a slice httparse borrowed from `buf`) within `buf`.
+fn span(buf: &[u8], part: &str) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize)
+        .saturating_sub(buf.as_ptr() as usize)
+        .min(buf.len());
+    start..(start + part.len()).min(buf.len())
 }
 
 /// Parses a response head to a request of `method`; `Ok(None)` if incomplete.
@@ -274,8 +282,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (h.method.as_str(), h.path.as_str(), h.body, h.close),
-            ("POST", "/x", Body::Length(5), false)
+            (
+                &raw[h.method.clone()],
+                &raw[h.path.clone()],
+                h.body,
+                h.close
+            ),
+            (&b"POST"[..], &b"/x"[..], Body::Length(5), false)
         );
         assert_eq!(&raw[h.len..], b"hello");
         assert!(

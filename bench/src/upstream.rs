@@ -39,6 +39,9 @@ pub struct Args {
     /// Response body size in bytes.
     #[arg(long, default_value_t = 13)]
     body_bytes: usize,
+    /// Send every normal response chunked (per request: `x-bench-response: chunked`).
+    #[arg(long)]
+    chunked: bool,
     /// Listen backlog.
     #[arg(long, default_value_t = 1024)]
     backlog: i32,
@@ -96,6 +99,8 @@ pub struct Shared {
     pub body: Vec<u8>,
     /// Prebuilt `200 OK` response (head + body) for the common case.
     pub ok_response: Vec<u8>,
+    /// Every normal response is chunked.
+    pub chunked: bool,
 }
 
 /// Handles a control request; returns (status, body).
@@ -200,6 +205,7 @@ pub fn run(args: &Args) -> Result<()> {
         name: args.name.clone(),
         body,
         ok_response,
+        chunked: args.chunked,
     });
     // Bind worker 0 first so port 0 resolves once; the others join that port.
     let mut per_worker: Vec<Vec<mio::net::TcpListener>> =

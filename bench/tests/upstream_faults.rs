@@ -192,3 +192,48 @@ fn request_bodies_content_length_and_chunked() {
         "chunked then pipelined request"
     );
 }
+
+#[test]
+fn chunked_responses_on_request_and_by_flag() {
+    let _serial = serial();
+    let up = Upstream::start(&["--body-bytes", "300"]);
+    let r = request(
+        up.port,
+        "GET",
+        "/x",
+        &[("x-bench-response", "chunked")],
+        b"",
+    );
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    // The helper reads by content-length; check the raw framing instead.
+    let mut s = TcpStream::connect(("127.0.0.1", up.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    send(
+        &mut s,
+        "GET",
+        "/x",
+        &[("x-bench-response", "chunked"), ("connection", "close")],
+        b"",
+    );
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, format!("12c\r\n{}\r\n0\r\n\r\n", "x".repeat(300)));
+    // With --chunked every response is chunked, and the load generator reads them.
+    let up = Upstream::start(&["--chunked"]);
+    let j = harness::load(&[
+        "--url",
+        &up.url("/"),
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--max-requests",
+        "200",
+    ]);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors_total"].as_u64()),
+        (Some(200), Some(0))
+    );
+}

@@ -44,6 +44,8 @@ pub struct Pending {
     pub kind: Answer,
     /// Close after answering.
     pub close: bool,
+    /// Send the body chunked (`x-bench-response: chunked` or `--chunked`).
+    pub chunked: bool,
 }
 
 /// The kinds of answer.
@@ -114,8 +116,9 @@ impl Conn {
         }
     }
 
-    /// Reads everything available. Returns false on a hard error.
-    pub fn fill(&mut self) -> bool {
+    /// Reads what is available. Returns false on a hard error. Unless the
+    /// peer closed its side (`to_eof`), a short read ends it.
+    pub fn fill(&mut self, to_eof: bool) -> bool {
         loop {
             if self.rlen == self.rbuf.len() {
                 if self.rbuf.len() >= 1 << 20 {
@@ -128,7 +131,16 @@ impl Conn {
                     self.eof = true;
                     return true;
                 }
-                Ok(n) => self.rlen += n,
+                Ok(n) => {
+                    let short = self.rlen + n < self.rbuf.len();
+                    self.rlen += n;
+                    // A short read drained the socket; with edge-triggered
+                    // readiness, anything arriving later raises a new event,
+                    // so the extra read that would only return EAGAIN is skipped.
+                    if short && !to_eof {
+                        return true;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -167,7 +179,11 @@ pub fn next_request(
     decide: impl FnOnce(bool) -> Action,
 ) -> Result<Option<State>, String> {
     let mut matched = false;
+    let mut chunked = false;
     let head = http1::parse_request(&conn.rbuf[..conn.rlen], |name, value| {
+        if name.eq_ignore_ascii_case("x-bench-response") && value.eq_ignore_ascii_case(b"chunked") {
+            chunked = true;
+        }
         if let Some((n, v)) = match_header
             && name.eq_ignore_ascii_case(n)
             && value == v.as_bytes()
@@ -182,16 +198,18 @@ pub fn next_request(
         }
         return Ok(None);
     };
-    conn.consume(head.len);
     let close = head.close;
-    let path = head.path.as_str();
+    let text = |r: std::ops::Range<usize>| {
+        std::str::from_utf8(conn.rbuf.get(r).unwrap_or(b"")).unwrap_or("")
+    };
+    let path = text(head.path.clone());
     let kind = if path.starts_with("/_bench/")
         && path != "/_bench/bulk"
         && !path.starts_with("/_bench/bulk?")
     {
         Answer::Control {
-            method: head.method.clone(),
-            path: head.path.clone(),
+            method: text(head.method.clone()).to_string(),
+            path: path.to_string(),
         }
     } else if path == "/healthz" {
         Answer::Fixed {
@@ -209,7 +227,12 @@ pub fn next_request(
     } else {
         Answer::Normal(decide(matched))
     };
-    let pending = Pending { kind, close };
+    conn.consume(head.len);
+    let pending = Pending {
+        kind,
+        close,
+        chunked,
+    };
     Ok(Some(match (&pending.kind, head.body) {
         (Answer::Control { .. }, Body::Length(n)) if n as usize > MAX_CONTROL_BODY => {
             return Err("control body too large".into());

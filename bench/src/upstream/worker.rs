@@ -77,7 +77,8 @@ pub fn run(
             if t < nl {
                 w.accept_all();
             } else {
-                w.drive(t - nl, true);
+                // Readable covers the read side closing; if it closed, read to EOF.
+                w.drive(t - nl, true, ev.is_read_closed());
             }
         }
         let now = Instant::now();
@@ -94,7 +95,7 @@ pub fn run(
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.generation == generation)
             {
-                w.drive(idx, false);
+                w.drive(idx, false, false);
             }
         }
     }
@@ -140,11 +141,11 @@ impl Worker {
         }
     }
 
-    fn drive(&mut self, idx: usize, readable: bool) {
+    fn drive(&mut self, idx: usize, readable: bool, read_closed: bool) {
         let Some(Some(conn)) = self.conns.get_mut(idx) else {
             return;
         };
-        if readable && !conn.fill() {
+        if readable && !conn.fill(read_closed) {
             self.close(idx, false);
             return;
         }
@@ -198,6 +199,7 @@ fn step(conn: &mut Conn, shared: &Shared, rng: &mut Rng, bulk: &[u8]) -> Next {
                                 body: format!("{reason}\n"),
                             },
                             close: true,
+                            chunked: false,
                         };
                         start(conn, shared, p);
                     }
@@ -301,10 +303,12 @@ fn start(conn: &mut Conn, shared: &Shared, pending: Pending) {
         .close_after
         .is_some_and(|n| conn.served + 1 >= n);
     let mut close = pending.close || close_after;
+    let chunked = (pending.chunked || shared.chunked)
+        && matches!(&pending.kind, Answer::Normal(a) if a.slow_body_bps.is_none());
     let owned: Vec<u8>;
     let (status, inline, body_len, bps): (u16, Option<&[u8]>, u64, Option<u64>) = match pending.kind
     {
-        Answer::Normal(a) if a.status == 200 && !close && a.slow_body_bps.is_none() => {
+        Answer::Normal(a) if a.status == 200 && !close && !chunked && a.slow_body_bps.is_none() => {
             // The common case: a prebuilt head and body.
             conn.wbuf.extend_from_slice(&shared.ok_response);
             conn.state = State::Writing {
@@ -335,12 +339,32 @@ fn start(conn: &mut Conn, shared: &Shared, pending: Pending) {
         }
     };
     let w = &mut conn.wbuf;
+    let connection = if close { "connection: close\r\n" } else { "" };
+    if chunked {
+        // The whole body as one chunk, then the last chunk.
+        let body = inline.unwrap_or(b"");
+        let _ = write!(
+            w,
+            "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\ntransfer-encoding: chunked\r\n{connection}\r\n{:x}\r\n",
+            reason(status),
+            shared.name,
+            body.len()
+        );
+        w.extend_from_slice(body);
+        w.extend_from_slice(b"\r\n0\r\n\r\n");
+        conn.state = State::Writing {
+            body_left: 0,
+            bps: None,
+            next_at: None,
+            close,
+        };
+        return;
+    }
     let _ = write!(
         w,
-        "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\ncontent-length: {body_len}\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\ncontent-length: {body_len}\r\n{connection}\r\n",
         reason(status),
         shared.name,
-        if close { "connection: close\r\n" } else { "" }
     );
     let body_left = match inline {
         Some(b) => {
