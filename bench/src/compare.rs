@@ -342,7 +342,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let machine = machine();
     let report = report_json(&targets, &skipped, &machine, args, rate, bulk_bytes);
-    let md = markdown(&targets, &skipped, &machine, args, rate, bulk_bytes);
+    let md = markdown(&report, args);
     if let Some(out) = &args.out {
         std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
     }
@@ -524,75 +524,78 @@ fn report_json(
     })
 }
 
-fn markdown(
-    targets: &[Target],
-    skipped: &[String],
-    machine: &Value,
-    args: &Args,
-    rate: f64,
-    bulk_bytes: u64,
-) -> String {
+/// Renders the JSON report as markdown (one source for every figure).
+fn markdown(report: &Value, args: &Args) -> String {
     use ringlog::units::format_ns;
-    let hap = find(targets, "haproxy").map(cpu_us);
-    let ngx = find(targets, "nginx").map(cpu_us);
-    let hap_rps = find(targets, "haproxy").map(|t| t.closed.rps());
-    let ngx_rps = find(targets, "nginx").map(|t| t.closed.rps());
-    let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
+    let m = &report["machine"];
+    let r = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.2}x"));
+    let ns = |v: &Value| format_ns(v.as_u64().unwrap_or(0));
     let mut s = format!(
         "tailmesh-bench compare, {}: {} cores ({}), kernel {}; {} round(s) x {} s per target; {} connections; one worker per proxy\n\n",
-        machine["date"].as_str().unwrap_or(""),
-        machine["cores"],
-        machine["cpu"].as_str().unwrap_or(""),
-        machine["kernel"].as_str().unwrap_or(""),
+        m["date"].as_str().unwrap_or(""),
+        m["cores"],
+        m["cpu"].as_str().unwrap_or(""),
+        m["kernel"].as_str().unwrap_or(""),
         args.rounds,
         args.seconds,
         args.connections
     );
     s.push_str("| target | req/s | CPU µs/req | closed p50 | closed p99 | open p50 | open p99 | open p99.9 | errors | CPU vs haproxy | CPU vs nginx | req/s vs haproxy | req/s vs nginx |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for t in targets {
+    let rows = report["targets"].as_array().map_or(&[][..], Vec::as_slice);
+    for t in rows {
+        let (c, o) = (&t["closed_latency_ns"], &t["open_latency_ns"]);
         s.push_str(&format!(
             "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            t.name,
-            t.closed.rps(),
-            cpu_us(t),
-            format_ns(t.closed.q(0.5)),
-            format_ns(t.closed.q(0.99)),
-            format_ns(t.open.q(0.5)),
-            format_ns(t.open.q(0.99)),
-            format_ns(t.open.q(0.999)),
-            t.closed.errors + t.open.errors,
-            r(ratio(cpu_us(t), hap)),
-            r(ratio(cpu_us(t), ngx)),
-            r(ratio(t.closed.rps(), hap_rps)),
-            r(ratio(t.closed.rps(), ngx_rps)),
+            t["target"].as_str().unwrap_or(""),
+            t["rps"].as_f64().unwrap_or(0.0),
+            t["cpu_us_per_req"].as_f64().unwrap_or(0.0),
+            ns(&c["p50"]),
+            ns(&c["p99"]),
+            ns(&o["p50"]),
+            ns(&o["p99"]),
+            ns(&o["p99.9"]),
+            t["errors"],
+            r(&t["cpu_vs_haproxy"]),
+            r(&t["cpu_vs_nginx"]),
+            r(&t["rps_vs_haproxy"]),
+            r(&t["rps_vs_nginx"]),
         ));
     }
     s.push_str(&format!(
-        "\nCPU µs/req: the proxy's user+sys CPU per request; for direct rows, the origin's. Open loop at {rate:.0} req/s ({:.0}% of the slowest closed-loop max), latency from intended send time.\n",
+        "\nCPU µs/req: the proxy's user+sys CPU per request; for direct rows, the origin's. Open loop at {:.0} req/s ({:.0}% of the slowest closed-loop max), latency from intended send time.\n",
+        report["open_rate"].as_f64().unwrap_or(0.0),
         args.open_fraction * 100.0
     ));
-    let bulk_rows: Vec<&Target> = targets.iter().filter(|t| t.bulk.is_some()).collect();
-    if !bulk_rows.is_empty() {
-        let hap_bulk = find(targets, "haproxy").and_then(|t| t.bulk).map(|b| b.1);
-        s.push_str(&format!("\nL4 bulk transfer, {} per fetch, repeated for at least 1 s:\n\n| target | GB/s | CPU s per GB | vs haproxy tcp |\n|---|---|---|---|\n", ringlog::units::format_size(bulk_bytes)));
-        for t in bulk_rows {
-            if let Some((gbps, cpu)) = t.bulk {
-                let label = if t.name == "haproxy" {
-                    "haproxy (tcp mode)".to_string()
-                } else {
-                    t.name.clone()
-                };
-                s.push_str(&format!(
-                    "| {label} | {gbps:.2} | {cpu:.3} | {} |\n",
-                    r(ratio(cpu, hap_bulk))
-                ));
-            }
+    let bulk: Vec<&Value> = rows.iter().filter(|t| !t["bulk"].is_null()).collect();
+    if !bulk.is_empty() {
+        let hap = bulk
+            .iter()
+            .find(|t| t["target"] == "haproxy")
+            .and_then(|t| t["bulk"]["cpu_s_per_gb"].as_f64());
+        s.push_str(&format!(
+            "\nL4 bulk transfer, {} per fetch, repeated for at least 1 s:\n\n| target | GB/s | CPU s per GB | vs haproxy tcp |\n|---|---|---|---|\n",
+            ringlog::units::format_size(report["bulk_bytes"].as_u64().unwrap_or(0))
+        ));
+        for t in bulk {
+            let name = t["target"].as_str().unwrap_or("");
+            let label = if name == "haproxy" {
+                "haproxy (tcp mode)"
+            } else {
+                name
+            };
+            let cpu = t["bulk"]["cpu_s_per_gb"].as_f64().unwrap_or(0.0);
+            s.push_str(&format!(
+                "| {label} | {:.2} | {cpu:.3} | {} |\n",
+                t["bulk"]["gb_per_s"].as_f64().unwrap_or(0.0),
+                r(&json!(ratio(cpu, hap)))
+            ));
         }
         s.push_str("\nCPU s per GB: the proxy's CPU (for direct, the origin's) per GB moved.\n");
     }
+    let skipped = report["skipped"].as_array().map_or(&[][..], Vec::as_slice);
     for line in skipped {
-        s.push_str(&format!("\n{line}"));
+        s.push_str(&format!("\n{}", line.as_str().unwrap_or("")));
     }
     if !skipped.is_empty() {
         s.push('\n');
