@@ -1,2 +1,8 @@
-//! The tailmesh node agent. The data path (issue #4) is not built yet; this
-//! crate currently only reserves its place in the workspace.
+//! The tailmesh node agent.
+//!
+//! Built so far: the sans-IO HTTP/1.1 request framing and hardening layer
+//! ([`http1`]). The drivers, routing, config and admin server (issue #4)
+//! are not built yet; the `node-agent` binary says so.
+
+pub mod fuzzing;
+pub mod http1;

@@ -1,0 +1,70 @@
+//! Sans-IO HTTP/1.1 for the proxy: parse and vet a request head, decode
+//! chunked bodies as they stream, and build the head sent upstream.
+//!
+//! Nothing here touches a socket or a clock. Every rejection carries the
+//! status to answer with and a [`Reason`] code, which becomes the
+//! `x-tailmesh-reason` header and the trace record's reason. Whenever the
+//! framing of a request cannot be trusted, the answer closes the downstream
+//! connection and nothing of the request reaches an upstream.
+//!
+//! | case | answer |
+//! |---|---|
+//! | Content-Length together with Transfer-Encoding | 400 |
+//! | duplicate differing Content-Length | 400 |
+//! | Transfer-Encoding other than a final `chunked` | 400 |
+//! | malformed chunk size or extension | 400 |
+//! | obs-fold, whitespace before the colon, invalid name bytes | 400 |
+//! | bare CR, or a bare LF line ending | 400 |
+//! | head over 64 KiB (configurable) | 431 |
+//! | request line over 8 KiB (configurable) | 414 |
+
+pub mod chunked;
+pub mod request;
+pub mod rewrite;
+
+use ringlog::Reason;
+
+/// Size limits for request heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line + headers + blank line).
+    pub max_head: usize,
+    /// Longest request line.
+    pub max_request_line: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head: 64 * 1024,
+            max_request_line: 8 * 1024,
+            max_headers: request::MAX_HEADERS,
+        }
+    }
+}
+
+/// Why a request was refused: the status to answer, the reason code, and a
+/// short human explanation (sent as the response body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {}: {detail}", reason.name())]
+#[non_exhaustive]
+pub struct Reject {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Reason code (`x-tailmesh-reason`, trace record).
+    pub reason: Reason,
+    /// What exactly was wrong.
+    pub detail: &'static str,
+}
+
+impl Reject {
+    pub(crate) fn bad(detail: &'static str) -> Reject {
+        Reject {
+            status: 400,
+            reason: Reason::BadRequest,
+            detail,
+        }
+    }
+}

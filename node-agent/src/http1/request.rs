@@ -1,0 +1,347 @@
+//! Parsing and vetting a request head (see the table in [`super`]).
+
+use super::{Limits, Reject};
+use ringlog::Reason;
+
+/// Most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding (decode with [`super::chunked::Decoder`]).
+    Chunked,
+}
+
+/// A vetted request head, borrowing from the input buffer.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    /// Method.
+    pub method: &'a str,
+    /// Request target.
+    pub target: &'a str,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    headers: [httparse::Header<'a>; MAX_HEADERS],
+    count: usize,
+    /// Body framing.
+    pub body: Body,
+    /// The client wants the connection closed after this exchange.
+    pub close: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// `CONNECT`, or an `Upgrade` request: becomes an L4 tunnel once accepted.
+    pub tunnel: bool,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The header fields in order.
+    pub fn headers(&self) -> &[httparse::Header<'a>] {
+        &self.headers[..self.count]
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers()
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// Parses and vets the request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, read more (and call again). `Err`: refuse with
+/// the given status and close the connection.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, Reject> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    match line_end {
+        Some(i) if i > limits.max_request_line + 1 => return Err(uri_too_long()),
+        None if buf.len() > limits.max_request_line + 1 => return Err(uri_too_long()),
+        _ => {}
+    }
+    let Some(head_len) = head_end(buf) else {
+        if buf.len() > limits.max_head {
+            return Err(head_too_large());
+        }
+        check_line_endings(buf, false)?;
+        return Ok(None);
+    };
+    if head_len > limits.max_head {
+        return Err(head_too_large());
+    }
+    check_line_endings(&buf[..head_len], true)?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = req.parse(&buf[..head_len]).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => head_too_large(),
+        httparse::Error::HeaderName => {
+            Reject::bad("invalid header name (bad byte, space before ':' or obs-fold)")
+        }
+        httparse::Error::HeaderValue => Reject::bad("invalid byte in a header value"),
+        httparse::Error::Version => Reject::bad("unsupported or malformed HTTP version"),
+        httparse::Error::Token => Reject::bad("invalid method"),
+        _ => Reject::bad("malformed request head"),
+    })?;
+    if !status.is_complete() {
+        return Ok(None);
+    }
+    let (method, target, minor) = (
+        req.method.unwrap_or(""),
+        req.path.unwrap_or(""),
+        req.version.unwrap_or(1),
+    );
+    let count = req.headers.len();
+    if count > limits.max_headers {
+        return Err(head_too_large());
+    }
+    let mut head = RequestHead {
+        len: head_len,
+        method,
+        target,
+        minor,
+        headers,
+        count,
+        body: Body::None,
+        close: minor == 0,
+        expect_continue: false,
+        tunnel: method == "CONNECT",
+    };
+    vet(&mut head)?;
+    Ok(Some(head))
+}
+
+fn uri_too_long() -> Reject {
+    Reject {
+        status: 414,
+        reason: Reason::UriTooLong,
+        detail: "request line too long",
+    }
+}
+
+fn head_too_large() -> Reject {
+    Reject {
+        status: 431,
+        reason: Reason::HeaderTooLarge,
+        detail: "request head too large",
+    }
+}
+
+/// End of the head (after the blank line), CRLF only.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Every CR must start a CRLF and every LF must end one. `complete`: the
+/// slice is a whole head, so a trailing lone CR is also an error.
+fn check_line_endings(head: &[u8], complete: bool) -> Result<(), Reject> {
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\r' => match head.get(i + 1) {
+                Some(b'\n') => {}
+                None if !complete => {}
+                _ => return Err(Reject::bad("bare CR")),
+            },
+            b'\n' if i == 0 || head[i - 1] != b'\r' => {
+                return Err(Reject::bad("bare LF line ending"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn token_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Framing rules: Content-Length / Transfer-Encoding, Connection, Expect, Upgrade.
+fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked_last = false;
+    for h in head.headers() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            // 1*DIGIT only: no sign, no spaces inside, no list.
+            let v = h.value.trim_ascii();
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(Reject::bad("invalid Content-Length"));
+            }
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(Reject::bad("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Reject::bad("conflicting Content-Length headers"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            for coding in token_list(h.value) {
+                if chunked_last {
+                    return Err(Reject::bad("chunked is not the final transfer coding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_last = true;
+                } else {
+                    return Err(Reject::bad("unsupported transfer coding"));
+                }
+            }
+            te_seen = true;
+        }
+    }
+    if te_seen && length.is_some() {
+        return Err(Reject::bad("both Content-Length and Transfer-Encoding"));
+    }
+    if te_seen && !chunked_last {
+        return Err(Reject::bad("Transfer-Encoding without a final chunked"));
+    }
+    if te_seen && head.minor == 0 {
+        return Err(Reject::bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    head.body = if te_seen {
+        Body::Chunked
+    } else {
+        length.map_or(Body::None, Body::Length)
+    };
+    let mut close = head.close;
+    let mut upgrade = false;
+    let mut expect_continue = false;
+    for h in head.headers() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in token_list(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && head.minor == 0 {
+                    close = false;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Reject {
+                    status: 417,
+                    reason: Reason::BadRequest,
+                    detail: "unsupported expectation",
+                });
+            }
+        }
+    }
+    head.close = close;
+    head.expect_continue = expect_continue;
+    head.tunnel |= upgrade && head.header("upgrade").is_some();
+    if head.minor == 1 && head.header("host").is_none() {
+        return Err(Reject::bad("missing Host header"));
+    }
+    if head
+        .headers()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count()
+        > 1
+    {
+        return Err(Reject::bad("more than one Host header"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &[u8]) -> RequestHead<'_> {
+        match parse(raw, &Limits::default()) {
+            Ok(Some(h)) => h,
+            other => panic!(
+                "{:?} for {:?}",
+                other.map(|h| h.map(|h| h.len)),
+                String::from_utf8_lossy(raw)
+            ),
+        }
+    }
+
+    fn status(raw: &[u8]) -> u16 {
+        match parse(raw, &Limits::default()) {
+            Err(r) => r.status,
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn accepts_ordinary_requests() {
+        let h = ok(b"POST /api?x=1 HTTP/1.1\r\nHost: orders.svc\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(
+            (h.method, h.target, h.body, h.close),
+            ("POST", "/api?x=1", Body::Length(5), false)
+        );
+        assert_eq!(h.header("HOST"), Some(&b"orders.svc"[..]));
+        let h = ok(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!((h.body, h.expect_continue), (Body::Chunked, true));
+        let h = ok(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(h.close);
+        let h = ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!h.close);
+        let h =
+            ok(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(h.tunnel);
+        assert!(ok(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").tunnel);
+    }
+
+    #[test]
+    fn incomplete_until_the_blank_line() {
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(status(&full[..cut]), 0, "cut at {cut}");
+        }
+        assert_eq!(status(full), 200);
+    }
+
+    #[test]
+    fn limits() {
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(long_line.as_bytes()), 414);
+        assert_eq!(
+            status(&long_line.as_bytes()[..8500]),
+            414,
+            "known before the head ends"
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "b".repeat(70_000)
+        );
+        assert_eq!(status(big.as_bytes()), 431);
+        assert_eq!(
+            status(&big.as_bytes()[..66_000]),
+            431,
+            "known before the head ends"
+        );
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes()),
+            431
+        );
+        let small = Limits {
+            max_head: 100,
+            max_request_line: 20,
+            max_headers: 4,
+        };
+        assert_eq!(
+            parse(b"GET /aaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n", &small)
+                .unwrap_err()
+                .status,
+            414
+        );
+    }
+}

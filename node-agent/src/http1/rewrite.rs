@@ -1,0 +1,198 @@
+//! The head sent upstream: the request line and the client's fields minus
+//! hop-by-hop ones, plus `x-forwarded-for` (appended), `x-request-id`
+//! (generated when absent, propagated otherwise) and, for a chunked body,
+//! `transfer-encoding: chunked` (the body is forwarded unchanged).
+//! `traceparent` passes through; its trace id, or else a hash of
+//! `x-request-id`, is the sampling key.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::request::{Body, RequestHead};
+
+/// Fields that describe one hop and never go upstream as received.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// What the rewrite decided about the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The request id sent upstream (received or generated).
+    pub request_id: String,
+    /// The id was generated here.
+    pub generated_id: bool,
+    /// Sampling key: hash of the W3C trace id, else of the request id.
+    pub sampling_hash: u64,
+}
+
+/// Writes the upstream head for `head` into `out` (appending).
+/// `new_id` is called only when the request carries no `x-request-id`.
+pub fn upstream_head(
+    head: &RequestHead<'_>,
+    client: IpAddr,
+    new_id: impl FnOnce() -> String,
+    out: &mut Vec<u8>,
+) -> Meta {
+    let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    // Fields named in Connection are hop-by-hop too.
+    let connection_named: Vec<&[u8]> = head
+        .headers()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b',').map(|t| t.trim_ascii()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut request_id: Option<&[u8]> = None;
+    for h in head.headers() {
+        let name = h.name;
+        let lower_is = |n: &str| name.eq_ignore_ascii_case(n);
+        if lower_is("x-forwarded-for") {
+            xff.push(h.value.trim_ascii());
+            continue;
+        }
+        if lower_is("x-request-id") && request_id.is_none() {
+            request_id = Some(h.value);
+        }
+        let hop = HOP_BY_HOP.iter().any(|n| lower_is(n))
+            || connection_named
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()));
+        let keep_for_tunnel = head.tunnel && (lower_is("upgrade") || lower_is("connection"));
+        if hop && !keep_for_tunnel {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if head.body == Body::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for v in xff.iter().filter(|v| !v.is_empty()) {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client}\r\n");
+    let (request_id, generated_id) = match request_id {
+        Some(v) => (String::from_utf8_lossy(v).into_owned(), false),
+        None => {
+            let id = new_id();
+            let _ = write!(out, "x-request-id: {id}\r\n");
+            (id, true)
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    let sampling_hash = head
+        .header("traceparent")
+        .and_then(trace_id)
+        .map(|id| ringlog::sampler::hash_trace_id(&id))
+        .unwrap_or_else(|| ringlog::sampler::hash_bytes(request_id.as_bytes()));
+    Meta {
+        request_id,
+        generated_id,
+        sampling_hash,
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`);
+/// None if malformed or all zero.
+pub fn trace_id(value: &[u8]) -> Option<[u8; 16]> {
+    let v = value.trim_ascii();
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, pair) in v[3..35].chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        id[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    (id != [0; 16]).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::{Limits, request};
+
+    fn rewrite(raw: &[u8]) -> (String, Meta) {
+        let head = request::parse(raw, &Limits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        let meta = upstream_head(
+            &head,
+            "10.1.2.3".parse().unwrap(),
+            || "gen-1".into(),
+            &mut out,
+        );
+        (String::from_utf8(out).unwrap(), meta)
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_appends_forwarding() {
+        let (h, m) = rewrite(
+            b"POST /a HTTP/1.1\r\nHost: s\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n\
+TE: trailers\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\nAccept: */*\r\n\r\n",
+        );
+        assert!(h.starts_with("POST /a HTTP/1.1\r\nHost: s\r\n"), "{h}");
+        for gone in [
+            "Connection",
+            "X-Secret",
+            "Keep-Alive",
+            "TE:",
+            "Transfer-Encoding",
+        ] {
+            assert!(!h.contains(gone), "{gone} leaked: {h}");
+        }
+        assert!(h.contains("transfer-encoding: chunked\r\n"));
+        assert!(
+            h.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"),
+            "{h}"
+        );
+        assert!(h.contains("Accept: */*\r\n"));
+        assert!(h.contains("x-request-id: gen-1\r\n"));
+        assert!(m.generated_id);
+        assert!(h.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn propagates_ids_and_derives_the_sampling_key() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let raw =
+            format!("GET / HTTP/1.1\r\nHost: s\r\nX-Request-Id: abc\r\ntraceparent: {tp}\r\n\r\n");
+        let (h, m) = rewrite(raw.as_bytes());
+        assert!(h.contains(&format!("traceparent: {tp}\r\n")));
+        assert!(!h.contains("gen-1"));
+        assert_eq!((m.request_id.as_str(), m.generated_id), ("abc", false));
+        let id = trace_id(tp.as_bytes()).unwrap();
+        assert_eq!(m.sampling_hash, ringlog::sampler::hash_trace_id(&id));
+        // Without traceparent the request id is the key: same id, same key everywhere.
+        let (_, m2) = rewrite(b"GET / HTTP/1.1\r\nHost: s\r\nX-Request-Id: abc\r\n\r\n");
+        assert_eq!(m2.sampling_hash, ringlog::sampler::hash_bytes(b"abc"));
+        assert_eq!(
+            trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id(b"garbage"), None);
+    }
+
+    #[test]
+    fn upgrade_keeps_its_fields() {
+        let (h, _) = rewrite(
+            b"GET /ws HTTP/1.1\r\nHost: s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(
+            h.contains("Connection: Upgrade\r\n") && h.contains("Upgrade: websocket\r\n"),
+            "{h}"
+        );
+    }
+}
