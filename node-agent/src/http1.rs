@@ -1,5 +1,7 @@
 //! Sans-IO HTTP/1.1 for the proxy: parse and vet a request head, decode
-//! chunked bodies as they stream, and build the head sent upstream.
+//! chunked bodies as they stream, build the head sent upstream, vet the
+//! upstream's response head (malformed: 502) and build the head sent
+//! downstream, and make the agent's own responses (`x-tailmesh-reason`).
 //!
 //! Nothing here touches a socket or a clock. Every rejection carries the
 //! status to answer with and a [`Reason`] code, which becomes the
@@ -20,6 +22,7 @@
 
 pub mod chunked;
 pub mod request;
+pub mod response;
 pub mod rewrite;
 
 use ringlog::Reason;

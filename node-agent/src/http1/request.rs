@@ -140,7 +140,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 
 /// Every CR must start a CRLF and every LF must end one. `complete`: the
 /// slice is a whole head, so a trailing lone CR is also an error.
-fn check_line_endings(head: &[u8], complete: bool) -> Result<(), Reject> {
+pub(crate) fn check_line_endings(head: &[u8], complete: bool) -> Result<(), Reject> {
     for (i, &b) in head.iter().enumerate() {
         match b {
             b'\r' => match head.get(i + 1) {

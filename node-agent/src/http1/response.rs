@@ -1,0 +1,324 @@
+//! The response side: vetting an upstream response head (anything the proxy
+//! cannot frame with certainty is a 502), the head sent downstream, and the
+//! agent's own local responses, which always carry `x-tailmesh-reason`.
+
+use std::io::Write;
+
+use ringlog::Reason;
+
+use super::{Limits, Reject};
+
+/// Most header fields an upstream response may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// How a response body is delimited (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the upstream closes.
+    UntilClose,
+}
+
+/// A vetted upstream response head, borrowing from the buffer.
+#[derive(Debug)]
+pub struct ResponseHead<'a> {
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: &'a str,
+    headers: [httparse::Header<'a>; MAX_HEADERS],
+    count: usize,
+    /// Body framing.
+    pub body: Body,
+    /// The upstream will close after this response.
+    pub close: bool,
+}
+
+impl<'a> ResponseHead<'a> {
+    /// Header fields in order.
+    pub fn headers(&self) -> &[httparse::Header<'a>] {
+        &self.headers[..self.count]
+    }
+}
+
+fn bad_upstream(detail: &'static str) -> Reject {
+    Reject {
+        status: 502,
+        reason: Reason::UpstreamProtocol,
+        detail,
+    }
+}
+
+/// Parses and vets an upstream response head to a request with method
+/// `method`. `Ok(None)`: read more.
+pub fn parse<'a>(
+    buf: &'a [u8],
+    method: &str,
+    limits: &Limits,
+) -> Result<Option<ResponseHead<'a>>, Reject> {
+    let framing = |e: Reject| bad_upstream(e.detail);
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+        if buf.len() > limits.max_head {
+            return Err(bad_upstream("response head too large"));
+        }
+        super::request::check_line_endings(buf, false).map_err(framing)?;
+        return Ok(None);
+    };
+    if end > limits.max_head {
+        return Err(bad_upstream("response head too large"));
+    }
+    let head = &buf[..end];
+    super::request::check_line_endings(head, true).map_err(framing)?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(bad_upstream("malformed response head")),
+    }
+    let status = resp.code.unwrap_or(0);
+    let minor = resp.version.unwrap_or(1);
+    let reason = resp.reason.unwrap_or("");
+    let count = resp.headers.len();
+    if !(100..=599).contains(&status) {
+        return Err(bad_upstream("status code out of range"));
+    }
+    let mut r = ResponseHead {
+        len: end,
+        status,
+        reason,
+        headers,
+        count,
+        body: Body::None,
+        close: minor == 0,
+    };
+    let (mut length, mut te, mut chunked_last) = (None::<u64>, false, false);
+    let mut close = r.close;
+    for h in r.headers() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value.trim_ascii();
+            let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .flatten()
+                .ok_or(bad_upstream("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad_upstream("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            for t in h
+                .value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| !t.is_empty())
+            {
+                chunked_last = t.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+    }
+    r.close = close;
+    if te && length.is_some() {
+        return Err(bad_upstream("both Content-Length and Transfer-Encoding"));
+    }
+    let no_body =
+        method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304;
+    r.body = if no_body {
+        Body::None
+    } else if te && chunked_last {
+        Body::Chunked
+    } else if te {
+        Body::UntilClose // a non-chunked final coding: delimited by close
+    } else {
+        length.map_or(Body::UntilClose, Body::Length)
+    };
+    if r.body == Body::UntilClose {
+        r.close = true;
+    }
+    Ok(Some(r))
+}
+
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "trailer",
+];
+
+/// Writes the head sent downstream for `resp`: hop-by-hop fields removed,
+/// `transfer-encoding: chunked` kept for a chunked body (forwarded as is),
+/// `connection: close` when the downstream connection closes afterwards.
+/// A close-delimited body is forwarded close-delimited.
+pub fn downstream_head(resp: &ResponseHead<'_>, close: bool, out: &mut Vec<u8>) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    for h in resp.headers() {
+        if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if resp.body == Body::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close || resp.body == Body::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response the agent makes itself: status, `x-tailmesh-reason`, a one-line
+/// plain-text body, and `connection: close` when `close`.
+pub fn local(status: u16, reason: Reason, detail: &str, close: bool, out: &mut Vec<u8>) {
+    let body_len = detail.len() + 1;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nx-tailmesh-reason: {}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\n{}\r\n{detail}\n",
+        phrase(status),
+        reason.name(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+}
+
+/// Standard reason phrases for the statuses the agent produces.
+pub fn phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p<'a>(raw: &'a [u8], method: &str) -> Result<Option<ResponseHead<'a>>, Reject> {
+        parse(raw, method, &Limits::default())
+    }
+
+    #[test]
+    fn framing() {
+        let r = p(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "GET")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.status, r.body, r.close), (200, Body::Length(5), false));
+        let r = p(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.body, Body::Chunked);
+        let r = p(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap().unwrap();
+        assert_eq!((r.body, r.close), (Body::UntilClose, true));
+        let r = p(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.body, Body::None);
+        for s in [
+            "101 Switching Protocols",
+            "204 No Content",
+            "304 Not Modified",
+            "100 Continue",
+        ] {
+            let raw = format!("HTTP/1.1 {s}\r\nContent-Length: 5\r\n\r\n");
+            assert_eq!(
+                p(raw.as_bytes(), "GET").unwrap().unwrap().body,
+                Body::None,
+                "{s}"
+            );
+        }
+        let r = p(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "GET")
+            .unwrap()
+            .unwrap();
+        assert!(r.close);
+        assert!(
+            p(b"HTTP/1.1 200 OK\r\nContent-Le", "GET")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn malformed_upstream_responses_are_502() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+            b"HTTP/1.1 2x0 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Header: 1\r\n\r\n",
+            b"HTTP/1.1 999 Nope\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        ] {
+            let e = p(raw, "GET").unwrap_err();
+            assert_eq!(
+                (e.status, e.reason),
+                (502, Reason::UpstreamProtocol),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+        assert_eq!(p(big.as_bytes(), "GET").unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn downstream_head_and_local_responses() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
+        let r = p(raw, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        local(
+            503,
+            Reason::UpstreamConnect,
+            "upstream connect failed",
+            true,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 503 Service Unavailable\r\nx-tailmesh-reason: upstream_connect\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("connection: close\r\n\r\nupstream connect failed\n"));
+        assert!(text.contains("content-length: 24\r\n"));
+    }
+}
