@@ -4,5 +4,6 @@
 //! ([`http1`]). The drivers, routing, config and admin server (issue #4)
 //! are not built yet; the `node-agent` binary says so.
 
+pub mod config;
 pub mod fuzzing;
 pub mod http1;

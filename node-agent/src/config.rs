@@ -1,0 +1,378 @@
+//! Config loading and validation: YAML or JSON text into one typed
+//! [`Config`] snapshot, checked as a whole. Bad config never takes effect:
+//! every problem is reported with the key (which listener, cluster, route
+//! ...), the field and the reason, all at once.
+
+pub mod schema;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub use schema::Config;
+use schema::{Cluster, Match, Route};
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Which object: `listeners[api]`, `clusters[orders]`, `sampling`, ...
+    pub key: String,
+    /// Which field inside it: `endpoints[1].addr`, `to[0].cluster`, ...
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.key, self.field, self.reason)
+    }
+}
+
+/// Why a config was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML/JSON, or does not fit the schema (unknown
+    /// field, wrong type, bad duration); the message has the location.
+    #[error("config {format} error: {message}")]
+    Syntax {
+        /// `yaml` or `json`.
+        format: &'static str,
+        /// Parser message with the location.
+        message: String,
+    },
+    /// The config parsed but is not consistent.
+    #[error("config invalid ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+            .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Reads and validates a config file (`.json` is JSON, anything else YAML).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let json = path.extension().is_some_and(|e| e == "json");
+    parse(&text, json)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str, json: bool) -> Result<Config, ConfigError> {
+    let cfg: Config = if json {
+        serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            format: "json",
+            message: e.to_string(),
+        })?
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+            format: "yaml",
+            message: e.to_string(),
+        })?
+    };
+    let problems = validate(&cfg);
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+struct Report(Vec<Problem>);
+
+impl Report {
+    fn add(&mut self, key: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn duplicates<'a>(r: &mut Report, kind: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen = HashSet::new();
+    for n in names {
+        if n.is_empty() {
+            r.add(format!("{kind}[]"), "name", "must not be empty");
+        } else if !seen.insert(n) {
+            r.add(format!("{kind}[{n}]"), "name", "duplicate name");
+        }
+    }
+}
+
+fn fraction(r: &mut Report, key: &str, field: &str, v: f64) {
+    if !(0.0..=1.0).contains(&v) {
+        r.add(key, field, format!("{v} is not between 0 and 1"));
+    }
+}
+
+/// Every consistency rule; an empty result means valid.
+pub fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut r = Report(Vec::new());
+    if cfg.version != 1 {
+        r.add(
+            "(top)",
+            "version",
+            format!("{} is not supported (only 1)", cfg.version),
+        );
+    }
+    duplicates(
+        &mut r,
+        "listeners",
+        cfg.listeners.iter().map(|l| l.name.as_str()),
+    );
+    duplicates(
+        &mut r,
+        "clusters",
+        cfg.clusters.iter().map(|c| c.name.as_str()),
+    );
+    duplicates(&mut r, "routes", cfg.routes.iter().map(|c| c.name.as_str()));
+    duplicates(
+        &mut r,
+        "request_types",
+        cfg.request_types.iter().map(|c| c.name.as_str()),
+    );
+    let clusters: BTreeMap<&str, &Cluster> =
+        cfg.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    let routes: HashSet<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+    let mut binds = HashSet::new();
+    for l in &cfg.listeners {
+        let key = format!("listeners[{}]", l.name);
+        match l.bind.parse::<SocketAddr>() {
+            Err(_) => r.add(&key, "bind", format!("{:?} is not IP:PORT", l.bind)),
+            Ok(a) if !binds.insert(a) => {
+                r.add(&key, "bind", format!("{a} is used by another listener"))
+            }
+            Ok(_) => {}
+        }
+        if let Some(d) = l.default_route.as_deref().filter(|d| !routes.contains(d)) {
+            r.add(&key, "default_route", format!("no route named {d:?}"));
+        }
+    }
+    for c in &cfg.clusters {
+        check_cluster(&mut r, c);
+    }
+    for route in &cfg.routes {
+        check_route(&mut r, route, &clusters);
+    }
+    for t in &cfg.request_types {
+        let key = format!("request_types[{}]", t.name);
+        fraction(&mut r, &key, "sample", t.sample);
+        check_match(&mut r, &key, &t.matches);
+    }
+    let s = &cfg.sampling;
+    fraction(&mut r, "sampling", "default", s.default);
+    if let Some(q) = s.keep_above_quantile.filter(|q| !(*q > 0.0 && *q < 1.0)) {
+        r.add(
+            "sampling",
+            "keep_above_quantile",
+            format!("{q} is not strictly between 0 and 1"),
+        );
+    }
+    if cfg.ring.size.0 < 1 << 20 {
+        r.add(
+            "ring",
+            "size",
+            format!("{} bytes is below the 1MiB minimum", cfg.ring.size.0),
+        );
+    }
+    if cfg.ring.path.as_os_str().is_empty() {
+        r.add("ring", "path", "must not be empty");
+    }
+    r.0
+}
+
+fn check_cluster(r: &mut Report, c: &Cluster) {
+    let key = format!("clusters[{}]", c.name);
+    let mut addrs = HashSet::new();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        match e.addr.parse::<SocketAddr>() {
+            Err(_) => r.add(
+                &key,
+                format!("endpoints[{i}].addr"),
+                format!("{:?} is not IP:PORT", e.addr),
+            ),
+            Ok(a) if !addrs.insert(a) => r.add(
+                &key,
+                format!("endpoints[{i}].addr"),
+                format!("{a} is listed twice"),
+            ),
+            Ok(_) => {}
+        }
+        if e.weight == 0 {
+            r.add(&key, format!("endpoints[{i}].weight"), "must be at least 1");
+        }
+    }
+    if let Some(l) = &c.locality
+        && l.prefer != "zone"
+        && l.prefer != "region"
+    {
+        r.add(
+            &key,
+            "locality.prefer",
+            format!("{:?} is not zone or region", l.prefer),
+        );
+    }
+    if let Some(h) = &c.health_check {
+        if !h.http_path.starts_with('/') {
+            r.add(&key, "health_check.http_path", "must start with /");
+        }
+        if h.interval.0 == 0 {
+            r.add(&key, "health_check.interval", "must be positive");
+        }
+        if h.timeout >= h.interval {
+            r.add(
+                &key,
+                "health_check.timeout",
+                "must be shorter than the interval",
+            );
+        }
+        if h.rise == 0 || h.fall == 0 {
+            r.add(&key, "health_check.rise/fall", "must be at least 1");
+        }
+    }
+    if let Some(o) = &c.outlier {
+        if o.max_ejection_percent > 100 {
+            r.add(&key, "outlier.max_ejection_percent", "must be at most 100");
+        }
+        if o.consecutive_5xx == 0 {
+            r.add(&key, "outlier.consecutive_5xx", "must be at least 1");
+        }
+    }
+    if let Some(b) = &c.breaker {
+        if !(b.error_rate > 0.0 && b.error_rate <= 1.0) {
+            r.add(
+                &key,
+                "breaker.error_rate",
+                format!("{} is not in (0, 1]", b.error_rate),
+            );
+        }
+        if b.window.0 == 0 || b.open_for.0 == 0 {
+            r.add(&key, "breaker.window/open_for", "must be positive");
+        }
+        if b.max_concurrent == 0 {
+            r.add(&key, "breaker.max_concurrent", "must be at least 1");
+        }
+    }
+    let t = &c.timeouts;
+    if t.connect.0 == 0 || t.request.0 == 0 {
+        r.add(&key, "timeouts", "connect and request must be positive");
+    }
+    if let Some(rt) = &c.retry {
+        if rt.attempts > 10 {
+            r.add(
+                &key,
+                "retry.attempts",
+                format!("{} is more than 10", rt.attempts),
+            );
+        }
+        if rt.budget_percent > 100 {
+            r.add(&key, "retry.budget_percent", "must be at most 100");
+        }
+        for (i, on) in rt.on.iter().enumerate() {
+            let status = on.len() == 3 && on.parse::<u16>().is_ok_and(|s| (500..=599).contains(&s));
+            if !(status || ["connect_failure", "reset", "timeout", "5xx"].contains(&on.as_str())) {
+                r.add(
+                    &key,
+                    format!("retry.on[{i}]"),
+                    format!("{on:?} is not connect_failure, reset, timeout, 5xx or a 5xx status"),
+                );
+            }
+        }
+    }
+}
+
+fn check_match(r: &mut Report, key: &str, m: &Match) {
+    if let Some(p) = m.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        r.add(key, "match.path_prefix", format!("{p:?} must start with /"));
+    }
+    for name in m.headers.keys() {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            r.add(
+                key,
+                format!("match.headers.{name}"),
+                "is not a valid header name",
+            );
+        }
+    }
+}
+
+fn check_hash_key(r: &mut Report, key: &str, field: &str, v: &str) {
+    let ok = v == "source_ip"
+        || v.strip_prefix("header:")
+            .or_else(|| v.strip_prefix("cookie:"))
+            .is_some_and(|n| !n.is_empty());
+    if !ok {
+        r.add(
+            key,
+            field,
+            format!("{v:?} is not header:NAME, cookie:NAME or source_ip"),
+        );
+    }
+}
+
+fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster>) {
+    let key = format!("routes[{}]", route.name);
+    check_match(r, &key, &route.matches);
+    if route.to.is_empty() {
+        r.add(&key, "to", "needs at least one cluster");
+    }
+    for (i, arm) in route.to.iter().enumerate() {
+        if arm.weight == 0 {
+            r.add(&key, format!("to[{i}].weight"), "must be at least 1");
+        }
+        match clusters.get(arm.cluster.as_str()) {
+            None => r.add(
+                &key,
+                format!("to[{i}].cluster"),
+                format!("no cluster named {:?}", arm.cluster),
+            ),
+            Some(c) if !arm.subset.is_empty() && !c.endpoints.is_empty() => {
+                let hit = c
+                    .endpoints
+                    .iter()
+                    .any(|e| arm.subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+                if !hit {
+                    r.add(
+                        &key,
+                        format!("to[{i}].subset"),
+                        format!("matches no endpoint of cluster {:?}", arm.cluster),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(h) = &route.hash_on {
+        check_hash_key(r, &key, "hash_on", h);
+    }
+    if let Some(rl) = &route.rate_limit {
+        if !(rl.rps.is_finite() && rl.rps > 0.0) {
+            r.add(&key, "rate_limit.rps", "must be a positive number");
+        }
+        if rl.burst == 0 {
+            r.add(&key, "rate_limit.burst", "must be at least 1");
+        }
+        if let Some(k) = &rl.key {
+            check_hash_key(r, &key, "rate_limit.key", k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,453 @@
+//! The typed config schema (DESIGN.md "Config"): one snapshot type for
+//! file and etcd configs. Field names are the user-facing contract.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A duration written `500ms`, `5s`, `1m` (parsed by `ringlog::units`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Dur(pub u64);
+
+impl TryFrom<String> for Dur {
+    type Error = String;
+    fn try_from(s: String) -> Result<Dur, String> {
+        ringlog::units::parse_duration_ns(&s)
+            .map(Dur)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl From<Dur> for String {
+    fn from(d: Dur) -> String {
+        ringlog::units::format_ns(d.0)
+    }
+}
+
+/// A size written `64MiB`, `4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SizeRepr", into = "String")]
+pub struct Size(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Text(String),
+    Bytes(u64),
+}
+
+impl TryFrom<SizeRepr> for Size {
+    type Error = String;
+    fn try_from(s: SizeRepr) -> Result<Size, String> {
+        match s {
+            SizeRepr::Bytes(n) => Ok(Size(n)),
+            SizeRepr::Text(t) => ringlog::units::parse_size(&t)
+                .map(Size)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl From<Size> for String {
+    fn from(s: Size) -> String {
+        ringlog::units::format_size(s.0)
+    }
+}
+
+/// The whole config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version; must be 1.
+    pub version: u32,
+    /// Listeners.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Upstream clusters.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Request types (sampling and attribution).
+    #[serde(default)]
+    pub request_types: Vec<RequestType>,
+    /// Sampling of trace records.
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// The flight recorder file.
+    #[serde(default)]
+    pub ring: Ring,
+}
+
+/// Listener mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// An ordinary listener.
+    #[default]
+    Normal,
+    /// iptables REDIRECT target: the original destination is the upstream.
+    Transparent,
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http,
+    /// L4 TCP.
+    Tcp,
+    /// Sniff: an HTTP/1.x request line means HTTP, else TCP.
+    #[default]
+    Auto,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// `IP:PORT`.
+    pub bind: String,
+    /// Mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Route for requests no route matches (HTTP) or all traffic (TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lb {
+    /// Round robin.
+    #[default]
+    RoundRobin,
+    /// Weighted random.
+    WeightedRandom,
+    /// Power of two choices on EWMA latency.
+    P2cEwma,
+    /// Consistent hashing (with a route's `hash_on`).
+    RingHash,
+}
+
+/// An upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `IP:PORT`.
+    pub addr: String,
+    /// Relative weight (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Labels for subsets and locality (`version`, `region`, `zone`, ...).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Locality preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Prefer endpoints sharing this label with the node (`zone` or `region`).
+    pub prefer: String,
+    /// Fail over to other localities when none is healthy.
+    #[serde(default = "yes")]
+    pub failover: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Active health checking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path for HTTP checks.
+    pub http_path: String,
+    /// Check interval.
+    pub interval: Dur,
+    /// Check timeout (less than the interval).
+    pub timeout: Dur,
+    /// Successes to become healthy.
+    pub rise: u32,
+    /// Failures to become unhealthy.
+    pub fall: u32,
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Consecutive 5xx that eject an endpoint.
+    pub consecutive_5xx: u32,
+    /// First ejection length (grows with repeats).
+    pub base_ejection: Dur,
+    /// Most of the cluster that may be ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// Circuit breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    /// Consecutive failures that open it.
+    pub consecutive_failures: u32,
+    /// Error rate over `window` that opens it.
+    pub error_rate: f64,
+    /// Requests in the window before the rate counts.
+    pub min_requests: u32,
+    /// Rate window.
+    pub window: Dur,
+    /// How long it stays open.
+    pub open_for: Dur,
+    /// Probes allowed half-open.
+    pub half_open_probes: u32,
+    /// Concurrent requests allowed.
+    pub max_concurrent: u32,
+    /// Requests allowed to wait for a connection.
+    pub max_pending: u32,
+}
+
+/// Timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Upstream connect.
+    #[serde(default = "connect_default")]
+    pub connect: Dur,
+    /// Whole request.
+    #[serde(default = "request_default")]
+    pub request: Dur,
+    /// Idle keep-alive connection.
+    #[serde(default = "idle_default")]
+    pub idle: Dur,
+}
+
+fn connect_default() -> Dur {
+    Dur(1_000_000_000)
+}
+fn request_default() -> Dur {
+    Dur(5_000_000_000)
+}
+fn idle_default() -> Dur {
+    Dur(60_000_000_000)
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: connect_default(),
+            request: request_default(),
+            idle: idle_default(),
+        }
+    }
+}
+
+/// Retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub attempts: u32,
+    /// Conditions: `connect_failure`, `reset`, `timeout`, `5xx` or a status like `"503"`.
+    pub on: Vec<String>,
+    /// Retries as a share of requests, at most.
+    #[serde(default = "twenty")]
+    pub budget_percent: u32,
+}
+
+fn twenty() -> u32 {
+    20
+}
+
+/// An upstream cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique name.
+    pub name: String,
+    /// LB policy.
+    #[serde(default)]
+    pub lb: Lb,
+    /// Static endpoints (etcd adds leased ones).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Locality preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+    /// Active health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Outlier ejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<Outlier>,
+    /// Circuit breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<Breaker>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// What a route or request type matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Host (without port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One arm of a route's split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arm {
+    /// Target cluster.
+    pub cluster: String,
+    /// Only endpoints with these labels.
+    #[serde(default)]
+    pub subset: BTreeMap<String, String>,
+    /// Relative weight (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub rps: f64,
+    /// Bucket size.
+    pub burst: u64,
+    /// Refill continuously (true) or each second.
+    #[serde(default = "yes")]
+    pub smooth: bool,
+    /// Separate buckets per value of this key (`header:NAME`, `source_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// What it matches.
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    /// Where it sends traffic.
+    pub to: Vec<Arm>,
+    /// Sticky split / ring-hash key: `header:NAME`, `cookie:NAME` or `source_ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    /// Rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A request type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestType {
+    /// Unique name.
+    pub name: String,
+    /// What it matches.
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    /// Sampling probability of fast successes.
+    pub sample: f64,
+}
+
+/// Sampling settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// Rate for requests of no listed type.
+    #[serde(default = "one_percent")]
+    pub default: f64,
+    /// Keep every failed request.
+    #[serde(default = "yes")]
+    pub keep_errors: bool,
+    /// Keep every request at least this slow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_slower_than: Option<Dur>,
+    /// Keep requests above this rolling per-type quantile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_above_quantile: Option<f64>,
+    /// Budget of sampled records per second (per node).
+    #[serde(default = "budget_default")]
+    pub max_records_per_sec: u64,
+}
+
+fn one_percent() -> f64 {
+    0.01
+}
+fn budget_default() -> u64 {
+    50_000
+}
+
+impl Default for Sampling {
+    fn default() -> Sampling {
+        Sampling {
+            default: one_percent(),
+            keep_errors: true,
+            keep_slower_than: None,
+            keep_above_quantile: None,
+            max_records_per_sec: budget_default(),
+        }
+    }
+}
+
+/// The flight recorder file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ring {
+    /// Path of the ring file.
+    #[serde(default = "ring_path")]
+    pub path: PathBuf,
+    /// Size of the ring file.
+    #[serde(default = "ring_size")]
+    pub size: Size,
+}
+
+fn ring_path() -> PathBuf {
+    PathBuf::from("/var/run/tailmesh/ring")
+}
+fn ring_size() -> Size {
+    Size(64 << 20)
+}
+
+impl Default for Ring {
+    fn default() -> Ring {
+        Ring {
+            path: ring_path(),
+            size: ring_size(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Config parsing and validation tests.
+
+use super::*;
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    match parse(yaml, false) {
+        Err(ConfigError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+        Err(e) => vec![format!("other error: {e}")],
+        Ok(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn shipped_examples_validate() {
+    for f in ["design-example.yaml", "local.yaml"] {
+        let cfg = load(&examples().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(cfg.version, 1);
+        assert!(!cfg.clusters.is_empty() && !cfg.routes.is_empty(), "{f}");
+    }
+    let cfg = load(&examples().join("design-example.yaml")).unwrap();
+    assert_eq!(cfg.routes[1].to[1].weight, 5);
+    assert_eq!(cfg.clusters[0].lb, schema::Lb::P2cEwma);
+    assert_eq!(cfg.ring.size, schema::Size(64 << 20));
+    assert_eq!(cfg.sampling.keep_slower_than, Some(schema::Dur(5_000_000)));
+    // JSON of the same snapshot validates too, and round-trips.
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(parse(&json, true).unwrap(), cfg);
+}
+
+#[test]
+fn every_problem_names_key_field_and_reason() {
+    let yaml = r#"
+version: 2
+listeners:
+  - { name: a, bind: "nonsense", default_route: missing }
+  - { name: a, bind: "127.0.0.1:1" }
+clusters:
+  - name: c
+    endpoints:
+      - { addr: "10.0.0.1:80", weight: 0 }
+      - { addr: "10.0.0.1:80" }
+    health_check: { http_path: healthz, interval: 1s, timeout: 2s, rise: 0, fall: 1 }
+    breaker: { consecutive_failures: 5, error_rate: 1.5, min_requests: 1, window: 10s, open_for: 30s,
+               half_open_probes: 1, max_concurrent: 10, max_pending: 10 }
+    retry: { attempts: 20, on: [teapot] }
+routes:
+  - name: r
+    match: { path_prefix: api }
+    to: [ { cluster: nope }, { cluster: c, subset: { version: v9 } } ]
+    hash_on: "ip"
+    rate_limit: { rps: 0, burst: 0 }
+request_types:
+  - { name: t, sample: 2 }
+sampling: { default: -1, keep_above_quantile: 1 }
+ring: { size: 1000 }
+"#;
+    let p = problems(yaml);
+    let expect = [
+        "(top): version: 2 is not supported",
+        "listeners[a]: name: duplicate name",
+        "listeners[a]: bind: \"nonsense\" is not IP:PORT",
+        "listeners[a]: default_route: no route named \"missing\"",
+        "clusters[c]: endpoints[0].weight: must be at least 1",
+        "clusters[c]: endpoints[1].addr: 10.0.0.1:80 is listed twice",
+        "clusters[c]: health_check.http_path: must start with /",
+        "clusters[c]: health_check.timeout: must be shorter than the interval",
+        "clusters[c]: health_check.rise/fall: must be at least 1",
+        "clusters[c]: breaker.error_rate: 1.5 is not in (0, 1]",
+        "clusters[c]: retry.attempts: 20 is more than 10",
+        "clusters[c]: retry.on[0]: \"teapot\"",
+        "routes[r]: match.path_prefix: \"api\" must start with /",
+        "routes[r]: to[0].cluster: no cluster named \"nope\"",
+        "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",
+        "routes[r]: hash_on: \"ip\" is not",
+        "routes[r]: rate_limit.rps: must be a positive number",
+        "routes[r]: rate_limit.burst: must be at least 1",
+        "request_types[t]: sample: 2 is not between 0 and 1",
+        "sampling: default: -1 is not between 0 and 1",
+        "sampling: keep_above_quantile: 1 is not strictly between 0 and 1",
+        "ring: size: 1000 bytes is below the 1MiB minimum",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            p.join("\n")
+        );
+    }
+    assert_eq!(
+        p.len(),
+        expect.len(),
+        "unexpected extra problems:\n{}",
+        p.join("\n")
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_are_located_and_named() {
+    let e = parse(
+        "version: 1\nclusters:\n  - name: c\n    lb: fastest\n",
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("fastest") && e.contains("yaml"), "{e}");
+    assert!(e.contains('4') || e.contains("line"), "no location: {e}");
+    let e = parse(
+        "version: 1\nlisteners:\n  - { name: a, bind: x, colour: red }\n",
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("colour"), "{e}");
+    let e = parse(
+        "version: 1\nclusters: [ { name: c, timeouts: { connect: soon } } ]\n",
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("invalid duration"), "{e}");
+    let e = parse("{\"version\": 1, \"ring\": {\"size\": \"lots\"}}", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("json") && e.contains("invalid size"), "{e}");
+    let e = parse("version: [", false).unwrap_err().to_string();
+    assert!(e.contains("yaml"), "{e}");
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let cfg = parse("version: 1\n", false).unwrap();
+    assert_eq!(cfg.sampling.default, 0.01);
+    assert!(cfg.sampling.keep_errors);
+    assert_eq!(
+        cfg.ring.path,
+        std::path::PathBuf::from("/var/run/tailmesh/ring")
+    );
+    let cfg = parse(
+        "version: 1\nclusters: [ { name: c, endpoints: [ { addr: \"127.0.0.1:1\" } ] } ]\n",
+        false,
+    )
+    .unwrap();
+    let c = &cfg.clusters[0];
+    assert_eq!(
+        (c.lb, c.endpoints[0].weight, c.timeouts.connect),
+        (schema::Lb::RoundRobin, 1, schema::Dur(1_000_000_000))
+    );
+}

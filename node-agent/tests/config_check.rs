@@ -1,0 +1,68 @@
+//! `node-agent check-config` on the shipped examples and on broken files:
+//! exit status and messages an operator can act on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_node-agent");
+
+#[test]
+fn check_config_accepts_examples_and_names_problems() {
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    for f in ["design-example.yaml", "local.yaml"] {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(ex.join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid:"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\nroutes:\n  - { name: r, to: [ { cluster: ghost } ] }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes[r]: to[0].cluster: no cluster named \"ghost\""),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
+    // Serving is not built yet: it says so and exits 2, after validating the config.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(ex.join("local.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issue #4"));
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a bad config is reported before anything else"
+    );
+}
