@@ -290,46 +290,19 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("no target could be started: {}", skipped.join("; "));
     }
 
-    // Closed loop, rounds alternating the order.
-    let n = targets.len();
+    // Closed loop, then open loop at a fraction of the slowest maximum.
     let base = load_args(args, &secs);
-    for round in 0..args.rounds {
-        for i in 0..targets.len() {
-            let t = &mut targets[(i + round) % n];
-            let (o, pc, oc) = measure(
-                t,
-                &load::Args {
-                    url: t.url.clone(),
-                    ..base.clone()
-                },
-            )?;
-            t.closed.add(&o, pc, oc);
-        }
+    let mut alive = || -> Result<()> {
         upstream.check_alive()?;
-        for p in &mut procs {
-            p.check_alive()?;
-        }
-    }
-    // Open loop at a fraction of the slowest target's maximum.
+        procs.iter_mut().try_for_each(Proc::check_alive)
+    };
+    run_rounds(&mut targets, args.rounds, &base, None, &mut alive)?;
     let slowest = targets
         .iter()
         .map(|t| t.closed.rps())
         .fold(f64::MAX, f64::min);
     let rate = (slowest * args.open_fraction).max(1.0).round();
-    for round in 0..args.rounds {
-        for i in 0..targets.len() {
-            let t = &mut targets[(i + round) % n];
-            let (o, pc, oc) = measure(
-                t,
-                &load::Args {
-                    url: t.url.clone(),
-                    rate: Some(rate),
-                    ..base.clone()
-                },
-            )?;
-            t.open.add(&o, pc, oc);
-        }
-    }
+    run_rounds(&mut targets, args.rounds, &base, Some(rate), &mut alive)?;
     // L4 bulk transfer.
     for t in targets.iter_mut() {
         if let Some(port) = t.l4_port {
@@ -350,6 +323,39 @@ pub fn run(args: &Args) -> Result<()> {
         println!("{report}");
     } else {
         print!("{md}");
+    }
+    Ok(())
+}
+
+/// Measures every target `rounds` times, rotating the order each round to
+/// cancel drift; open loop at `rate` if given, else closed loop.
+fn run_rounds(
+    targets: &mut [Target],
+    rounds: usize,
+    base: &load::Args,
+    rate: Option<f64>,
+    alive: &mut impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let n = targets.len();
+    for round in 0..rounds {
+        for i in 0..n {
+            let t = &mut targets[(i + round) % n];
+            let (o, pc, oc) = measure(
+                t,
+                &load::Args {
+                    url: t.url.clone(),
+                    rate,
+                    ..base.clone()
+                },
+            )?;
+            let acc = if rate.is_some() {
+                &mut t.open
+            } else {
+                &mut t.closed
+            };
+            acc.add(&o, pc, oc);
+        }
+        alive()?;
     }
     Ok(())
 }
