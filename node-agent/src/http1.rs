@@ -27,6 +27,27 @@ pub mod rewrite;
 
 use ringlog::Reason;
 
+/// Most header fields a request or response head may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// A Content-Length value: `1*DIGIT` only (no sign, spaces inside, or list),
+/// at most 19 digits so it fits in u64. Requests and responses share this
+/// rule so both sides frame bodies identically.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The comma-separated, trimmed, non-empty tokens of a list header.
+pub(crate) fn token_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// Size limits for request heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -43,7 +64,7 @@ impl Default for Limits {
         Limits {
             max_head: 64 * 1024,
             max_request_line: 8 * 1024,
-            max_headers: request::MAX_HEADERS,
+            max_headers: MAX_HEADERS,
         }
     }
 }

@@ -3,8 +3,8 @@
 use super::{Limits, Reject};
 use ringlog::Reason;
 
-/// Most header fields a request may carry.
-pub const MAX_HEADERS: usize = 100;
+pub use super::MAX_HEADERS;
+use super::{content_length, token_list};
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,12 +157,6 @@ pub(crate) fn check_line_endings(head: &[u8], complete: bool) -> Result<(), Reje
     Ok(())
 }
 
-fn token_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-}
-
 /// Framing rules: Content-Length / Transfer-Encoding, Connection, Expect, Upgrade.
 fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
     let mut length: Option<u64> = None;
@@ -171,15 +165,7 @@ fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
     for h in head.headers() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            // 1*DIGIT only: no sign, no spaces inside, no list.
-            let v = h.value.trim_ascii();
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                return Err(Reject::bad("invalid Content-Length"));
-            }
-            let n: u64 = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(Reject::bad("invalid Content-Length"))?;
+            let n = content_length(h.value).ok_or(Reject::bad("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Reject::bad("conflicting Content-Length headers"));
             }

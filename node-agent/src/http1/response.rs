@@ -8,8 +8,8 @@ use ringlog::Reason;
 
 use super::{Limits, Reject};
 
-/// Most header fields an upstream response may carry.
-pub const MAX_HEADERS: usize = 100;
+pub use super::MAX_HEADERS;
+use super::{content_length, token_list};
 
 /// How a response body is delimited (RFC 9112 section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,27 +103,18 @@ pub fn parse<'a>(
     let mut close = r.close;
     for h in r.headers() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = h.value.trim_ascii();
-            let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-                .flatten()
-                .ok_or(bad_upstream("invalid Content-Length"))?;
+            let n = content_length(h.value).ok_or(bad_upstream("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(bad_upstream("conflicting Content-Length"));
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
-            for t in h
-                .value
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .filter(|t| !t.is_empty())
-            {
+            for t in token_list(h.value) {
                 chunked_last = t.eq_ignore_ascii_case(b"chunked");
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for t in token_list(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
