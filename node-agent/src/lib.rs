@@ -1,9 +1,12 @@
-//! The tailmesh node agent.
+//! The tailmesh node agent: a per-node HTTP/1.1 and TCP proxy.
 //!
-//! Built so far: the sans-IO HTTP/1.1 request framing and hardening layer
-//! ([`http1`]). The drivers, routing, config and admin server (issue #4)
-//! are not built yet; the `node-agent` binary says so.
+//! - [`config`]: the typed config schema, loading and validation.
+//! - [`snapshot`]: the runtime snapshot (routes, clusters, types) workers use.
+//! - [`http1`]: sans-IO HTTP/1.1 framing and hardening.
+//! - [`proxy`]: the sans-IO proxy session (bytes and events in, actions out).
 
 pub mod config;
 pub mod fuzzing;
 pub mod http1;
+pub mod proxy;
+pub mod snapshot;

@@ -1,0 +1,221 @@
+//! The sans-IO proxy core: one [`Session`] per downstream connection turns
+//! bytes and events (with `now`) into actions in an [`Out`]. No socket, no
+//! clock, no io_uring in here; the drivers (`driver::epoll`,
+//! `driver::uring`) only move bytes and report completions.
+//!
+//! Actions may refer to the input just fed ([`Chunk::Input`]) instead of
+//! copying it, so a driver forwards body bytes from the buffer they arrived
+//! in; the rewritten head is a small owned buffer sent before them.
+//!
+//! Backpressure contract for drivers: stop reading downstream while the
+//! upstream send queue is non-empty, stop reading upstream while the
+//! downstream send queue is non-empty, and ask [`Session::wants_down_data`]
+//! before reading downstream (false while a finished request waits for its
+//! response, so pipelined requests queue in the socket, not in memory).
+
+mod session;
+pub mod sniff;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+pub use session::{Session, SessionLimits};
+
+use crate::snapshot::Snapshot;
+use ringlog::record::{PHASES, Record};
+
+/// Bytes to send: an owned buffer, or a range of the input just fed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Bytes the core made (a rewritten head, a local response).
+    Owned(Vec<u8>),
+    /// This range of the buffer passed to the call that produced the chunk.
+    Input(Range<usize>),
+}
+
+impl Chunk {
+    /// The bytes, given the buffer the call was fed.
+    pub fn bytes<'a>(&'a self, input: &'a [u8]) -> &'a [u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Input(r) => input.get(r.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Where to connect an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connect {
+    /// Endpoint address (also the pool key).
+    pub addr: SocketAddr,
+    /// Connect timeout, ns.
+    pub timeout_ns: u64,
+}
+
+/// What the driver must do after a call. Fields are consumed (taken) by
+/// the driver; [`Out::clear`] resets it for reuse.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// Send these upstream, in order (queue them until connected).
+    pub to_up: Vec<Chunk>,
+    /// Send these downstream, in order.
+    pub to_down: Vec<Chunk>,
+    /// Get an upstream connection (from the pool, or connect).
+    pub connect: Option<Connect>,
+    /// Detach the upstream: `Some(true)` back to the pool once its send
+    /// queue is empty, `Some(false)` close it.
+    pub release_up: Option<bool>,
+    /// Shut down the upstream's write side once its queue drains (tunnel).
+    pub shutdown_up: bool,
+    /// Shut down the downstream's write side once its queue drains (tunnel).
+    pub shutdown_down: bool,
+    /// Close the downstream once its queue drains.
+    pub close_down: bool,
+    /// Finished requests (the driver samples and records them).
+    pub records: Vec<Finished>,
+}
+
+impl Out {
+    /// Empties every field, keeping allocations.
+    pub fn clear(&mut self) {
+        self.to_up.clear();
+        self.to_down.clear();
+        self.connect = None;
+        self.release_up = None;
+        self.shutdown_up = false;
+        self.shutdown_down = false;
+        self.close_down = false;
+        self.records.clear();
+    }
+}
+
+/// A finished request or L4 connection, ready for the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// The record (sample fields are filled by the recorder).
+    pub record: Record,
+    /// Sampling key (trace id hash).
+    pub hash: u64,
+}
+
+/// Per-call context: the clock reading and the worker's routing state.
+#[derive(Debug)]
+pub struct Cx<'a> {
+    /// CLOCK_MONOTONIC ns.
+    pub now: u64,
+    /// The config snapshot, loaded once for this call.
+    pub snap: &'a Snapshot,
+    /// The worker's round-robin counters (`snap.arm_count` long).
+    pub rr: &'a mut Vec<u32>,
+    /// The worker's request-id generator.
+    pub ids: &'a mut IdGen,
+}
+
+/// Makes request ids unique per agent run: worker, start time, counter.
+#[derive(Debug, Clone)]
+pub struct IdGen {
+    prefix: u64,
+    next: u64,
+}
+
+impl IdGen {
+    /// A generator for `worker` whose ids differ from other runs by `seed`.
+    pub fn new(worker: u32, seed: u64) -> IdGen {
+        IdGen {
+            prefix: seed ^ (u64::from(worker) << 56),
+            next: 0,
+        }
+    }
+
+    /// The next id: 32 hex digits.
+    pub fn next_id(&mut self) -> String {
+        self.next += 1;
+        format!("{:016x}{:016x}", self.prefix, self.next)
+    }
+}
+
+/// Timestamps of one exchange; 0 = not reached. Missing marks take the next
+/// reached one, so time is charged to the phase that was in progress and the
+/// phases always sum to the total exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Marks {
+    pub start: u64,
+    pub head: u64,
+    pub upstream: u64,
+    pub first_byte: u64,
+    pub done: u64,
+}
+
+impl Marks {
+    /// Phases `[queue, connect, tls, first_byte, transfer, write]` and the
+    /// total, with the downstream write finishing at `flushed`.
+    pub(crate) fn phases(&self, flushed: u64) -> ([u64; PHASES], u64) {
+        let flushed = flushed.max(self.start);
+        let done = if self.done == 0 { flushed } else { self.done };
+        let done = done.clamp(self.start, flushed);
+        let fill = |t: u64, next: u64| if t == 0 { next } else { t.min(next) };
+        let fb = fill(self.first_byte, done);
+        let up = fill(self.upstream, fb);
+        let head = fill(self.head, up);
+        let head = head.max(self.start);
+        let up = up.max(head);
+        let fb = fb.max(up);
+        let p = [
+            head - self.start,
+            up - head,
+            0,
+            fb - up,
+            done.max(fb) - fb,
+            flushed - done.max(fb),
+        ];
+        (p, flushed - self.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_sum_to_total_and_charge_the_phase_in_progress() {
+        let m = Marks {
+            start: 100,
+            head: 110,
+            upstream: 130,
+            first_byte: 0,
+            done: 500,
+        };
+        let (p, total) = m.phases(520);
+        assert_eq!(p, [10, 20, 0, 370, 0, 20]);
+        assert_eq!(p.iter().sum::<u64>(), total);
+        let reject = Marks {
+            start: 5,
+            head: 9,
+            done: 9,
+            ..Marks::default()
+        };
+        let (p, total) = reject.phases(12);
+        assert_eq!(p, [4, 0, 0, 0, 0, 3]);
+        assert_eq!(total, 7);
+        // Out-of-order marks never underflow.
+        let odd = Marks {
+            start: 50,
+            head: 40,
+            upstream: 90,
+            first_byte: 80,
+            done: 70,
+        };
+        let (p, total) = odd.phases(60);
+        assert_eq!(p.iter().sum::<u64>(), total);
+    }
+
+    #[test]
+    fn ids_are_unique_and_hex() {
+        let mut a = IdGen::new(0, 7);
+        let mut b = IdGen::new(1, 7);
+        let x = a.next_id();
+        assert_eq!(x.len(), 32);
+        assert_ne!(x, a.next_id());
+        assert_ne!(x, b.next_id());
+    }
+}

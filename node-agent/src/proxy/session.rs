@@ -1,0 +1,553 @@
+//! One downstream connection: HTTP/1.1 exchanges (keep-alive, pipelining
+//! answered in order, streamed bodies, 1xx, upgrade/CONNECT tunnels) or an
+//! L4 tunnel, as a state machine over bytes, events and `now`.
+//!
+//! The request side lives here; the upstream side (response framing, EOF,
+//! connect results, timeouts) is in `session/upstream.rs`.
+
+mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+
+use ringlog::Reason;
+use ringlog::record::{Flags, Record};
+
+use super::sniff::{Sniffed, sniff};
+use super::{Chunk, Connect, Cx, Marks, Out};
+use crate::config::schema::Protocol;
+use crate::http1::chunked::Decoder;
+use crate::http1::request::{self, Body, RequestHead};
+use crate::http1::{Reject, response, rewrite};
+use crate::snapshot::{Pick, RequestView};
+
+/// Connection-level timeouts that do not belong to a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A request head must arrive within this after its first byte (408).
+    pub head_timeout_ns: u64,
+    /// An idle keep-alive downstream connection is closed after this.
+    pub idle_timeout_ns: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> SessionLimits {
+        SessionLimits {
+            head_timeout_ns: 10_000_000_000,
+            idle_timeout_ns: 60_000_000_000,
+        }
+    }
+}
+
+/// Request body still to come.
+#[derive(Debug)]
+enum ReqBody {
+    Len(u64),
+    Chunked(Decoder),
+    Done,
+}
+
+/// Response progress.
+#[derive(Debug)]
+enum Resp {
+    Head,
+    Len(u64),
+    Chunked(Decoder),
+    UntilClose,
+    Done,
+}
+
+/// One request/response exchange (or an L4 connection).
+#[derive(Debug)]
+struct Exchange {
+    marks: Marks,
+    record: Record,
+    hash: u64,
+    req: ReqBody,
+    resp: Resp,
+    head_method: bool,
+    connect_method: bool,
+    upgrade: bool,
+    /// Bytes already went downstream for this exchange (a local error
+    /// response is no longer possible).
+    down_started: bool,
+    /// The upstream is connected (or taken from the pool).
+    up_ready: bool,
+    /// Both directions are raw bytes now.
+    tunnel: bool,
+    up_eof: bool,
+    down_eof: bool,
+    /// Close the downstream after this exchange.
+    close_after: bool,
+    connect_deadline: u64,
+    request_deadline: u64,
+    /// Index in `Out::to_up` where this exchange's bytes start, while they
+    /// have not left this call yet (so a late rejection can withdraw them).
+    uncommitted: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Sniff,
+    Http,
+    Tcp,
+}
+
+/// A downstream connection's proxy state.
+#[derive(Debug)]
+pub struct Session {
+    listener: usize,
+    listener_id: u16,
+    client: IpAddr,
+    orig_dst: Option<SocketAddr>,
+    mode: Mode,
+    limits: SessionLimits,
+    ex: Option<Exchange>,
+    /// Downstream bytes not consumed yet (partial head, pipelined requests).
+    hold_down: Vec<u8>,
+    /// Upstream bytes of a partial response head.
+    hold_up: Vec<u8>,
+    /// When the next request started (accept, or its first byte).
+    next_start: u64,
+    /// Records waiting for the downstream flush (write phase).
+    pending: Vec<Exchange>,
+    closing: bool,
+    down_eof: bool,
+    /// No exchange has started yet (the first one starts at accept).
+    fresh: bool,
+}
+
+/// Whether a request can be answered locally and the connection kept.
+fn reusable_after_local(req: &ReqBody) -> bool {
+    matches!(req, ReqBody::Done)
+}
+
+impl Session {
+    /// A session for a connection accepted at `now` on listener index
+    /// `listener` (ring name id `listener_id`) with protocol `protocol`.
+    /// `orig_dst` is the pre-REDIRECT destination on transparent listeners.
+    pub fn new(
+        now: u64,
+        listener: usize,
+        listener_id: u16,
+        protocol: Protocol,
+        client: IpAddr,
+        orig_dst: Option<SocketAddr>,
+        limits: SessionLimits,
+    ) -> Session {
+        Session {
+            listener,
+            listener_id,
+            client,
+            orig_dst,
+            mode: match protocol {
+                Protocol::Http => Mode::Http,
+                Protocol::Tcp => Mode::Tcp,
+                Protocol::Auto => Mode::Sniff,
+            },
+            limits,
+            ex: None,
+            hold_down: Vec::new(),
+            hold_up: Vec::new(),
+            next_start: now,
+            pending: Vec::new(),
+            closing: false,
+            down_eof: false,
+            fresh: true,
+        }
+    }
+
+    /// Starts an L4 session right away if the listener is `tcp` (no bytes
+    /// needed to decide). Call once after [`Session::new`].
+    pub fn start(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        if self.mode == Mode::Tcp {
+            self.start_l4(cx, out);
+        }
+    }
+
+    /// True once the session is over (the driver closes both sides when its
+    /// queues drain).
+    pub fn is_closed(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the driver should read more downstream bytes now.
+    pub fn wants_down_data(&self) -> bool {
+        if self.closing || self.down_eof {
+            return false;
+        }
+        match &self.ex {
+            Some(ex) if ex.tunnel => !ex.down_eof,
+            Some(ex) => !matches!(ex.req, ReqBody::Done) || self.hold_down.is_empty(),
+            None => true,
+        }
+    }
+
+    /// Whether an upstream is attached or being acquired.
+    pub fn has_upstream(&self) -> bool {
+        self.ex.is_some()
+    }
+
+    /// The next deadline (CLOCK_MONOTONIC ns) at which [`Session::on_timer`]
+    /// must be called, if any.
+    pub fn deadline(&self) -> Option<u64> {
+        if self.closing {
+            return None;
+        }
+        match &self.ex {
+            None if self.hold_down.is_empty() => {
+                Some(self.next_start.saturating_add(self.limits.idle_timeout_ns))
+            }
+            None => Some(self.next_start.saturating_add(self.limits.head_timeout_ns)),
+            Some(ex) if ex.tunnel => None,
+            Some(ex) if !ex.up_ready => Some(ex.connect_deadline),
+            Some(ex) if !matches!(ex.resp, Resp::Done) => Some(ex.request_deadline),
+            Some(_) => None,
+        }
+    }
+
+    /// Downstream bytes arrived.
+    pub fn on_down_data(&mut self, cx: &mut Cx<'_>, data: &[u8], out: &mut Out) {
+        if self.closing {
+            return;
+        }
+        if !self.fresh && self.ex.is_none() && self.hold_down.is_empty() {
+            // First byte of a keep-alive request: its queue phase starts now.
+            self.next_start = cx.now;
+        }
+        if self.hold_down.is_empty() {
+            let n = self.process_down(cx, data, true, out);
+            if n < data.len() && !self.closing {
+                self.hold_down.extend_from_slice(&data[n..]);
+            }
+        } else {
+            self.hold_down.extend_from_slice(data);
+            self.process_held(cx, out);
+        }
+        self.commit();
+    }
+
+    /// Processes held downstream bytes if the session can take them.
+    fn process_held(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        if self.hold_down.is_empty() || self.closing {
+            return;
+        }
+        if let Some(ex) = &self.ex
+            && !ex.tunnel
+            && matches!(ex.req, ReqBody::Done)
+        {
+            return;
+        }
+        let mut held = std::mem::take(&mut self.hold_down);
+        let n = self.process_down(cx, &held, false, out);
+        if !self.closing {
+            held.drain(..n.min(held.len()));
+            held.append(&mut self.hold_down);
+            self.hold_down = held;
+        }
+    }
+
+    /// The exchange's bytes have left this call: they can no longer be
+    /// withdrawn.
+    fn commit(&mut self) {
+        if let Some(ex) = &mut self.ex {
+            ex.uncommitted = None;
+        }
+    }
+
+    /// Consumes what it can of `buf`; returns how many bytes it took.
+    /// `input`: `buf` is the caller's buffer (chunks may refer to it).
+    fn process_down(&mut self, cx: &mut Cx<'_>, buf: &[u8], input: bool, out: &mut Out) -> usize {
+        let chunk = |r: std::ops::Range<usize>| {
+            if input {
+                Chunk::Input(r)
+            } else {
+                Chunk::Owned(buf[r].to_vec())
+            }
+        };
+        let mut pos = 0;
+        while pos < buf.len() && !self.closing {
+            if self.mode == Mode::Sniff {
+                match sniff(&buf[pos..]) {
+                    Sniffed::NeedMore => return pos,
+                    Sniffed::Http => self.mode = Mode::Http,
+                    Sniffed::Tcp => {
+                        self.mode = Mode::Tcp;
+                        self.start_l4(cx, out);
+                    }
+                }
+                continue;
+            }
+            let Some(ex) = &mut self.ex else {
+                match request::parse(&buf[pos..], &cx.snap.limits) {
+                    Ok(None) => return pos,
+                    Err(rej) => {
+                        self.reject_head(cx.now, &rej, out);
+                        return buf.len();
+                    }
+                    Ok(Some(head)) => {
+                        pos += head.len;
+                        self.start_exchange(cx, &head, out);
+                    }
+                }
+                continue;
+            };
+            if ex.tunnel {
+                if ex.down_eof {
+                    return buf.len();
+                }
+                out.to_up.push(chunk(pos..buf.len()));
+                return buf.len();
+            }
+            match &mut ex.req {
+                ReqBody::Done => return pos,
+                ReqBody::Len(left) => {
+                    let take = (*left).min((buf.len() - pos) as u64) as usize;
+                    out.to_up.push(chunk(pos..pos + take));
+                    pos += take;
+                    *left -= take as u64;
+                    if *left == 0 {
+                        ex.req = ReqBody::Done;
+                    }
+                }
+                ReqBody::Chunked(dec) => match dec.feed(&buf[pos..]) {
+                    Ok(n) => {
+                        out.to_up.push(chunk(pos..pos + n));
+                        pos += n;
+                        if dec.done() {
+                            ex.req = ReqBody::Done;
+                        }
+                    }
+                    Err(rej) => {
+                        self.reject_body(cx.now, &rej, out);
+                        return buf.len();
+                    }
+                },
+            }
+        }
+        pos
+    }
+
+    /// A request head that cannot be trusted: answer, close, record.
+    fn reject_head(&mut self, now: u64, rej: &Reject, out: &mut Out) {
+        let mut ex = self.new_exchange(now, ReqBody::Done);
+        ex.close_after = true;
+        self.local(ex, now, rej.status, rej.reason, rej.detail, out);
+    }
+
+    /// A request body turned out malformed after its head was accepted.
+    fn reject_body(&mut self, now: u64, rej: &Reject, out: &mut Out) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        ex.close_after = true;
+        if let Some(mark) = ex.uncommitted {
+            // Nothing of this request has left yet: withdraw all of it.
+            out.to_up.truncate(mark);
+            out.connect = None;
+        } else {
+            out.release_up = Some(false);
+        }
+        if ex.down_started {
+            ex.record.reason = rej.reason;
+            ex.record.flags.0 |= Flags::ERROR;
+            self.finish(ex, now, out);
+        } else {
+            self.local(ex, now, rej.status, rej.reason, rej.detail, out);
+        }
+    }
+
+    fn new_exchange(&mut self, now: u64, req: ReqBody) -> Exchange {
+        self.fresh = false;
+        Exchange {
+            marks: Marks {
+                start: self.next_start.min(now),
+                head: now,
+                ..Marks::default()
+            },
+            record: Record::default(),
+            hash: 0,
+            req,
+            resp: Resp::Head,
+            head_method: false,
+            connect_method: false,
+            upgrade: false,
+            down_started: false,
+            up_ready: false,
+            tunnel: false,
+            up_eof: false,
+            down_eof: false,
+            close_after: false,
+            connect_deadline: u64::MAX,
+            request_deadline: u64::MAX,
+            uncommitted: None,
+        }
+    }
+
+    /// Answers `ex` locally (the agent's own response) and finishes it.
+    fn local(
+        &mut self,
+        mut ex: Exchange,
+        now: u64,
+        status: u16,
+        reason: Reason,
+        detail: &str,
+        out: &mut Out,
+    ) {
+        let mut bytes = Vec::with_capacity(160 + detail.len());
+        response::local(status, reason, detail, ex.close_after, &mut bytes);
+        out.to_down.push(Chunk::Owned(bytes));
+        ex.down_started = true;
+        ex.record.status = status;
+        ex.record.reason = reason;
+        ex.record.flags.0 |= Flags::ERROR;
+        self.finish(ex, now, out);
+    }
+
+    /// Ends an exchange: its record waits for the downstream flush; the
+    /// next request's queue phase starts now.
+    fn finish(&mut self, mut ex: Exchange, now: u64, out: &mut Out) {
+        ex.marks.done = now;
+        self.next_start = now;
+        if ex.close_after {
+            out.close_down = true;
+            self.closing = true;
+        }
+        self.pending.push(ex);
+    }
+
+    /// Routes a parsed head and starts forwarding it.
+    fn start_exchange(&mut self, cx: &mut Cx<'_>, head: &RequestHead<'_>, out: &mut Out) {
+        let snap = cx.snap;
+        let header = |n: &str| head.header(n);
+        let view = RequestView {
+            host: head.header("host"),
+            path: head.target,
+            header: &header,
+        };
+        let req = match head.body {
+            Body::None | Body::Length(0) => ReqBody::Done,
+            Body::Length(n) => ReqBody::Len(n),
+            Body::Chunked => ReqBody::Chunked(Decoder::new()),
+        };
+        let mut ex = self.new_exchange(cx.now, req);
+        ex.record.generation = snap.generation;
+        ex.record.req_type = snap.request_type(&view);
+        ex.head_method = head.method.eq_ignore_ascii_case("HEAD");
+        ex.connect_method = head.method.eq_ignore_ascii_case("CONNECT");
+        ex.upgrade = head.tunnel;
+        ex.close_after = head.close;
+        let mut up_head = Vec::with_capacity(head.len + 128);
+        let ids = &mut *cx.ids;
+        let meta = rewrite::upstream_head(head, self.client, || ids.next_id(), &mut up_head);
+        ex.hash = meta.sampling_hash;
+        let keep = reusable_after_local(&ex.req);
+        ex.close_after |= !keep;
+        let target = match snap.route(self.listener, &view) {
+            Some(r) => {
+                ex.record.route = snap.routes.get(r).map_or(0, |r| r.id);
+                if cx.rr.len() < snap.arm_count {
+                    cx.rr.resize(snap.arm_count, 0);
+                }
+                match snap.pick(r, &view, meta.sampling_hash, cx.rr) {
+                    Some(p) => Some(self.target_of(cx, p)),
+                    None => {
+                        let msg = "no endpoint available in the selected cluster";
+                        self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
+                        return;
+                    }
+                }
+            }
+            None => self
+                .orig_dst
+                .map(|addr| (addr, 0, 0, 1_000_000_000, 5_000_000_000)),
+        };
+        let Some((addr, cluster, endpoint, connect_ns, request_ns)) = target else {
+            let msg = "no route matches this request";
+            self.local(ex, cx.now, 404, Reason::NoRoute, msg, out);
+            return;
+        };
+        ex.close_after = head.close;
+        ex.record.cluster = cluster;
+        ex.record.endpoint = endpoint;
+        ex.connect_deadline = cx.now.saturating_add(connect_ns);
+        ex.request_deadline = cx.now.saturating_add(request_ns);
+        ex.uncommitted = Some(out.to_up.len());
+        out.to_up.push(Chunk::Owned(up_head));
+        out.connect = Some(Connect {
+            addr,
+            timeout_ns: connect_ns,
+        });
+        self.ex = Some(ex);
+    }
+
+    /// Address, cluster id, endpoint id and timeouts of a pick.
+    fn target_of(&self, cx: &Cx<'_>, p: Pick) -> (SocketAddr, u16, u16, u64, u64) {
+        let Some(c) = cx.snap.clusters.get(p.cluster) else {
+            return (SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0, 0, 0);
+        };
+        let (addr, id) = c
+            .endpoints
+            .get(p.endpoint)
+            .map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |e| (e.addr, e.id));
+        (addr, c.id, id, c.connect_timeout_ns, c.request_timeout_ns)
+    }
+
+    /// Starts an L4 tunnel to the original destination or the listener's
+    /// default route.
+    fn start_l4(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        let mut ex = self.new_exchange(cx.now, ReqBody::Done);
+        ex.tunnel = true;
+        ex.resp = Resp::UntilClose;
+        ex.record.flags.0 |= Flags::L4;
+        ex.record.generation = cx.snap.generation;
+        ex.hash = ringlog::sampler::hash_bytes(&cx.now.to_le_bytes());
+        let route = cx
+            .snap
+            .listeners
+            .get(self.listener)
+            .and_then(|l| l.default_route);
+        let target = match (self.orig_dst, route) {
+            (Some(addr), _) => Some((addr, 0, 0, 1_000_000_000)),
+            (None, Some(r)) => {
+                ex.record.route = cx.snap.routes.get(r).map_or(0, |r| r.id);
+                if cx.rr.len() < cx.snap.arm_count {
+                    cx.rr.resize(cx.snap.arm_count, 0);
+                }
+                let none = |_: &str| None;
+                let view = RequestView {
+                    host: None,
+                    path: "",
+                    header: &none,
+                };
+                cx.snap.pick(r, &view, ex.hash, cx.rr).map(|p| {
+                    let (a, c, e, t, _) = self.target_of(cx, p);
+                    (a, c, e, t)
+                })
+            }
+            (None, None) => None,
+        };
+        let Some((addr, cluster, endpoint, connect_ns)) = target else {
+            ex.record.reason = Reason::NoRoute;
+            ex.record.flags.0 |= Flags::ERROR;
+            ex.close_after = true;
+            self.finish(ex, cx.now, out);
+            return;
+        };
+        ex.record.cluster = cluster;
+        ex.record.endpoint = endpoint;
+        ex.connect_deadline = cx.now.saturating_add(connect_ns);
+        out.connect = Some(Connect {
+            addr,
+            timeout_ns: connect_ns,
+        });
+        self.ex = Some(ex);
+    }
+
+    /// The listener's ring name id (for records the driver makes itself).
+    pub fn listener_id(&self) -> u16 {
+        self.listener_id
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! The session's upstream side and lifecycle events: connect results,
+//! response framing (1xx, tunnels, bodies by length, chunks or close),
+//! upstream EOF and reset, downstream EOF, timeouts, and the downstream
+//! flush that completes a record's write phase.
+
+use ringlog::Reason;
+use ringlog::record::Flags;
+
+use super::{Exchange, ReqBody, Resp, Session};
+use crate::http1::chunked::Decoder;
+use crate::http1::response::{self, Body};
+use crate::proxy::{Chunk, Cx, Finished, Out};
+
+impl Session {
+    /// The upstream connection is ready (connected, or taken from the pool).
+    pub fn on_up_ready(&mut self, now: u64) {
+        if let Some(ex) = &mut self.ex
+            && !ex.up_ready
+        {
+            ex.up_ready = true;
+            ex.marks.upstream = now;
+        }
+    }
+
+    /// Connecting failed (`timeout`: the connect timeout expired).
+    pub fn on_up_failed(&mut self, cx: &mut Cx<'_>, timeout: bool, out: &mut Out) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        out.release_up = Some(false);
+        if timeout {
+            ex.record.flags.0 |= Flags::TIMEOUT;
+        }
+        if ex.tunnel {
+            ex.record.reason = Reason::UpstreamConnect;
+            ex.record.flags.0 |= Flags::ERROR;
+            ex.close_after = true;
+            self.finish(ex, cx.now, out);
+            return;
+        }
+        ex.close_after |= !matches!(ex.req, ReqBody::Done);
+        let msg = if timeout {
+            "upstream connect timed out"
+        } else {
+            "upstream connect failed or was refused"
+        };
+        self.local(ex, cx.now, 503, Reason::UpstreamConnect, msg, out);
+        self.after_exchange(cx, out);
+    }
+
+    /// Upstream bytes arrived.
+    pub fn on_up_data(&mut self, cx: &mut Cx<'_>, data: &[u8], out: &mut Out) {
+        let Some(ex) = &mut self.ex else {
+            // Bytes nobody asked for: the connection cannot be reused.
+            out.release_up = Some(false);
+            return;
+        };
+        if ex.marks.first_byte == 0 {
+            ex.marks.first_byte = cx.now;
+        }
+        if self.hold_up.is_empty() {
+            let n = self.process_up(cx, data, true, out);
+            if n < data.len() && self.ex.is_some() {
+                self.hold_up.extend_from_slice(&data[n..]);
+            }
+        } else {
+            self.hold_up.extend_from_slice(data);
+            let held = std::mem::take(&mut self.hold_up);
+            let n = self.process_up(cx, &held, false, out);
+            if self.ex.is_some() && n < held.len() {
+                self.hold_up = held[n..].to_vec();
+            }
+        }
+        self.commit();
+    }
+
+    fn process_up(&mut self, cx: &mut Cx<'_>, buf: &[u8], input: bool, out: &mut Out) -> usize {
+        let chunk = |r: std::ops::Range<usize>| {
+            if input {
+                Chunk::Input(r)
+            } else {
+                Chunk::Owned(buf[r].to_vec())
+            }
+        };
+        let mut pos = 0;
+        while pos < buf.len() {
+            let Some(ex) = &mut self.ex else {
+                // A finished exchange with bytes left over: do not reuse.
+                out.release_up = Some(false);
+                return buf.len();
+            };
+            match &mut ex.resp {
+                Resp::Head => {
+                    let method = if ex.head_method {
+                        "HEAD"
+                    } else if ex.connect_method {
+                        "CONNECT"
+                    } else {
+                        "GET"
+                    };
+                    match response::parse(&buf[pos..], method, &cx.snap.limits) {
+                        Ok(None) => return pos,
+                        Err(rej) => {
+                            self.bad_upstream(cx, rej.status, rej.reason, rej.detail, out);
+                            return buf.len();
+                        }
+                        Ok(Some(h)) => {
+                            let upgraded = (h.status == 101 && ex.upgrade)
+                                || (ex.connect_method && (200..300).contains(&h.status));
+                            if upgraded {
+                                // Forward the head verbatim (it carries the
+                                // Upgrade/Connection fields), then raw bytes.
+                                out.to_down.push(chunk(pos..pos + h.len));
+                                ex.record.status = h.status;
+                                ex.down_started = true;
+                                ex.tunnel = true;
+                                ex.resp = Resp::UntilClose;
+                                pos += h.len;
+                                continue;
+                            }
+                            let mut head = Vec::with_capacity(h.len + 32);
+                            if h.status < 200 {
+                                // Interim (100 Continue, 103): pass it on.
+                                response::downstream_head(&h, false, &mut head);
+                                out.to_down.push(Chunk::Owned(head));
+                                pos += h.len;
+                                continue;
+                            }
+                            ex.close_after |= h.close;
+                            response::downstream_head(&h, ex.close_after, &mut head);
+                            out.to_down.push(Chunk::Owned(head));
+                            ex.down_started = true;
+                            ex.record.status = h.status;
+                            if h.status >= 500 {
+                                ex.record.flags.0 |= Flags::ERROR;
+                            }
+                            ex.resp = match h.body {
+                                Body::None | Body::Length(0) => Resp::Done,
+                                Body::Length(n) => Resp::Len(n),
+                                Body::Chunked => Resp::Chunked(Decoder::new()),
+                                Body::UntilClose => Resp::UntilClose,
+                            };
+                            pos += h.len;
+                        }
+                    }
+                }
+                Resp::Len(left) => {
+                    let take = (*left).min((buf.len() - pos) as u64) as usize;
+                    out.to_down.push(chunk(pos..pos + take));
+                    pos += take;
+                    *left -= take as u64;
+                    if *left == 0 {
+                        ex.resp = Resp::Done;
+                    }
+                }
+                Resp::Chunked(dec) => match dec.feed(&buf[pos..]) {
+                    Ok(n) => {
+                        out.to_down.push(chunk(pos..pos + n));
+                        pos += n;
+                        if dec.done() {
+                            ex.resp = Resp::Done;
+                        }
+                    }
+                    Err(_) => {
+                        let d = "malformed chunked response body";
+                        self.bad_upstream(cx, 502, Reason::UpstreamProtocol, d, out);
+                        return buf.len();
+                    }
+                },
+                Resp::UntilClose => {
+                    out.to_down.push(chunk(pos..buf.len()));
+                    pos = buf.len();
+                }
+                Resp::Done => {}
+            }
+            if self
+                .ex
+                .as_ref()
+                .is_some_and(|ex| matches!(ex.resp, Resp::Done))
+            {
+                self.response_done(cx, pos < buf.len(), out);
+            }
+        }
+        if self
+            .ex
+            .as_ref()
+            .is_some_and(|ex| matches!(ex.resp, Resp::Done))
+        {
+            self.response_done(cx, false, out);
+        }
+        pos
+    }
+
+    /// The response is complete: release or close the upstream, finish the
+    /// exchange, and go on with a pipelined request if one is waiting.
+    fn response_done(&mut self, cx: &mut Cx<'_>, leftover: bool, out: &mut Out) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        let body_sent = matches!(ex.req, ReqBody::Done);
+        let reusable = body_sent && !leftover && !ex.close_after;
+        out.release_up = Some(reusable && !ex.up_eof);
+        // An early response before the whole request body: the rest of the
+        // body cannot be skipped safely, so the downstream closes.
+        ex.close_after |= !body_sent;
+        self.finish(ex, cx.now, out);
+        self.after_exchange(cx, out);
+    }
+
+    /// After an exchange ended: run a held pipelined request.
+    fn after_exchange(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        self.hold_up.clear();
+        if !self.closing && self.ex.is_none() {
+            self.process_held(cx, out);
+        }
+    }
+
+    /// The upstream failed (unframeable answer, reset, timeout): answer
+    /// `status` if nothing went downstream yet, else cut the downstream.
+    fn bad_upstream(
+        &mut self,
+        cx: &mut Cx<'_>,
+        status: u16,
+        reason: Reason,
+        detail: &str,
+        out: &mut Out,
+    ) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        out.release_up = Some(false);
+        ex.close_after = true;
+        if ex.down_started {
+            ex.record.reason = reason;
+            ex.record.flags.0 |= Flags::ERROR;
+            self.finish(ex, cx.now, out);
+        } else {
+            self.local(ex, cx.now, status, reason, detail, out);
+        }
+    }
+
+    /// The upstream closed its side (`reset`: with an error).
+    pub fn on_up_eof(&mut self, cx: &mut Cx<'_>, reset: bool, out: &mut Out) {
+        let Some(ex) = &mut self.ex else {
+            return;
+        };
+        ex.up_eof = true;
+        if reset {
+            ex.record.flags.0 |= Flags::RESET;
+        }
+        if ex.tunnel && !reset {
+            out.shutdown_down = true;
+            if ex.down_eof {
+                self.tunnel_done(cx.now, out);
+            }
+            return;
+        }
+        match ex.resp {
+            Resp::UntilClose if !reset => {
+                ex.resp = Resp::Done;
+                self.response_done(cx, false, out);
+            }
+            _ => {
+                let detail = "upstream closed the connection before a complete response";
+                self.bad_upstream(cx, 502, Reason::UpstreamReset, detail, out);
+            }
+        }
+        self.commit();
+    }
+
+    fn tunnel_done(&mut self, now: u64, out: &mut Out) {
+        if let Some(mut ex) = self.ex.take() {
+            out.release_up = Some(false);
+            ex.close_after = true;
+            self.finish(ex, now, out);
+        }
+    }
+
+    /// The client closed its write side.
+    pub fn on_down_eof(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        self.down_eof = true;
+        let Some(ex) = &mut self.ex else {
+            // Idle or a partial head: nothing to answer.
+            if !self.closing {
+                self.closing = true;
+                out.close_down = true;
+            }
+            return;
+        };
+        ex.down_eof = true;
+        if ex.tunnel {
+            out.shutdown_up = true;
+            if ex.up_eof {
+                self.tunnel_done(cx.now, out);
+            }
+            return;
+        }
+        if matches!(ex.req, ReqBody::Done) {
+            // Answer the request, then close.
+            ex.close_after = true;
+            return;
+        }
+        self.abort_down(cx.now, out);
+    }
+
+    /// The downstream went away mid-request: close the upstream, record.
+    fn abort_down(&mut self, now: u64, out: &mut Out) {
+        if let Some(mut ex) = self.ex.take() {
+            out.release_up = Some(false);
+            ex.record.reason = Reason::DownstreamReset;
+            ex.record.flags.0 |= Flags::RESET;
+            ex.close_after = true;
+            self.finish(ex, now, out);
+        }
+        self.closing = true;
+        out.close_down = true;
+    }
+
+    /// The downstream connection failed or is being torn down: abort what
+    /// is in flight and emit every pending record.
+    pub fn on_down_closed(&mut self, now: u64, out: &mut Out) {
+        self.abort_down(now, out);
+        self.on_down_flushed(now, out);
+    }
+
+    /// A deadline passed (call when `now >= deadline()`).
+    pub fn on_timer(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        let Some(deadline) = self.deadline() else {
+            return;
+        };
+        if cx.now < deadline {
+            return;
+        }
+        let Some(ex) = &mut self.ex else {
+            self.closing = true;
+            out.close_down = true;
+            if !self.hold_down.is_empty() {
+                let mut ex = self.new_exchange(cx.now, ReqBody::Done);
+                ex.close_after = true;
+                ex.record.flags.0 |= Flags::TIMEOUT;
+                let msg = "request head not received in time";
+                self.local(ex, cx.now, 408, Reason::RequestTimeout, msg, out);
+            }
+            return;
+        };
+        ex.record.flags.0 |= Flags::TIMEOUT;
+        if !ex.up_ready {
+            self.on_up_failed(cx, true, out);
+            return;
+        }
+        let d = "upstream did not answer in time";
+        self.bad_upstream(cx, 504, Reason::UpstreamTimeout, d, out);
+        self.commit();
+    }
+
+    /// The downstream send queue is empty: finished exchanges get their
+    /// write phase and become records.
+    pub fn on_down_flushed(&mut self, now: u64, out: &mut Out) {
+        for ex in self.pending.drain(..) {
+            out.records.push(finished(ex, now));
+        }
+    }
+}
+
+fn finished(ex: Exchange, flushed: u64) -> Finished {
+    let (phases, total) = ex.marks.phases(flushed);
+    let mut record = ex.record;
+    record.start_ns = ex.marks.start;
+    record.total_ns = total;
+    record.phases_ns = phases;
+    Finished {
+        record,
+        hash: ex.hash,
+    }
+}

@@ -1,0 +1,512 @@
+//! The typed runtime snapshot workers route with, built once per config
+//! generation from a validated [`Config`] and shared behind `arc-swap`.
+//!
+//! Building interns every route, cluster, endpoint, request type and
+//! listener name in the ring's name table (through a caller-supplied
+//! function, so this module stays free of I/O) and resolves every name to an
+//! index, so the request path never looks a name up in a map.
+//!
+//! Routing is the minimal first cut: routes are tried in order (Host without
+//! port, path prefix, exact header values); a listener's `default_route`
+//! catches the rest. A route splits across its arms by weight on a per-request
+//! hash (the `hash_on` header when present, so a user sticks to one arm);
+//! each arm round-robins over the cluster endpoints its subset selects. The
+//! table keeps every field the full router and load balancers will need.
+
+use std::net::SocketAddr;
+
+use ringlog::NameKind;
+
+use crate::config::schema::{Match, Mode, Protocol};
+use crate::config::{Config, Problem};
+use crate::http1::Limits;
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The config failed validation.
+    #[error("{} problem(s), first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
+    Invalid(Vec<Problem>),
+    /// A name could not be interned in the ring's name table.
+    #[error("naming {kind} {name:?} in the ring: {reason}")]
+    Intern {
+        /// Kind of name.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A listener as workers use it.
+#[derive(Debug, Clone)]
+pub struct ListenerRt {
+    /// Name.
+    pub name: String,
+    /// Ring name id.
+    pub id: u16,
+    /// Bound address.
+    pub bind: SocketAddr,
+    /// Normal or transparent.
+    pub mode: Mode,
+    /// HTTP, TCP or sniffed.
+    pub protocol: Protocol,
+    /// Index of the default route.
+    pub default_route: Option<usize>,
+}
+
+/// One weighted arm of a route.
+#[derive(Debug, Clone)]
+pub struct ArmRt {
+    /// Index into [`Snapshot::clusters`].
+    pub cluster: usize,
+    /// Indices into that cluster's endpoints selected by the subset.
+    pub endpoints: Vec<usize>,
+    /// Weight.
+    pub weight: u32,
+    /// Index of this arm's round-robin counter ([`Snapshot::arm_count`]).
+    pub slot: usize,
+}
+
+/// A route.
+#[derive(Debug, Clone)]
+pub struct RouteRt {
+    /// Name.
+    pub name: String,
+    /// Ring name id.
+    pub id: u16,
+    /// Lower-case host to match (without port).
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: Option<String>,
+    /// Exact header values to match (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Arms.
+    pub arms: Vec<ArmRt>,
+    /// Sum of arm weights.
+    pub total_weight: u64,
+    /// Header whose value picks the arm (`hash_on: "header:NAME"`).
+    pub hash_header: Option<String>,
+}
+
+/// An upstream endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointRt {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Ring name id.
+    pub id: u16,
+}
+
+/// A cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterRt {
+    /// Name.
+    pub name: String,
+    /// Ring name id.
+    pub id: u16,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointRt>,
+    /// Connect timeout, ns.
+    pub connect_timeout_ns: u64,
+    /// Whole-request timeout, ns.
+    pub request_timeout_ns: u64,
+    /// Idle keep-alive timeout, ns.
+    pub idle_timeout_ns: u64,
+}
+
+/// A request type (drives sampling and attribution).
+#[derive(Debug, Clone)]
+pub struct TypeRt {
+    /// Ring name id (also the sampler's type index).
+    pub id: u16,
+    /// Lower-case host to match.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: Option<String>,
+    /// Exact header values to match.
+    pub headers: Vec<(String, String)>,
+    /// Sampling probability.
+    pub sample: f64,
+}
+
+/// What a request looks like to the matcher.
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Host header (may include a port).
+    pub host: Option<&'a [u8]>,
+    /// Request target.
+    pub path: &'a str,
+    /// Header lookup (first value, case-insensitive name).
+    pub header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for RequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("host", &self.host.map(String::from_utf8_lossy))
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A routing decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Route index.
+    pub route: usize,
+    /// Cluster index.
+    pub cluster: usize,
+    /// Endpoint index within the cluster.
+    pub endpoint: usize,
+}
+
+/// One immutable config generation.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Config generation (1 for the first).
+    pub generation: u32,
+    /// The config it was built from (served on `/config`).
+    pub config: Config,
+    /// Listeners, in config order.
+    pub listeners: Vec<ListenerRt>,
+    /// Routes, in match order.
+    pub routes: Vec<RouteRt>,
+    /// Clusters.
+    pub clusters: Vec<ClusterRt>,
+    /// Request types, in match order.
+    pub types: Vec<TypeRt>,
+    /// Number of round-robin counters a worker needs.
+    pub arm_count: usize,
+    /// Request head limits.
+    pub limits: Limits,
+}
+
+fn header_pairs(m: &Match) -> Vec<(String, String)> {
+    m.headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        // [v6]:port
+        return match host.iter().position(|&b| b == b']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+fn matches(
+    host: &Option<String>,
+    prefix: &Option<String>,
+    headers: &[(String, String)],
+    req: &RequestView<'_>,
+) -> bool {
+    if let Some(h) = host {
+        match req.host {
+            Some(v) if host_without_port(v.trim_ascii()).eq_ignore_ascii_case(h.as_bytes()) => {}
+            _ => return false,
+        }
+    }
+    if let Some(p) = prefix
+        && !req.path.starts_with(p.as_str())
+    {
+        return false;
+    }
+    headers
+        .iter()
+        .all(|(k, v)| (req.header)(k).is_some_and(|got| got.trim_ascii() == v.as_bytes()))
+}
+
+impl Snapshot {
+    /// Validates `config` and builds generation `generation`, naming things
+    /// through `intern(kind, name)`.
+    pub fn build(
+        config: Config,
+        generation: u32,
+        mut intern: impl FnMut(NameKind, &str) -> Result<u16, String>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let problems = crate::config::validate(&config);
+        if !problems.is_empty() {
+            return Err(SnapshotError::Invalid(problems));
+        }
+        let mut name = |kind: NameKind, n: &str| {
+            intern(kind, n).map_err(|reason| SnapshotError::Intern {
+                kind: kind.name(),
+                name: n.to_string(),
+                reason,
+            })
+        };
+        let mut clusters = Vec::new();
+        for c in &config.clusters {
+            let mut endpoints = Vec::new();
+            for e in &c.endpoints {
+                // Validation guarantees the address parses; skip defensively.
+                let Ok(addr) = e.addr.parse::<SocketAddr>() else {
+                    continue;
+                };
+                endpoints.push(EndpointRt {
+                    addr,
+                    id: name(NameKind::Endpoint, &e.addr)?,
+                });
+            }
+            clusters.push(ClusterRt {
+                name: c.name.clone(),
+                id: name(NameKind::Cluster, &c.name)?,
+                endpoints,
+                connect_timeout_ns: c.timeouts.connect.0,
+                request_timeout_ns: c.timeouts.request.0,
+                idle_timeout_ns: c.timeouts.idle.0,
+            });
+        }
+        let mut routes = Vec::new();
+        let mut arm_count = 0;
+        for r in &config.routes {
+            let mut arms = Vec::new();
+            for a in &r.to {
+                let Some(ci) = config.clusters.iter().position(|c| c.name == a.cluster) else {
+                    continue;
+                };
+                let endpoints = config.clusters[ci]
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| a.subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                    .map(|(i, _)| i)
+                    .collect();
+                arms.push(ArmRt {
+                    cluster: ci,
+                    endpoints,
+                    weight: a.weight,
+                    slot: arm_count,
+                });
+                arm_count += 1;
+            }
+            routes.push(RouteRt {
+                name: r.name.clone(),
+                id: name(NameKind::Route, &r.name)?,
+                host: r.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: r.matches.path_prefix.clone(),
+                headers: header_pairs(&r.matches),
+                total_weight: arms.iter().map(|a| u64::from(a.weight)).sum(),
+                arms,
+                hash_header: r
+                    .hash_on
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("header:"))
+                    .map(str::to_ascii_lowercase),
+            });
+        }
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let Ok(bind) = l.bind.parse::<SocketAddr>() else {
+                continue;
+            };
+            listeners.push(ListenerRt {
+                name: l.name.clone(),
+                id: name(NameKind::Listener, &l.name)?,
+                bind,
+                mode: l.mode,
+                protocol: l.protocol,
+                default_route: l
+                    .default_route
+                    .as_ref()
+                    .and_then(|d| routes.iter().position(|r| &r.name == d)),
+            });
+        }
+        let mut types = Vec::new();
+        for t in &config.request_types {
+            types.push(TypeRt {
+                id: name(NameKind::RequestType, &t.name)?,
+                host: t.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: t.matches.path_prefix.clone(),
+                headers: header_pairs(&t.matches),
+                sample: t.sample,
+            });
+        }
+        Ok(Snapshot {
+            generation,
+            config,
+            listeners,
+            routes,
+            clusters,
+            types,
+            arm_count,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The request type id of a request (0 = default).
+    pub fn request_type(&self, req: &RequestView<'_>) -> u16 {
+        self.types
+            .iter()
+            .find(|t| matches(&t.host, &t.path_prefix, &t.headers, req))
+            .map_or(0, |t| t.id)
+    }
+
+    /// The route for a request on listener `listener`: the first matching
+    /// route, else the listener's default route.
+    pub fn route(&self, listener: usize, req: &RequestView<'_>) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| matches(&r.host, &r.path_prefix, &r.headers, req))
+            .or_else(|| self.listeners.get(listener).and_then(|l| l.default_route))
+    }
+
+    /// Picks cluster and endpoint on `route`. `hash` splits between arms
+    /// (replaced by a hash of the `hash_on` header when present); `rr` holds
+    /// the worker's round-robin counters (`arm_count` long). None when the
+    /// chosen arm has no endpoint.
+    pub fn pick(
+        &self,
+        route: usize,
+        req: &RequestView<'_>,
+        hash: u64,
+        rr: &mut [u32],
+    ) -> Option<Pick> {
+        let r = self.routes.get(route)?;
+        let hash = match r.hash_header.as_deref().and_then(|h| (req.header)(h)) {
+            Some(v) => ringlog::sampler::hash_bytes(v),
+            None => hash,
+        };
+        let arm = if r.total_weight == 0 {
+            r.arms.first()?
+        } else {
+            let mut x = hash % r.total_weight;
+            r.arms.iter().find(|a| {
+                let w = u64::from(a.weight);
+                if x < w {
+                    true
+                } else {
+                    x -= w;
+                    false
+                }
+            })?
+        };
+        if arm.endpoints.is_empty() {
+            return None;
+        }
+        let counter = rr.get_mut(arm.slot)?;
+        let i = *counter as usize % arm.endpoints.len();
+        *counter = counter.wrapping_add(1);
+        Some(Pick {
+            route,
+            cluster: arm.cluster,
+            endpoint: arm.endpoints[i],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(yaml: &str) -> Snapshot {
+        let cfg = crate::config::parse(yaml, false).unwrap();
+        let mut next = 0u16;
+        Snapshot::build(cfg, 1, |_, _| {
+            next += 1;
+            Ok(next)
+        })
+        .unwrap()
+    }
+
+    const CFG: &str = r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: fallback }
+clusters:
+  - name: a
+    endpoints:
+      - { addr: "127.0.0.1:1", labels: { version: v1 } }
+      - { addr: "127.0.0.1:2", labels: { version: v1 } }
+      - { addr: "127.0.0.1:3", labels: { version: v2 } }
+  - name: b
+    endpoints: [ { addr: "127.0.0.1:4" } ]
+routes:
+  - name: orders
+    match: { host: orders.svc, path_prefix: /api }
+    to:
+      - { cluster: a, subset: { version: v1 }, weight: 90 }
+      - { cluster: a, subset: { version: v2 }, weight: 10 }
+    hash_on: "header:x-user-id"
+  - name: canary
+    match: { headers: { x-canary: "true" } }
+    to: [ { cluster: b } ]
+  - name: fallback
+    match: { path_prefix: /nothing-matches-this }
+    to: [ { cluster: b } ]
+request_types:
+  - { name: market, match: { headers: { x-order-type: market } }, sample: 1.0 }
+"#;
+
+    fn view<'a>(
+        host: Option<&'a [u8]>,
+        path: &'a str,
+        header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+    ) -> RequestView<'a> {
+        RequestView { host, path, header }
+    }
+
+    #[test]
+    fn host_path_header_and_default_routes() {
+        let s = snap(CFG);
+        let none = |_: &str| None;
+        assert_eq!(
+            s.route(0, &view(Some(b"Orders.SVC:8080"), "/api/x", &none)),
+            Some(0)
+        );
+        assert_eq!(
+            s.route(0, &view(Some(b"orders.svc"), "/other", &none)),
+            Some(2)
+        );
+        let canary = |n: &str| (n == "x-canary").then_some(&b"true"[..]);
+        assert_eq!(s.route(0, &view(None, "/", &canary)), Some(1));
+        assert_eq!(s.route(7, &view(None, "/", &none)), None);
+        let market = |n: &str| (n == "x-order-type").then_some(&b" market"[..]);
+        assert!(s.request_type(&view(None, "/", &market)) > 0);
+        assert_eq!(s.request_type(&view(None, "/", &none)), 0);
+    }
+
+    #[test]
+    fn weighted_arms_and_round_robin() {
+        let s = snap(CFG);
+        let none = |_: &str| None;
+        let req = view(None, "/api", &none);
+        let mut rr = vec![0; s.arm_count];
+        let mut per_ep = [0u32; 3];
+        for h in 0..1000u64 {
+            let p = s
+                .pick(0, &req, h.wrapping_mul(0x9E37_79B9_7F4A_7C15), &mut rr)
+                .unwrap();
+            per_ep[p.endpoint] += 1;
+        }
+        // v1 (90%) alternates between endpoints 0 and 1; v2 gets about 10%.
+        assert!(per_ep[0].abs_diff(per_ep[1]) <= 1, "{per_ep:?}");
+        assert!((50..=150).contains(&per_ep[2]), "{per_ep:?}");
+        // The hash_on header makes the arm sticky per user.
+        let user = |n: &str| (n == "x-user-id").then_some(&b"u-42"[..]);
+        let req = view(None, "/api", &user);
+        let first = s.pick(0, &req, 1, &mut rr).unwrap().endpoint == 2;
+        for h in 0..50 {
+            assert_eq!(s.pick(0, &req, h, &mut rr).unwrap().endpoint == 2, first);
+        }
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let mut cfg = crate::config::parse(CFG, false).unwrap();
+        cfg.routes[0].to[0].cluster = "missing".into();
+        let e = Snapshot::build(cfg, 1, |_, _| Ok(1)).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}
