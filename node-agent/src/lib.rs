@@ -5,8 +5,12 @@
 //! - [`http1`]: sans-IO HTTP/1.1 framing and hardening.
 //! - [`proxy`]: the sans-IO proxy session (bytes and events in, actions out).
 
+pub mod admin;
 pub mod config;
+pub mod driver;
 pub mod fuzzing;
 pub mod http1;
+pub mod metrics;
 pub mod proxy;
 pub mod snapshot;
+pub mod worker;

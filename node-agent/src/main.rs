@@ -1,11 +1,26 @@
 //! `node-agent`: the per-node mesh agent (flags as in DESIGN.md).
 //!
-//! `node-agent check-config FILE` validates a config offline. Serving is
-//! not built yet (issue #4): with `--config` the binary validates the
-//! config, says so, and exits with status 2 instead of pretending to serve.
+//! `node-agent --config FILE` serves: it validates the config, creates the
+//! ring file, starts one worker thread per core (each with its own
+//! SO_REUSEPORT listeners and ring shard) and the admin server, and on
+//! SIGTERM / SIGINT drains and exits 0. `node-agent check-config FILE`
+//! validates a config offline.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use node_agent::driver::{self, epoll};
+use node_agent::metrics::WorkerStats;
+use node_agent::proxy::SessionLimits;
+use node_agent::snapshot::Snapshot;
+use node_agent::worker::{self, Recorder, Shared, WorkerInit};
+use ringlog::record::{Event, EventKind};
+use ringlog::writer::{CreateOptions, RingWriter};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -41,7 +56,7 @@ struct Cli {
     etcd_prefix: String,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Io {
     Auto,
     Uring,
@@ -59,41 +74,178 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::CheckConfig { file }) => match node_agent::config::load(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: valid: {} listener(s), {} cluster(s), {} route(s), {} request type(s)",
-                    file.display(),
-                    cfg.listeners.len(),
-                    cfg.clusters.len(),
-                    cfg.routes.len(),
-                    cfg.request_types.len()
-                );
-                ExitCode::SUCCESS
-            }
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => check_config(file),
+        None => match serve(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("{}: {e}", file.display());
+                eprintln!("node-agent: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        None => {
-            if let Some(file) = &cli.config
-                && let Err(e) = node_agent::config::load(file)
-            {
-                eprintln!("node-agent: {}: {e}", file.display());
-                return ExitCode::FAILURE;
-            }
-            let _ = (
-                cli.workers,
-                cli.io,
-                &cli.admin,
-                &cli.drain_timeout,
-                &cli.etcd,
-                &cli.etcd_prefix,
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match node_agent::config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid: {} listener(s), {} cluster(s), {} route(s), {} request type(s)",
+                file.display(),
+                cfg.listeners.len(),
+                cfg.clusters.len(),
+                cfg.routes.len(),
+                cfg.request_types.len()
             );
-            eprintln!("node-agent: the data path is not implemented yet (tracked in issue #4)");
-            ExitCode::from(2)
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Picks the driver: `auto` probes io_uring and falls back to epoll.
+/// Returns (backend, fell back, errno of the failed probe).
+fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
+    match (io, driver::probe_uring()) {
+        (Io::Epoll, _) => Ok((worker::BACKEND_EPOLL, false, 0)),
+        (Io::Uring, Err(errno)) => bail!(
+            "--io uring: io_uring is not available here ({}); use --io auto or --io epoll",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        (Io::Uring, Ok(())) => bail!(
+            "--io uring: the io_uring driver is not built yet (issue #4); use --io auto or --io epoll"
+        ),
+        (Io::Auto, Err(errno)) => {
+            eprintln!(
+                "node-agent: io_uring unavailable ({}); falling back to epoll",
+                std::io::Error::from_raw_os_error(errno)
+            );
+            Ok((worker::BACKEND_EPOLL, true, errno))
+        }
+        (Io::Auto, Ok(())) => Ok((worker::BACKEND_EPOLL, false, 0)),
+    }
+}
+
+fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let Some(path) = &cli.config else {
+        bail!("--config FILE is required to serve (or use check-config FILE)");
+    };
+    if cli.etcd.is_some() {
+        bail!("--etcd is not supported yet; use --config FILE");
+    }
+    let _ = &cli.etcd_prefix;
+    let config = node_agent::config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let workers = match cli.workers {
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let drain_timeout_ns = ringlog::units::parse_duration_ns(&cli.drain_timeout)
+        .map_err(|e| anyhow::anyhow!("--drain-timeout {:?}: {e}", cli.drain_timeout))?;
+    let admin: SocketAddr = cli
+        .admin
+        .parse()
+        .with_context(|| format!("--admin {:?} is not IP:PORT", cli.admin))?;
+    let (backend, fell_back, errno) = choose_io(cli.io)?;
+
+    if let Some(dir) = config.ring.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let shards = u32::try_from(workers).context("--workers is too large")?;
+    let ring = RingWriter::create_with(&config.ring.path, &CreateOptions::new(config.ring.size.0, shards))
+        .with_context(|| format!("creating the ring file {}", config.ring.path.display()))?;
+    let snap = Snapshot::build(config, 1, |kind, name| {
+        ring.intern(kind, name, 1).map_err(|e| e.to_string())
+    })?;
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snap),
+        ring,
+        draining: AtomicBool::new(false),
+        ready_workers: AtomicUsize::new(0),
+        exited_workers: AtomicUsize::new(0),
+        stats: (0..workers).map(|_| WorkerStats::default()).collect(),
+        backend: AtomicU32::new(backend),
+        fell_back: AtomicBool::new(fell_back),
+        config_rejected: AtomicU64::new(0),
+        upstream_mark: 0,
+        limits: SessionLimits::default(),
+    });
+    let source = format!("file:{}", path.display());
+    node_agent::admin::spawn(admin, shared.clone(), source)?;
+    let handles = start_workers(&shared, workers, drain_timeout_ns, (fell_back, errno))?;
+    eprintln!(
+        "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}",
+        shared.backend_name(),
+        shared.ring.path().display()
+    );
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow::Error::from(e)),
+            Err(_) => failed = Some(anyhow::anyhow!("a worker thread panicked")),
+        }
+    }
+    let _ = shared.ring.flush();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    eprintln!("node-agent: drained, exiting");
+    Ok(())
+}
+
+type WorkerHandle = std::thread::JoinHandle<Result<(), node_agent::driver::DriverError>>;
+
+fn start_workers(
+    shared: &Arc<Shared>,
+    workers: usize,
+    drain_timeout_ns: u64,
+    (fell_back, errno): (bool, i32),
+) -> anyhow::Result<Vec<WorkerHandle>> {
+    let snap = shared.snapshot.load_full();
+    let mut handles = Vec::new();
+    for id in 0..workers {
+        let mut listeners = Vec::new();
+        for (idx, l) in snap.listeners.iter().enumerate() {
+            let sock = driver::bind_listener(l.bind)
+                .with_context(|| format!("listeners[{}]: binding {}", l.name, l.bind))?;
+            listeners.push((idx, sock));
+        }
+        let shard = shared.ring.shard(id as u32)?;
+        shared.ring.name_worker(id as u32, &format!("worker-{id}"))?;
+        let now = ringlog::clock::mono_ns();
+        let mut recorder = Recorder::new(shard, &snap, now);
+        if id == 0 {
+            let mut ev = Event::new(EventKind::ConfigApplied, now);
+            ev.generation = snap.generation;
+            recorder.event(&ev);
+            if fell_back {
+                let mut ev = Event::new(EventKind::IoFallback, now);
+                ev.from = 1;
+                ev.to = 2;
+                ev.a = u64::from(errno.unsigned_abs());
+                recorder.event(&ev);
+            }
+        }
+        let init = WorkerInit {
+            id,
+            shared: shared.clone(),
+            recorder,
+            drain_timeout_ns,
+        };
+        let shared = shared.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                let r = epoll::Worker::new(init, listeners).and_then(epoll::Worker::run);
+                shared.exited_workers.fetch_add(1, Ordering::SeqCst);
+                r
+            })
+            .context("spawning a worker thread")?;
+        handles.push(h);
+    }
+    Ok(handles)
 }

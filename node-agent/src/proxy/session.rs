@@ -182,6 +182,12 @@ impl Session {
         }
     }
 
+    /// Nothing in flight, nothing held, no record waiting: safe to close
+    /// while draining.
+    pub fn is_idle(&self) -> bool {
+        self.ex.is_none() && self.hold_down.is_empty() && self.pending.is_empty()
+    }
+
     /// Whether an upstream is attached or being acquired.
     pub fn has_upstream(&self) -> bool {
         self.ex.is_some()

@@ -1,0 +1,267 @@
+//! I/O drivers: thin loops that move bytes between sockets and the sans-IO
+//! [`crate::proxy::Session`]. `epoll` (on mio) runs everywhere; `uring`
+//! needs io_uring. This module holds what both share: listener sockets,
+//! upstream sockets, send queues and the io_uring probe.
+
+pub mod epoll;
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Why a driver stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Setting up the poller or a listener failed.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Binds one worker's SO_REUSEPORT listener on `addr` (non-blocking).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+/// A non-blocking upstream socket with its connect started. `mark` (if not
+/// 0) is set as SO_MARK so the redirect rules can skip the agent's own
+/// traffic.
+pub fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<std::net::TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    if mark != 0 {
+        sock.set_mark(mark)?;
+    }
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(sock.into())
+}
+
+/// The pre-REDIRECT destination of a connection accepted on a transparent
+/// listener (`SO_ORIGINAL_DST`, or its IPv6 twin).
+pub fn original_dst(stream: &impl std::os::fd::AsFd, local: SocketAddr) -> Option<SocketAddr> {
+    let s = SockRef::from(stream);
+    let got = if local.is_ipv4() {
+        s.original_dst_v4()
+    } else {
+        s.original_dst_v6()
+    };
+    got.ok().and_then(|a| a.as_socket())
+}
+
+/// Bytes waiting to be sent on one socket, in order.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    bufs: VecDeque<Vec<u8>>,
+    /// Bytes of the front buffer already sent.
+    front_sent: usize,
+    len: usize,
+}
+
+/// Most slices handed to one vectored write.
+const MAX_IOV: usize = 16;
+
+impl SendQueue {
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends an owned buffer.
+    pub fn push(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.bufs.push_back(bytes);
+        }
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)`: the queue is empty.
+    pub fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        while !self.bufs.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, b) in self.bufs.iter().take(MAX_IOV).enumerate() {
+                let start = if i == 0 { self.front_sent } else { 0 };
+                slices[i] = IoSlice::new(b.get(start..).unwrap_or_default());
+                n += 1;
+            }
+            match w.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.bufs.front() else {
+                return;
+            };
+            let left = front.len() - self.front_sent;
+            if n < left {
+                self.front_sent += n;
+                return;
+            }
+            n -= left;
+            self.front_sent = 0;
+            self.bufs.pop_front();
+        }
+    }
+}
+
+/// Sends `chunks` (from [`crate::proxy::Out`]) on `w` if the queue is empty
+/// and the socket writable, straight from their buffers; whatever the
+/// socket does not take is queued (owned chunks moved, input ranges
+/// copied). Returns (bytes queued, short write happened).
+pub fn send_chunks(
+    w: Option<&mut dyn Write>,
+    q: &mut SendQueue,
+    chunks: &mut Vec<crate::proxy::Chunk>,
+    input: &[u8],
+) -> io::Result<(usize, bool)> {
+    let mut sent = 0usize;
+    let mut short = false;
+    if let Some(w) = w
+        && q.is_empty()
+        && chunks.len() <= MAX_IOV
+    {
+        let total: usize = chunks.iter().map(|c| c.bytes(input).len()).sum();
+        loop {
+            if sent >= total {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut skip = sent;
+            for c in chunks.iter() {
+                let b = c.bytes(input);
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
+                }
+                slices[n] = IoSlice::new(&b[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            match w.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    sent += k;
+                    if sent < total {
+                        short = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut queued = 0;
+    let mut skip = sent;
+    for c in chunks.drain(..) {
+        let len = c.bytes(input).len();
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let rest = match c {
+            crate::proxy::Chunk::Owned(mut v) if skip == 0 => {
+                v.shrink_to_fit();
+                v
+            }
+            other => other.bytes(input)[skip..].to_vec(),
+        };
+        skip = 0;
+        queued += rest.len();
+        q.push(rest);
+    }
+    Ok((queued, short))
+}
+
+/// Whether io_uring can be set up here; on failure, the errno (EPERM under
+/// seccomp or `kernel.io_uring_disabled`, ENOSYS without support).
+pub fn probe_uring() -> Result<(), i32> {
+    match io_uring::IoUring::new(2) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOSYS)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Chunk;
+
+    /// A writer that takes at most `cap` bytes per call, then blocks.
+    struct Trickle {
+        got: Vec<u8>,
+        cap: usize,
+        calls_left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.calls_left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls_left -= 1;
+            let n = b.len().min(self.cap);
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_sends_queue_the_rest_in_order() {
+        let input = b"0123456789";
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 4,
+            calls_left: 2,
+        };
+        let mut q = SendQueue::default();
+        let mut chunks = vec![Chunk::Owned(b"HEAD".to_vec()), Chunk::Input(2..8), Chunk::Owned(b"T".to_vec())];
+        let (queued, short) = send_chunks(Some(&mut w), &mut q, &mut chunks, input).unwrap();
+        assert_eq!(w.got, b"HEAD2345");
+        assert_eq!((queued, short), (3, true));
+        w.calls_left = 10;
+        assert!(q.flush(&mut w).unwrap());
+        assert_eq!(w.got, b"HEAD234567T");
+        assert!(q.is_empty());
+        // Not writable: everything is queued.
+        let mut chunks = vec![Chunk::Input(0..3)];
+        let (queued, _) = send_chunks(None, &mut q, &mut chunks, input).unwrap();
+        assert_eq!((queued, q.len()), (3, 3));
+    }
+}

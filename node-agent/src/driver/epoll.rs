@@ -1,0 +1,777 @@
+//! The epoll driver (on mio, edge-triggered): one loop per worker thread
+//! with its own SO_REUSEPORT listeners, connection slab, upstream pool and
+//! timer heap. It only moves bytes and reports events to the sessions;
+//! every decision is in [`crate::proxy`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use ringlog::clock::mono_ns;
+use ringlog::record::{Event, EventKind};
+
+use super::{DriverError, SendQueue, send_chunks};
+use crate::metrics::Driver;
+use crate::proxy::{Connect, Cx, IdGen, Out, Session};
+use crate::snapshot::Snapshot;
+use crate::worker::{Recorder, Shared, WorkerInit};
+
+/// Read buffer size (one per worker).
+const READ_BUF: usize = 64 * 1024;
+/// Idle upstream connections kept per endpoint.
+const POOL_MAX: usize = 256;
+
+#[derive(Debug)]
+struct Down {
+    sock: TcpStream,
+    session: Session,
+    q: SendQueue,
+    up: Option<usize>,
+    readable: bool,
+    writable: bool,
+    shut_wr: bool,
+    close: bool,
+    serial: u64,
+    armed: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Up {
+    sock: TcpStream,
+    q: SendQueue,
+    owner: Option<usize>,
+    addr: SocketAddr,
+    connected: bool,
+    readable: bool,
+    writable: bool,
+    shut_wr: bool,
+    /// Return to the pool (true) or close (false) once the queue drains.
+    release: Option<bool>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Free,
+    Listener(TcpListener, usize),
+    Down(Box<Down>),
+    Up(Box<Up>),
+}
+
+/// One worker's epoll loop.
+#[derive(Debug)]
+pub struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    recorder: Recorder,
+    poll: Poll,
+    slab: Vec<Slot>,
+    free: Vec<usize>,
+    pool: HashMap<SocketAddr, Vec<usize>>,
+    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    todo: Vec<usize>,
+    buf: Vec<u8>,
+    rr: Vec<u32>,
+    ids: IdGen,
+    snap: Arc<Snapshot>,
+    now: u64,
+    serial: u64,
+    downs: u64,
+    ups: u64,
+    drain_timeout_ns: u64,
+}
+
+fn setup(what: &str) -> impl FnOnce(io::Error) -> DriverError + '_ {
+    move |source| DriverError::Setup {
+        what: what.to_string(),
+        source,
+    }
+}
+
+impl Worker {
+    /// A worker serving `listeners` (listener index, bound socket).
+    pub fn new(
+        init: WorkerInit,
+        listeners: Vec<(usize, std::net::TcpListener)>,
+    ) -> Result<Worker, DriverError> {
+        let poll = Poll::new().map_err(setup("creating the epoll instance"))?;
+        let snap = init.shared.snapshot.load_full();
+        let now = mono_ns();
+        let mut w = Worker {
+            id: init.id,
+            recorder: init.recorder,
+            poll,
+            slab: Vec::new(),
+            free: Vec::new(),
+            pool: HashMap::new(),
+            timers: BinaryHeap::new(),
+            todo: Vec::new(),
+            buf: vec![0; READ_BUF],
+            rr: vec![0; snap.arm_count],
+            ids: IdGen::new(init.id as u32, ringlog::clock::realtime_ns()),
+            snap,
+            now,
+            serial: 0,
+            downs: 0,
+            ups: 0,
+            drain_timeout_ns: init.drain_timeout_ns,
+            shared: init.shared,
+        };
+        for (idx, l) in listeners {
+            let mut l = TcpListener::from_std(l);
+            let slot = w.alloc();
+            w.poll
+                .registry()
+                .register(&mut l, Token(slot), Interest::READABLE)
+                .map_err(setup("registering a listener"))?;
+            w.slab[slot] = Slot::Listener(l, idx);
+        }
+        Ok(w)
+    }
+
+    fn alloc(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(Slot::Free);
+                self.slab.len() - 1
+            }
+        }
+    }
+
+    fn stats(&self) -> &crate::metrics::WorkerStats {
+        self.shared.stats_of(self.id)
+    }
+
+    /// Serves until drained. Returns when every connection is done or the
+    /// drain timeout passed.
+    pub fn run(mut self) -> Result<(), DriverError> {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline: Option<u64> = None;
+        self.shared.ready_workers.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let timeout = self.poll_timeout(drain_deadline.is_some());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(setup("waiting for events")(e));
+            }
+            self.now = mono_ns();
+            self.snap = self.shared.snapshot.load_full();
+            self.recorder.follow(&self.snap, self.now);
+            self.stats().driver(Driver::LoopTurns, 1);
+            for ev in events.iter() {
+                let i = ev.token().0;
+                let (r, w) = (
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                );
+                match self.slab.get_mut(i) {
+                    Some(Slot::Listener(..)) => self.accept(i),
+                    Some(Slot::Down(d)) => {
+                        d.readable |= r;
+                        d.writable |= w;
+                        self.todo.push(i);
+                    }
+                    Some(Slot::Up(u)) => {
+                        u.readable |= r;
+                        u.writable |= w;
+                        self.up_event(i);
+                    }
+                    _ => {}
+                }
+            }
+            self.run_todo();
+            self.fire_timers();
+            if self.shared.draining() {
+                let deadline = *drain_deadline.get_or_insert_with(|| self.start_drain());
+                self.close_idle();
+                if self.downs == 0 || self.now >= deadline {
+                    break;
+                }
+            }
+            self.stats().set_active(self.downs, self.ups);
+        }
+        self.shutdown_all();
+        self.stats().set_active(0, 0);
+        Ok(())
+    }
+
+    fn poll_timeout(&self, draining: bool) -> Duration {
+        let cap = if draining { 10_000_000 } else { 100_000_000 };
+        let now = mono_ns();
+        let next = self
+            .timers
+            .peek()
+            .map_or(cap, |Reverse((t, _, _))| t.saturating_sub(now).min(cap));
+        Duration::from_nanos(next)
+    }
+
+    fn run_todo(&mut self) {
+        while let Some(i) = self.todo.pop() {
+            match self.slab.get(i) {
+                Some(Slot::Down(_)) => self.pump_down(i),
+                Some(Slot::Up(_)) => self.pump_up(i),
+                _ => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, li: usize) {
+        loop {
+            let Some(Slot::Listener(l, idx)) = self.slab.get(li) else {
+                return;
+            };
+            let idx = *idx;
+            let (mut sock, peer) = match l.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // EMFILE and friends: try again on the next readiness.
+                Err(_) => return,
+            };
+            self.stats().driver(Driver::Accepted, 1);
+            let _ = sock.set_nodelay(true);
+            let Some(lrt) = self.snap.listeners.get(idx) else {
+                continue;
+            };
+            let orig = match lrt.mode {
+                crate::config::schema::Mode::Transparent => {
+                    super::original_dst(&sock, lrt.bind).filter(|a| *a != lrt.bind)
+                }
+                crate::config::schema::Mode::Normal => None,
+            };
+            let session = Session::new(
+                self.now,
+                idx,
+                lrt.id,
+                lrt.protocol,
+                peer.ip(),
+                orig,
+                self.shared.limits,
+            );
+            let i = self.alloc();
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.free.push(i);
+                continue;
+            }
+            self.serial += 1;
+            self.slab[i] = Slot::Down(Box::new(Down {
+                sock,
+                session,
+                q: SendQueue::default(),
+                up: None,
+                readable: false,
+                writable: false,
+                shut_wr: false,
+                close: false,
+                serial: self.serial,
+                armed: None,
+            }));
+            self.downs += 1;
+            self.with_session(i, &[], |s, cx, out| s.start(cx, out));
+            self.todo.push(i);
+        }
+    }
+
+    /// Runs `f` on down `i`'s session with a fresh context, then applies
+    /// its output (`input` is the buffer `f` was fed).
+    fn with_session(
+        &mut self,
+        i: usize,
+        input: &[u8],
+        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+    ) {
+        let mut out = Out::default();
+        // A fresh reading per session event (vDSO, ~20 ns): phases must
+        // not collapse to loop-turn granularity.
+        self.now = mono_ns();
+        {
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                return;
+            };
+            let mut cx = Cx {
+                now: self.now,
+                snap: &self.snap,
+                rr: &mut self.rr,
+                ids: &mut self.ids,
+            };
+            f(&mut d.session, &mut cx, &mut out);
+        }
+        self.apply(i, &mut out, input);
+    }
+
+    /// Carries out a session's actions for down `i`.
+    fn apply(&mut self, i: usize, out: &mut Out, input: &[u8]) {
+        if let Some(reuse) = out.release_up.take()
+            && let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && let Some(j) = d.up.take()
+        {
+            self.release_up(j, reuse);
+        }
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return;
+        };
+        if !out.to_down.is_empty() {
+            let w: Option<&mut dyn io::Write> = d.writable.then_some(&mut d.sock);
+            match send_chunks(w, &mut d.q, &mut out.to_down, input) {
+                Ok((queued, short)) => {
+                    if queued > 0 {
+                        d.writable = false;
+                    }
+                    let st = self.shared.stats_of(self.id);
+                    st.driver(Driver::QueuedBytes, queued as u64);
+                    st.driver(Driver::ShortSends, u64::from(short));
+                }
+                Err(_) => d.close = true,
+            }
+        }
+        d.shut_wr |= out.shutdown_down;
+        d.close |= out.close_down;
+        for f in out.records.drain(..) {
+            self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+        }
+        // After the downstream bytes: a synchronous connect failure answers
+        // 503 and that answer must follow what was already queued.
+        if let Some(c) = out.connect.take() {
+            self.attach_up(i, c);
+        }
+        let up = match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.up,
+            _ => None,
+        };
+        if let Some(j) = up
+            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+        {
+            if !out.to_up.is_empty() {
+                let w: Option<&mut dyn io::Write> =
+                    (u.connected && u.writable).then_some(&mut u.sock);
+                match send_chunks(w, &mut u.q, &mut out.to_up, input) {
+                    Ok((queued, short)) => {
+                        if queued > 0 && u.connected {
+                            u.writable = false;
+                        }
+                        let st = self.shared.stats_of(self.id);
+                        st.driver(Driver::QueuedBytes, queued as u64);
+                        st.driver(Driver::ShortSends, u64::from(short));
+                    }
+                    Err(_) => {
+                        u.readable = true;
+                    }
+                }
+                self.todo.push(j);
+            }
+            u.shut_wr |= out.shutdown_up;
+            if out.shutdown_up {
+                self.todo.push(j);
+            }
+        }
+        out.to_up.clear();
+        self.todo.push(i);
+    }
+
+    fn attach_up(&mut self, i: usize, c: Connect) {
+        let pooled = self.pool.get_mut(&c.addr).and_then(Vec::pop);
+        if let Some(j) = pooled
+            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+        {
+            u.owner = Some(i);
+            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+                d.up = Some(j);
+                d.session.on_up_ready(self.now);
+            }
+            self.stats().driver(Driver::PoolReuse, 1);
+            return;
+        }
+        self.stats().driver(Driver::Connects, 1);
+        let sock = super::connect_upstream(c.addr, self.shared.upstream_mark);
+        let j = self.alloc();
+        let registered = sock.and_then(|s| {
+            let mut s = TcpStream::from_std(s);
+            self.poll
+                .registry()
+                .register(&mut s, Token(j), Interest::READABLE | Interest::WRITABLE)
+                .map(|()| s)
+        });
+        match registered {
+            Ok(sock) => {
+                self.slab[j] = Slot::Up(Box::new(Up {
+                    sock,
+                    q: SendQueue::default(),
+                    owner: Some(i),
+                    addr: c.addr,
+                    connected: false,
+                    readable: false,
+                    writable: false,
+                    shut_wr: false,
+                    release: None,
+                }));
+                self.ups += 1;
+                if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+                    d.up = Some(j);
+                }
+            }
+            Err(_) => {
+                self.free.push(j);
+                self.stats().driver(Driver::ConnectErrors, 1);
+                self.with_session(i, &[], |s, cx, out| s.on_up_failed(cx, false, out));
+            }
+        }
+    }
+
+    /// Detaches upstream `j`: pooled once its queue is empty, or closed.
+    fn release_up(&mut self, j: usize, reuse: bool) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            return;
+        };
+        u.owner = None;
+        if reuse && u.connected && u.q.is_empty() && !u.shut_wr {
+            let list = self.pool.entry(u.addr).or_default();
+            if list.len() < POOL_MAX {
+                list.push(j);
+                return;
+            }
+        }
+        if reuse && !u.q.is_empty() {
+            u.release = Some(false);
+            return;
+        }
+        self.close_up(j);
+    }
+
+    fn close_up(&mut self, j: usize) {
+        if let Some(Slot::Up(mut u)) = self.slab.get_mut(j).map(|s| std::mem::replace(s, Slot::Free)) {
+            let _ = self.poll.registry().deregister(&mut u.sock);
+            if let Some(list) = self.pool.get_mut(&u.addr) {
+                list.retain(|&k| k != j);
+            }
+            if let Some(o) = u.owner
+                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
+                && d.up == Some(j)
+            {
+                d.up = None;
+            }
+            self.free.push(j);
+            self.ups -= 1;
+        }
+    }
+
+    /// Readiness on an upstream: finish a connect, then pump.
+    fn up_event(&mut self, j: usize) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            return;
+        };
+        if !u.connected && (u.writable || u.readable) {
+            let failed = match u.sock.take_error() {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) => match u.sock.peer_addr() {
+                    Ok(_) => false,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(_) => true,
+                },
+            };
+            let owner = u.owner;
+            if failed {
+                self.stats().driver(Driver::ConnectErrors, 1);
+                self.close_up(j);
+                if let Some(o) = owner {
+                    self.with_session(o, &[], |s, cx, out| s.on_up_failed(cx, false, out));
+                }
+                return;
+            }
+            u.connected = true;
+            if let Some(o) = owner
+                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
+            {
+                d.session.on_up_ready(self.now);
+                self.todo.push(o);
+            }
+        }
+        self.todo.push(j);
+    }
+
+    fn owner_queue_empty(&self, owner: Option<usize>) -> bool {
+        match owner.and_then(|o| self.slab.get(o)) {
+            Some(Slot::Down(d)) => d.q.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Moves bytes on upstream `j`: flush its queue, read while the
+    /// downstream can take more.
+    fn pump_up(&mut self, j: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                break;
+            };
+            if !u.connected {
+                break;
+            }
+            if u.writable && !u.q.is_empty() {
+                match u.q.flush(&mut u.sock) {
+                    Ok(true) => {
+                        if let Some(o) = u.owner {
+                            self.todo.push(o); // downstream reads may resume
+                        }
+                    }
+                    Ok(false) => u.writable = false,
+                    Err(_) => {
+                        u.q = SendQueue::default();
+                        u.readable = true;
+                    }
+                }
+            }
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                break;
+            };
+            if u.q.is_empty() {
+                if u.shut_wr {
+                    let _ = u.sock.shutdown(Shutdown::Write);
+                }
+                if let Some(reuse) = u.release.take() {
+                    self.release_up(j, reuse);
+                    break;
+                }
+            }
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                break;
+            };
+            let owner = u.owner;
+            if !u.readable {
+                break;
+            }
+            if owner.is_some() && !self.owner_queue_empty(owner) {
+                break; // backpressure: the downstream is slower
+            }
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                break;
+            };
+            match u.sock.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    u.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) if owner.is_none() => {
+                    self.close_up(j);
+                    break;
+                }
+                Ok(0) => {
+                    u.readable = false;
+                    let o = owner.unwrap_or(usize::MAX);
+                    self.close_up(j);
+                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, false, out));
+                    break;
+                }
+                Ok(n) => {
+                    let o = owner.unwrap_or(usize::MAX);
+                    self.with_session(o, &buf[..n], |s, cx, out| {
+                        s.on_up_data(cx, &buf[..n], out)
+                    });
+                }
+                Err(_) => {
+                    let o = owner.unwrap_or(usize::MAX);
+                    self.close_up(j);
+                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, true, out));
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    fn up_queue_empty(&self, up: Option<usize>) -> bool {
+        match up.and_then(|j| self.slab.get(j)) {
+            Some(Slot::Up(u)) => u.q.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Moves bytes on downstream `i`: flush, finish records, read while the
+    /// session and the upstream can take more.
+    fn pump_down(&mut self, i: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                break;
+            };
+            if d.writable && !d.q.is_empty() {
+                match d.q.flush(&mut d.sock) {
+                    Ok(true) => {
+                        if let Some(j) = d.up {
+                            self.todo.push(j); // upstream reads may resume
+                        }
+                    }
+                    Ok(false) => d.writable = false,
+                    Err(_) => {
+                        self.kill_down(i);
+                        break;
+                    }
+                }
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                break;
+            };
+            if d.q.is_empty() {
+                let mut out = Out::default();
+                d.session.on_down_flushed(self.now, &mut out);
+                for f in out.records.drain(..) {
+                    self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+                }
+                let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                    break;
+                };
+                if d.close || d.session.is_closed() {
+                    self.close_down(i);
+                    break;
+                }
+                if d.shut_wr {
+                    let _ = d.sock.shutdown(Shutdown::Write);
+                }
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                break;
+            };
+            let up = d.up;
+            if !d.readable || !d.session.wants_down_data() {
+                break;
+            }
+            if !self.up_queue_empty(up) {
+                break; // backpressure: the upstream is slower
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                break;
+            };
+            match d.sock.read(&mut buf) {
+                Ok(0) => {
+                    d.readable = false;
+                    self.with_session(i, &[], |s, cx, out| s.on_down_eof(cx, out));
+                }
+                Ok(n) => {
+                    self.with_session(i, &buf[..n], |s, cx, out| {
+                        s.on_down_data(cx, &buf[..n], out)
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    d.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.kill_down(i);
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+        self.arm(i);
+    }
+
+    /// Keeps the timer heap in step with the session's deadline.
+    fn arm(&mut self, i: usize) {
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return;
+        };
+        let dl = d.session.deadline();
+        if dl != d.armed {
+            d.armed = dl;
+            if let Some(t) = dl {
+                self.timers.push(Reverse((t, i, d.serial)));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = mono_ns();
+        self.now = now;
+        while let Some(&Reverse((t, i, serial))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let due = match self.slab.get_mut(i) {
+                Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) => {
+                    d.armed = None;
+                    true
+                }
+                _ => false,
+            };
+            if due {
+                self.with_session(i, &[], |s, cx, out| s.on_timer(cx, out));
+            }
+        }
+        self.run_todo();
+    }
+
+    /// The downstream failed: abort its session and close it.
+    fn kill_down(&mut self, i: usize) {
+        let mut out = Out::default();
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.session.on_down_closed(self.now, &mut out);
+        }
+        for f in out.records.drain(..) {
+            self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+        }
+        self.close_down(i);
+    }
+
+    fn close_down(&mut self, i: usize) {
+        if let Some(Slot::Down(mut d)) = self.slab.get_mut(i).map(|s| std::mem::replace(s, Slot::Free)) {
+            let _ = self.poll.registry().deregister(&mut d.sock);
+            if let Some(j) = d.up {
+                self.close_up(j);
+            }
+            self.free.push(i);
+            self.downs -= 1;
+        }
+    }
+
+    /// Drain begins: stop accepting, note it in the ring.
+    fn start_drain(&mut self) -> u64 {
+        for i in 0..self.slab.len() {
+            if let Slot::Listener(..) = self.slab[i]
+                && let Slot::Listener(mut l, _) = std::mem::replace(&mut self.slab[i], Slot::Free)
+            {
+                let _ = self.poll.registry().deregister(&mut l);
+                self.free.push(i);
+            }
+        }
+        let mut ev = Event::new(EventKind::Drain, self.now);
+        ev.generation = self.snap.generation;
+        self.recorder.event(&ev);
+        self.now.saturating_add(self.drain_timeout_ns)
+    }
+
+    /// While draining, close downstream connections with nothing in flight.
+    fn close_idle(&mut self) {
+        for i in 0..self.slab.len() {
+            if let Slot::Down(d) = &self.slab[i]
+                && d.session.is_idle()
+                && d.q.is_empty()
+            {
+                self.kill_down(i);
+            }
+        }
+    }
+
+    fn shutdown_all(&mut self) {
+        for i in 0..self.slab.len() {
+            match self.slab[i] {
+                Slot::Down(_) => self.kill_down(i),
+                Slot::Up(_) => self.close_up(i),
+                _ => {}
+            }
+        }
+    }
+}

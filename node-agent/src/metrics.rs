@@ -1,0 +1,226 @@
+//! Per-worker counters and their Prometheus text rendering.
+//!
+//! Each worker owns one [`WorkerStats`] and is its only writer, so a bump
+//! is a relaxed load and store (no locked instruction on the hot path). The
+//! admin server reads every worker's counters and sums them at scrape time:
+//! a scrape never takes a lock a worker could wait on.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ringlog::Reason;
+
+/// Upper bounds (seconds) of the request duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Number of reason codes tracked.
+const REASONS: usize = 16;
+
+/// Driver counters, indexed by [`Driver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Driver {
+    /// Event-loop turns.
+    LoopTurns = 0,
+    /// Provided-buffer ring ran empty (`-ENOBUFS`).
+    NoBufs = 1,
+    /// Completion-queue overflow.
+    CqOverflow = 2,
+    /// Sends that wrote less than asked.
+    ShortSends = 3,
+    /// Bytes that had to be copied into a send queue.
+    QueuedBytes = 4,
+    /// Upstream connections reused from the pool.
+    PoolReuse = 5,
+    /// Upstream connects started.
+    Connects = 6,
+    /// Upstream connects that failed.
+    ConnectErrors = 7,
+    /// Connections accepted.
+    Accepted = 8,
+}
+
+const DRIVER_NAMES: [&str; 9] = [
+    "loop_turns",
+    "enobufs",
+    "cq_overflow",
+    "short_sends",
+    "queued_bytes",
+    "pool_reuse",
+    "connects",
+    "connect_errors",
+    "accepted",
+];
+
+/// One worker's counters (single writer).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    by_class: [AtomicU64; 6],
+    by_reason: [AtomicU64; REASONS],
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_ns: AtomicU64,
+    driver: [AtomicU64; DRIVER_NAMES.len()],
+    records_kept: AtomicU64,
+    active_down: AtomicU64,
+    active_up: AtomicU64,
+}
+
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+
+impl WorkerStats {
+    /// Counts a finished request (or L4 connection when `status` is 0).
+    pub fn request(&self, status: u16, reason: Reason, duration_ns: u64, kept: bool) {
+        let class = usize::from(status / 100).min(5);
+        bump(&self.by_class[class], 1);
+        if reason != Reason::None {
+            bump(&self.by_reason[usize::from(reason.code()).min(REASONS - 1)], 1);
+        }
+        let secs = duration_ns as f64 / 1e9;
+        let b = DURATION_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        bump(&self.buckets[b], 1);
+        bump(&self.duration_sum_ns, duration_ns);
+        if kept {
+            bump(&self.records_kept, 1);
+        }
+    }
+
+    /// Adds to a driver counter.
+    pub fn driver(&self, which: Driver, by: u64) {
+        bump(&self.driver[which as usize], by);
+    }
+
+    /// Sets the gauges of open downstream and upstream connections.
+    pub fn set_active(&self, down: u64, up: u64) {
+        self.active_down.store(down, Ordering::Relaxed);
+        self.active_up.store(up, Ordering::Relaxed);
+    }
+}
+
+/// Agent-wide facts rendered with the counters.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// `uring` or `epoll`.
+    pub backend: &'a str,
+    /// Whether `auto` fell back from io_uring.
+    pub fell_back: bool,
+    /// Current config generation.
+    pub generation: u32,
+    /// Configs rejected so far.
+    pub config_rejected: u64,
+    /// Draining.
+    pub draining: bool,
+}
+
+fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+    stats
+        .iter()
+        .map(|s| f(s).load(Ordering::Relaxed))
+        .fold(0, u64::wrapping_add)
+}
+
+/// Renders the Prometheus text exposition of all workers' counters.
+pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
+    let mut o = String::with_capacity(4096);
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}");
+    };
+    family(&mut o, "requests_total", "counter", "Finished requests (L4 connections: class=\"l4\") by status class.");
+    for (i, class) in ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let v = sum(stats, |s| &s.by_class[i]);
+        let _ = writeln!(o, "tailmesh_requests_total{{class=\"{class}\"}} {v}");
+    }
+    family(&mut o, "local_responses_total", "counter", "Requests the agent answered or ended itself, by reason (x-tailmesh-reason).");
+    for code in 1..REASONS as u8 {
+        let name = Reason::from_code(code).name();
+        if name.starts_with("unknown") {
+            continue;
+        }
+        let v = sum(stats, |s| &s.by_reason[usize::from(code)]);
+        let _ = writeln!(o, "tailmesh_local_responses_total{{reason=\"{name}\"}} {v}");
+    }
+    family(&mut o, "request_duration_seconds", "histogram", "Request duration from accept or first byte to the last byte written downstream.");
+    let mut cumulative = 0;
+    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        cumulative += sum(stats, |s| &s.buckets[i]);
+        let _ = writeln!(o, "tailmesh_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += sum(stats, |s| &s.buckets[DURATION_BUCKETS.len()]);
+    let _ = writeln!(o, "tailmesh_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let total_ns = sum(stats, |s| &s.duration_sum_ns);
+    let _ = writeln!(o, "tailmesh_request_duration_seconds_sum {}", total_ns as f64 / 1e9);
+    let _ = writeln!(o, "tailmesh_request_duration_seconds_count {cumulative}");
+    family(&mut o, "records_kept_total", "counter", "Trace records the sampler kept and wrote to the ring.");
+    let _ = writeln!(o, "tailmesh_records_kept_total {}", sum(stats, |s| &s.records_kept));
+    family(&mut o, "active_connections", "gauge", "Open connections by side.");
+    let _ = writeln!(o, "tailmesh_active_connections{{side=\"downstream\"}} {}", sum(stats, |s| &s.active_down));
+    let _ = writeln!(o, "tailmesh_active_connections{{side=\"upstream\"}} {}", sum(stats, |s| &s.active_up));
+    family(&mut o, "driver_events_total", "counter", "I/O driver counters.");
+    for (i, name) in DRIVER_NAMES.iter().enumerate() {
+        let v = sum(stats, |s| &s.driver[i]);
+        let _ = writeln!(o, "tailmesh_driver_events_total{{event=\"{name}\"}} {v}");
+    }
+    family(&mut o, "io_backend", "gauge", "The I/O driver in use (1 for the active one).");
+    for b in ["uring", "epoll"] {
+        let v = u8::from(facts.backend == b);
+        let _ = writeln!(o, "tailmesh_io_backend{{backend=\"{b}\"}} {v}");
+    }
+    family(&mut o, "io_fallback", "gauge", "1 if --io auto fell back from io_uring to epoll.");
+    let _ = writeln!(o, "tailmesh_io_fallback {}", u8::from(facts.fell_back));
+    family(&mut o, "config_generation", "gauge", "Generation of the config snapshot being served.");
+    let _ = writeln!(o, "tailmesh_config_generation {}", facts.generation);
+    family(&mut o, "config_rejected_total", "counter", "Configs rejected (the last good one kept serving).");
+    let _ = writeln!(o, "tailmesh_config_rejected_total {}", facts.config_rejected);
+    family(&mut o, "workers", "gauge", "Worker threads.");
+    let _ = writeln!(o, "tailmesh_workers {}", stats.len());
+    family(&mut o, "draining", "gauge", "1 while draining after SIGTERM/SIGINT.");
+    let _ = writeln!(o, "tailmesh_draining {}", u8::from(facts.draining));
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_summed_and_buckets_cumulative() {
+        let a = WorkerStats::default();
+        let b = WorkerStats::default();
+        a.request(200, Reason::None, 50_000, true);
+        b.request(503, Reason::UpstreamConnect, 2_000_000, false);
+        b.request(0, Reason::None, 7_000_000_000, false);
+        a.driver(Driver::Accepted, 3);
+        let facts = Facts {
+            backend: "epoll",
+            fell_back: true,
+            generation: 2,
+            config_rejected: 0,
+            draining: false,
+        };
+        let text = render(&[&a, &b], &facts);
+        for line in [
+            "tailmesh_requests_total{class=\"2xx\"} 1",
+            "tailmesh_requests_total{class=\"5xx\"} 1",
+            "tailmesh_requests_total{class=\"l4\"} 1",
+            "tailmesh_local_responses_total{reason=\"upstream_connect\"} 1",
+            "tailmesh_request_duration_seconds_bucket{le=\"0.0001\"} 1",
+            "tailmesh_request_duration_seconds_bucket{le=\"0.0025\"} 2",
+            "tailmesh_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "tailmesh_request_duration_seconds_count 3",
+            "tailmesh_driver_events_total{event=\"accepted\"} 3",
+            "tailmesh_io_backend{backend=\"epoll\"} 1",
+            "tailmesh_io_fallback 1",
+            "tailmesh_records_kept_total 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("tailmesh_")));
+    }
+}
