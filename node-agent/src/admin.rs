@@ -27,7 +27,7 @@ pub enum AdminError {
     #[error("starting the admin runtime: {0}")]
     Runtime(std::io::Error),
     /// The admin address could not be bound.
-    #[error("binding the admin listener {addr}: {source}")]
+    #[error("binding the admin listener {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -152,9 +152,17 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
             if shared.draining() {
                 (503, "text/plain", "draining\n".into())
             } else if ready < want {
-                (503, "text/plain", format!("starting: {ready}/{want} workers serving\n"))
+                (
+                    503,
+                    "text/plain",
+                    format!("starting: {ready}/{want} workers serving\n"),
+                )
             } else {
-                (200, "text/plain", format!("ready: {want} workers on {}\n", shared.backend_name()))
+                (
+                    200,
+                    "text/plain",
+                    format!("ready: {want} workers on {}\n", shared.backend_name()),
+                )
             }
         }
         "/config" => {
@@ -175,8 +183,16 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
                 config_rejected: shared.config_rejected.load(Ordering::Relaxed),
                 draining: shared.draining(),
             };
-            (200, "text/plain; version=0.0.4", metrics::render(&stats, &facts))
+            (
+                200,
+                "text/plain; version=0.0.4",
+                metrics::render(&stats, &facts),
+            )
         }
-        _ => (404, "text/plain", "not found: try /metrics /ready /healthz /config\n".into()),
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /metrics /ready /healthz /config\n".into(),
+        ),
     }
 }

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 #[non_exhaustive]
 pub enum DriverError {
     /// Setting up the poller or a listener failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Setup {
         /// What was being set up.
         what: String,
@@ -251,7 +251,11 @@ mod tests {
             calls_left: 2,
         };
         let mut q = SendQueue::default();
-        let mut chunks = vec![Chunk::Owned(b"HEAD".to_vec()), Chunk::Input(2..8), Chunk::Owned(b"T".to_vec())];
+        let mut chunks = vec![
+            Chunk::Owned(b"HEAD".to_vec()),
+            Chunk::Input(2..8),
+            Chunk::Owned(b"T".to_vec()),
+        ];
         let (queued, short) = send_chunks(Some(&mut w), &mut q, &mut chunks, input).unwrap();
         assert_eq!(w.got, b"HEAD2345");
         assert_eq!((queued, short), (3, true));

@@ -137,7 +137,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         bail!("--etcd is not supported yet; use --config FILE");
     }
     let _ = &cli.etcd_prefix;
-    let config = node_agent::config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config =
+        node_agent::config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let workers = match cli.workers {
         Some(0) => bail!("--workers must be at least 1"),
         Some(n) => n,
@@ -151,12 +152,20 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .with_context(|| format!("--admin {:?} is not IP:PORT", cli.admin))?;
     let (backend, fell_back, errno) = choose_io(cli.io)?;
 
-    if let Some(dir) = config.ring.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = config
+        .ring
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let shards = u32::try_from(workers).context("--workers is too large")?;
-    let ring = RingWriter::create_with(&config.ring.path, &CreateOptions::new(config.ring.size.0, shards))
-        .with_context(|| format!("creating the ring file {}", config.ring.path.display()))?;
+    let ring = RingWriter::create_with(
+        &config.ring.path,
+        &CreateOptions::new(config.ring.size.0, shards),
+    )
+    .with_context(|| format!("creating the ring file {}", config.ring.path.display()))?;
     let snap = Snapshot::build(config, 1, |kind, name| {
         ring.intern(kind, name, 1).map_err(|e| e.to_string())
     })?;
@@ -215,7 +224,9 @@ fn start_workers(
             listeners.push((idx, sock));
         }
         let shard = shared.ring.shard(id as u32)?;
-        shared.ring.name_worker(id as u32, &format!("worker-{id}"))?;
+        shared
+            .ring
+            .name_worker(id as u32, &format!("worker-{id}"))?;
         let now = ringlog::clock::mono_ns();
         let mut recorder = Recorder::new(shard, &snap, now);
         if id == 0 {

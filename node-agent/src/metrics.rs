@@ -69,7 +69,10 @@ pub struct WorkerStats {
 
 #[inline]
 fn bump(c: &AtomicU64, by: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl WorkerStats {
@@ -78,7 +81,10 @@ impl WorkerStats {
         let class = usize::from(status / 100).min(5);
         bump(&self.by_class[class], 1);
         if reason != Reason::None {
-            bump(&self.by_reason[usize::from(reason.code()).min(REASONS - 1)], 1);
+            bump(
+                &self.by_reason[usize::from(reason.code()).min(REASONS - 1)],
+                1,
+            );
         }
         let secs = duration_ns as f64 / 1e9;
         let b = DURATION_BUCKETS
@@ -130,14 +136,27 @@ fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
 pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
     let mut o = String::with_capacity(4096);
     let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}");
+        let _ = writeln!(
+            o,
+            "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
+        );
     };
-    family(&mut o, "requests_total", "counter", "Finished requests (L4 connections: class=\"l4\") by status class.");
+    family(
+        &mut o,
+        "requests_total",
+        "counter",
+        "Finished requests (L4 connections: class=\"l4\") by status class.",
+    );
     for (i, class) in ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
         let v = sum(stats, |s| &s.by_class[i]);
         let _ = writeln!(o, "tailmesh_requests_total{{class=\"{class}\"}} {v}");
     }
-    family(&mut o, "local_responses_total", "counter", "Requests the agent answered or ended itself, by reason (x-tailmesh-reason).");
+    family(
+        &mut o,
+        "local_responses_total",
+        "counter",
+        "Requests the agent answered or ended itself, by reason (x-tailmesh-reason).",
+    );
     for code in 1..REASONS as u8 {
         let name = Reason::from_code(code).name();
         if name.starts_with("unknown") {
@@ -146,41 +165,112 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         let v = sum(stats, |s| &s.by_reason[usize::from(code)]);
         let _ = writeln!(o, "tailmesh_local_responses_total{{reason=\"{name}\"}} {v}");
     }
-    family(&mut o, "request_duration_seconds", "histogram", "Request duration from accept or first byte to the last byte written downstream.");
+    family(
+        &mut o,
+        "request_duration_seconds",
+        "histogram",
+        "Request duration from accept or first byte to the last byte written downstream.",
+    );
     let mut cumulative = 0;
     for (i, le) in DURATION_BUCKETS.iter().enumerate() {
         cumulative += sum(stats, |s| &s.buckets[i]);
-        let _ = writeln!(o, "tailmesh_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        let _ = writeln!(
+            o,
+            "tailmesh_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
     }
     cumulative += sum(stats, |s| &s.buckets[DURATION_BUCKETS.len()]);
-    let _ = writeln!(o, "tailmesh_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        o,
+        "tailmesh_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
     let total_ns = sum(stats, |s| &s.duration_sum_ns);
-    let _ = writeln!(o, "tailmesh_request_duration_seconds_sum {}", total_ns as f64 / 1e9);
+    let _ = writeln!(
+        o,
+        "tailmesh_request_duration_seconds_sum {}",
+        total_ns as f64 / 1e9
+    );
     let _ = writeln!(o, "tailmesh_request_duration_seconds_count {cumulative}");
-    family(&mut o, "records_kept_total", "counter", "Trace records the sampler kept and wrote to the ring.");
-    let _ = writeln!(o, "tailmesh_records_kept_total {}", sum(stats, |s| &s.records_kept));
-    family(&mut o, "active_connections", "gauge", "Open connections by side.");
-    let _ = writeln!(o, "tailmesh_active_connections{{side=\"downstream\"}} {}", sum(stats, |s| &s.active_down));
-    let _ = writeln!(o, "tailmesh_active_connections{{side=\"upstream\"}} {}", sum(stats, |s| &s.active_up));
-    family(&mut o, "driver_events_total", "counter", "I/O driver counters.");
+    family(
+        &mut o,
+        "records_kept_total",
+        "counter",
+        "Trace records the sampler kept and wrote to the ring.",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_records_kept_total {}",
+        sum(stats, |s| &s.records_kept)
+    );
+    family(
+        &mut o,
+        "active_connections",
+        "gauge",
+        "Open connections by side.",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_active_connections{{side=\"downstream\"}} {}",
+        sum(stats, |s| &s.active_down)
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_active_connections{{side=\"upstream\"}} {}",
+        sum(stats, |s| &s.active_up)
+    );
+    family(
+        &mut o,
+        "driver_events_total",
+        "counter",
+        "I/O driver counters.",
+    );
     for (i, name) in DRIVER_NAMES.iter().enumerate() {
         let v = sum(stats, |s| &s.driver[i]);
         let _ = writeln!(o, "tailmesh_driver_events_total{{event=\"{name}\"}} {v}");
     }
-    family(&mut o, "io_backend", "gauge", "The I/O driver in use (1 for the active one).");
+    family(
+        &mut o,
+        "io_backend",
+        "gauge",
+        "The I/O driver in use (1 for the active one).",
+    );
     for b in ["uring", "epoll"] {
         let v = u8::from(facts.backend == b);
         let _ = writeln!(o, "tailmesh_io_backend{{backend=\"{b}\"}} {v}");
     }
-    family(&mut o, "io_fallback", "gauge", "1 if --io auto fell back from io_uring to epoll.");
+    family(
+        &mut o,
+        "io_fallback",
+        "gauge",
+        "1 if --io auto fell back from io_uring to epoll.",
+    );
     let _ = writeln!(o, "tailmesh_io_fallback {}", u8::from(facts.fell_back));
-    family(&mut o, "config_generation", "gauge", "Generation of the config snapshot being served.");
+    family(
+        &mut o,
+        "config_generation",
+        "gauge",
+        "Generation of the config snapshot being served.",
+    );
     let _ = writeln!(o, "tailmesh_config_generation {}", facts.generation);
-    family(&mut o, "config_rejected_total", "counter", "Configs rejected (the last good one kept serving).");
-    let _ = writeln!(o, "tailmesh_config_rejected_total {}", facts.config_rejected);
+    family(
+        &mut o,
+        "config_rejected_total",
+        "counter",
+        "Configs rejected (the last good one kept serving).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_config_rejected_total {}",
+        facts.config_rejected
+    );
     family(&mut o, "workers", "gauge", "Worker threads.");
     let _ = writeln!(o, "tailmesh_workers {}", stats.len());
-    family(&mut o, "draining", "gauge", "1 while draining after SIGTERM/SIGINT.");
+    family(
+        &mut o,
+        "draining",
+        "gauge",
+        "1 while draining after SIGTERM/SIGINT.",
+    );
     let _ = writeln!(o, "tailmesh_draining {}", u8::from(facts.draining));
     o
 }
@@ -221,6 +311,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("tailmesh_")));
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with('#') || l.starts_with("tailmesh_"))
+        );
     }
 }

@@ -339,7 +339,8 @@ impl Worker {
         d.shut_wr |= out.shutdown_down;
         d.close |= out.close_down;
         for f in out.records.drain(..) {
-            self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+            self.recorder
+                .record(&f, self.now, self.shared.stats_of(self.id));
         }
         // After the downstream bytes: a synchronous connect failure answers
         // 503 and that answer must follow what was already queued.
@@ -450,7 +451,11 @@ impl Worker {
     }
 
     fn close_up(&mut self, j: usize) {
-        if let Some(Slot::Up(mut u)) = self.slab.get_mut(j).map(|s| std::mem::replace(s, Slot::Free)) {
+        if let Some(Slot::Up(mut u)) = self
+            .slab
+            .get_mut(j)
+            .map(|s| std::mem::replace(s, Slot::Free))
+        {
             let _ = self.poll.registry().deregister(&mut u.sock);
             if let Some(list) = self.pool.get_mut(&u.addr) {
                 list.retain(|&k| k != j);
@@ -576,9 +581,7 @@ impl Worker {
                 }
                 Ok(n) => {
                     let o = owner.unwrap_or(usize::MAX);
-                    self.with_session(o, &buf[..n], |s, cx, out| {
-                        s.on_up_data(cx, &buf[..n], out)
-                    });
+                    self.with_session(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
                 }
                 Err(_) => {
                     let o = owner.unwrap_or(usize::MAX);
@@ -627,7 +630,8 @@ impl Worker {
                 let mut out = Out::default();
                 d.session.on_down_flushed(self.now, &mut out);
                 for f in out.records.drain(..) {
-                    self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+                    self.recorder
+                        .record(&f, self.now, self.shared.stats_of(self.id));
                 }
                 let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                     break;
@@ -721,13 +725,18 @@ impl Worker {
             d.session.on_down_closed(self.now, &mut out);
         }
         for f in out.records.drain(..) {
-            self.recorder.record(&f, self.now, self.shared.stats_of(self.id));
+            self.recorder
+                .record(&f, self.now, self.shared.stats_of(self.id));
         }
         self.close_down(i);
     }
 
     fn close_down(&mut self, i: usize) {
-        if let Some(Slot::Down(mut d)) = self.slab.get_mut(i).map(|s| std::mem::replace(s, Slot::Free)) {
+        if let Some(Slot::Down(mut d)) = self
+            .slab
+            .get_mut(i)
+            .map(|s| std::mem::replace(s, Slot::Free))
+        {
             let _ = self.poll.registry().deregister(&mut d.sock);
             if let Some(j) = d.up {
                 self.close_up(j);
