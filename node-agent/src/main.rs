@@ -72,6 +72,11 @@ enum Command {
     },
 }
 
+/// SO_MARK on upstream sockets when a transparent listener exists, so the
+/// redirect rules can exclude the agent's own traffic
+/// (`-m mark ! --mark 0x539`, see docs/CAPTURE.md).
+const UPSTREAM_MARK: u32 = 0x539;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -166,6 +171,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         &CreateOptions::new(config.ring.size.0, shards),
     )
     .with_context(|| format!("creating the ring file {}", config.ring.path.display()))?;
+    let transparent = config
+        .listeners
+        .iter()
+        .any(|l| l.mode == node_agent::config::schema::Mode::Transparent);
     let snap = Snapshot::build(config, 1, |kind, name| {
         ring.intern(kind, name, 1).map_err(|e| e.to_string())
     })?;
@@ -179,7 +188,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         backend: AtomicU32::new(backend),
         fell_back: AtomicBool::new(fell_back),
         config_rejected: AtomicU64::new(0),
-        upstream_mark: 0,
+        upstream_mark: if transparent { UPSTREAM_MARK } else { 0 },
         limits: SessionLimits::default(),
     });
     let source = format!("file:{}", path.display());

@@ -47,14 +47,15 @@ fn check_config_accepts_examples_and_names_problems() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
-    // Serving is not built yet: it says so and exits 2, after validating the config.
+    // Serving flags are checked before anything binds.
     let out = Command::new(BIN)
         .arg("--config")
         .arg(ex.join("local.yaml"))
+        .args(["--drain-timeout", "soon"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("issue #4"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--drain-timeout"));
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&bad)

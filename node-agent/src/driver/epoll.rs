@@ -516,10 +516,7 @@ impl Worker {
     /// downstream can take more.
     fn pump_up(&mut self, j: usize) {
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-                break;
-            };
+        while let Some(Slot::Up(u)) = self.slab.get_mut(j) {
             if !u.connected {
                 break;
             }
@@ -605,10 +602,7 @@ impl Worker {
     /// session and the upstream can take more.
     fn pump_down(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-                break;
-            };
+        while let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             if d.writable && !d.q.is_empty() {
                 match d.q.flush(&mut d.sock) {
                     Ok(true) => {

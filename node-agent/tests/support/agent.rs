@@ -81,6 +81,7 @@ pub struct Agent {
     pub child: Child,
     pub port: u16,
     pub admin: u16,
+    pub admin_ip: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -114,15 +115,43 @@ ring: {{ path: "{}", size: 4MiB }}
 impl Agent {
     /// Starts the agent on a config made by `make(listen_port, ring_path)`.
     pub fn start(make: impl FnOnce(u16, &Path) -> String, extra: &[&str]) -> Agent {
+        Agent::start_via(&[], make, extra)
+    }
+
+    /// Like [`Agent::start`], run through `wrapper` (a command that execs
+    /// its arguments, e.g. a seccomp filter).
+    pub fn start_via(
+        wrapper: &[&str],
+        make: impl FnOnce(u16, &Path) -> String,
+        extra: &[&str],
+    ) -> Agent {
+        Agent::start_full(wrapper, "127.0.0.1", make, extra)
+    }
+
+    /// Like [`Agent::start_via`], with the admin listener on `admin_ip`.
+    pub fn start_full(
+        wrapper: &[&str],
+        admin_ip: &str,
+        make: impl FnOnce(u16, &Path) -> String,
+        extra: &[&str],
+    ) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin = free_port();
         let cfg = dir.path().join("agent.yaml");
         std::fs::write(&cfg, make(port, &dir.path().join("ring"))).unwrap();
-        let child = Command::new(AGENT)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&cfg)
-            .args(["--admin", &format!("127.0.0.1:{admin}"), "--workers", "1"])
+            .args(["--admin", &format!("{admin_ip}:{admin}"), "--workers", "1"])
             .args(extra)
             .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
             .spawn()
@@ -131,11 +160,12 @@ impl Agent {
             child,
             port,
             admin,
+            admin_ip: admin_ip.to_string(),
             dir,
         };
         let t0 = Instant::now();
         loop {
-            if let Ok(r) = try_request(admin, "GET /ready HTTP/1.1\r\nHost: t\r\n\r\n")
+            if let Ok(r) = try_request_at(admin_ip, admin, "GET /ready HTTP/1.1\r\nHost: t\r\n\r\n")
                 && r.status == 200
             {
                 break;
@@ -162,7 +192,8 @@ impl Agent {
     }
 
     pub fn metrics(&self) -> String {
-        let r = request(self.admin, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        let raw = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+        let r = try_request_at(&self.admin_ip, self.admin, raw).unwrap();
         String::from_utf8(r.body).unwrap()
     }
 
@@ -260,7 +291,11 @@ pub fn request(port: u16, raw: &str) -> Response {
 }
 
 pub fn try_request(port: u16, raw: &str) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    try_request_at("127.0.0.1", port, raw)
+}
+
+pub fn try_request_at(ip: &str, port: u16, raw: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect((ip, port))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     s.write_all(raw.as_bytes())?;
     read_response(&mut s, &mut Vec::new())

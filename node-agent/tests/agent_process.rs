@@ -1,0 +1,152 @@
+//! Process-level behaviour of the real agent: graceful drain on SIGTERM,
+//! the drain timeout, and `--io auto` falling back to epoll when a seccomp
+//! filter blocks io_uring.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/agent.rs"]
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let up = Upstream::start(&["--latency", "400ms"]);
+    let p = up.port;
+    let mut agent = Agent::start(move |port, ring| config(port, &[p], "5s", ring), &[]);
+    let port = agent.port;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = connect(port);
+                let req = format!("GET /inflight/{i} HTTP/1.1\r\nHost: t\r\n\r\n");
+                s.write_all(req.as_bytes()).unwrap();
+                read_response(&mut s, &mut Vec::new())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let t0 = Instant::now();
+    let pid = rustix::process::Pid::from_child(&agent.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    // New connections are refused soon after the signal.
+    let mut refused = false;
+    while t0.elapsed() < Duration::from_millis(300) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut ok = 0;
+    for c in clients {
+        let r = c.join().unwrap().expect("in-flight response completes");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert!(!r.body.is_empty());
+        ok += 1;
+    }
+    let status = agent.terminate(Duration::from_secs(5));
+    assert!(status.success(), "exit {status}: {}", agent.log());
+    assert!(refused, "the listener stayed open while draining");
+    assert_eq!(ok, 8);
+    let recs = agent.records();
+    assert_eq!(assert_phases_sum(&recs), 8);
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "event" && r["event"] == "drain"),
+        "no drain event"
+    );
+    eprintln!(
+        "8 in-flight responses completed; exit {status} after {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn drain_timeout_bounds_the_wait() {
+    let up = Upstream::start(&["--latency", "20s"]);
+    let p = up.port;
+    let mut agent = Agent::start(
+        move |port, ring| config(port, &[p], "60s", ring),
+        &["--drain-timeout", "300ms"],
+    );
+    let mut s = connect(agent.port);
+    s.write_all(b"GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let status = agent.terminate(Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+fn no_uring_wrapper() -> Vec<String> {
+    let py = "/usr/bin/python3";
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/no_uring.py");
+    let probe = std::process::Command::new(py)
+        .args(["-c", "import seccomp"])
+        .status()
+        .expect("run /usr/bin/python3");
+    assert!(
+        probe.success(),
+        "python3-seccomp is required for this test: apt-get install -y python3-seccomp (./test.sh does)"
+    );
+    vec![py.to_string(), script.to_string()]
+}
+
+#[test]
+fn io_auto_falls_back_to_epoll_when_seccomp_blocks_io_uring() {
+    let wrapper = no_uring_wrapper();
+    let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start_via(
+        &w,
+        move |port, ring| config(port, &[p], "5s", ring),
+        &["--io", "auto"],
+    );
+    let r = request(agent.port, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let m = agent.metrics();
+    assert!(m.contains("tailmesh_io_fallback 1"), "{m}");
+    assert!(
+        m.contains("tailmesh_io_backend{backend=\"epoll\"} 1"),
+        "{m}"
+    );
+    let log = agent.log();
+    assert!(log.contains("falling back to epoll"), "{log}");
+    assert_eq!(
+        log.matches("falling back").count(),
+        1,
+        "one log line: {log}"
+    );
+    let recs = agent.records();
+    let ev = recs
+        .iter()
+        .find(|r| r["kind"] == "event" && r["event"] == "io_fallback")
+        .expect("an io_fallback event in the ring");
+    eprintln!("fallback event: {ev}");
+    // --io uring under the same filter refuses to start, with the reason.
+    let out = std::process::Command::new(&wrapper[0])
+        .arg(&wrapper[1])
+        .arg(AGENT)
+        .args(["--config"])
+        .arg(agent.dir.path().join("agent.yaml"))
+        .args([
+            "--io",
+            "uring",
+            "--admin",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io_uring is not available"), "{err}");
+}
