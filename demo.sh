@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The README's first command. The full demo (agent + simulated upstreams +
-# a latency spike explained by `ringlog why`) needs the node agent (issue #4)
-# and the analysis commands (issue #5), which do not exist yet. Until then
-# this demo shows what does exist: the flight recorder, written at full
-# speed by two writers, verified, and read back with `ringlog`.
+# a latency spike explained by `ringlog why`) needs the analysis commands
+# (issue #5), which do not exist yet; the agent serves (epoll driver, see
+# docs/AGENT.md). Until then this demo shows the flight recorder, written
+# at full speed by two writers, verified, and read back with `ringlog`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "tailmesh demo: the agent data path is not built yet (issues #4, #5)."
+echo "tailmesh demo: spike analysis (ringlog spikes/why, issue #5) is not built yet."
 echo "Showing the flight recorder instead."
 echo
 cargo build --release -q -p tailmesh-bench -p ringlog-cli
