@@ -34,6 +34,16 @@ pub enum Chunk {
 }
 
 impl Chunk {
+    /// `range` of `buf` as a chunk: a reference when `buf` is the caller's
+    /// input, else a copy (bytes the session held across calls).
+    pub(crate) fn of(input: bool, buf: &[u8], range: Range<usize>) -> Chunk {
+        if input {
+            Chunk::Input(range)
+        } else {
+            Chunk::Owned(buf.get(range).unwrap_or_default().to_vec())
+        }
+    }
+
     /// The bytes, given the buffer the call was fed.
     pub fn bytes<'a>(&'a self, input: &'a [u8]) -> &'a [u8] {
         match self {

@@ -163,6 +163,35 @@ pub struct Pick {
     pub endpoint: usize,
 }
 
+/// Where a pick sends a request, with the ids its record needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Endpoint address.
+    pub addr: SocketAddr,
+    /// Cluster name id (0: none, e.g. an original destination).
+    pub cluster: u16,
+    /// Endpoint name id (0: none).
+    pub endpoint: u16,
+    /// Connect timeout, ns.
+    pub connect_timeout_ns: u64,
+    /// Whole-request timeout, ns.
+    pub request_timeout_ns: u64,
+}
+
+impl Target {
+    /// An original destination (transparent capture): no cluster, default
+    /// timeouts (1 s connect, 5 s request).
+    pub fn passthrough(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            cluster: 0,
+            endpoint: 0,
+            connect_timeout_ns: 1_000_000_000,
+            request_timeout_ns: 5_000_000_000,
+        }
+    }
+}
+
 /// One immutable config generation.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -364,15 +393,19 @@ impl Snapshot {
 
     /// Picks cluster and endpoint on `route`. `hash` splits between arms
     /// (replaced by a hash of the `hash_on` header when present); `rr` holds
-    /// the worker's round-robin counters (`arm_count` long). None when the
-    /// chosen arm has no endpoint.
+    /// the worker's round-robin counters (grown to `arm_count` here, so a
+    /// new snapshot with more arms needs nothing from the caller). None
+    /// when the chosen arm has no endpoint.
     pub fn pick(
         &self,
         route: usize,
         req: &RequestView<'_>,
         hash: u64,
-        rr: &mut [u32],
+        rr: &mut Vec<u32>,
     ) -> Option<Pick> {
+        if rr.len() < self.arm_count {
+            rr.resize(self.arm_count, 0);
+        }
         let r = self.routes.get(route)?;
         let hash = match r.hash_header.as_deref().and_then(|h| (req.header)(h)) {
             Some(v) => ringlog::sampler::hash_bytes(v),
@@ -402,6 +435,19 @@ impl Snapshot {
             route,
             cluster: arm.cluster,
             endpoint: arm.endpoints[i],
+        })
+    }
+
+    /// The address, ids and timeouts of a pick made on this snapshot.
+    pub fn target(&self, p: Pick) -> Option<Target> {
+        let c = self.clusters.get(p.cluster)?;
+        let e = c.endpoints.get(p.endpoint)?;
+        Some(Target {
+            addr: e.addr,
+            cluster: c.id,
+            endpoint: e.id,
+            connect_timeout_ns: c.connect_timeout_ns,
+            request_timeout_ns: c.request_timeout_ns,
         })
     }
 }
@@ -482,7 +528,7 @@ request_types:
         let s = snap(CFG);
         let none = |_: &str| None;
         let req = view(None, "/api", &none);
-        let mut rr = vec![0; s.arm_count];
+        let mut rr = Vec::new();
         let mut per_ep = [0u32; 3];
         for h in 0..1000u64 {
             let p = s

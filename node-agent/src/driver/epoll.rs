@@ -51,8 +51,8 @@ struct Up {
     readable: bool,
     writable: bool,
     shut_wr: bool,
-    /// Return to the pool (true) or close (false) once the queue drains.
-    release: Option<bool>,
+    /// Detached with bytes still queued: close once they are sent.
+    close_when_flushed: bool,
 }
 
 #[derive(Debug)]
@@ -78,6 +78,7 @@ pub struct Worker {
     buf: Vec<u8>,
     rr: Vec<u32>,
     ids: IdGen,
+    out: Out,
     snap: Arc<Snapshot>,
     now: u64,
     serial: u64,
@@ -114,6 +115,7 @@ impl Worker {
             buf: vec![0; READ_BUF],
             rr: vec![0; snap.arm_count],
             ids: IdGen::new(init.id as u32, ringlog::clock::realtime_ns()),
+            out: Out::default(),
             snap,
             now,
             serial: 0,
@@ -249,7 +251,6 @@ impl Worker {
             let session = Session::new(
                 self.now,
                 idx,
-                lrt.id,
                 lrt.protocol,
                 peer.ip(),
                 orig,
@@ -292,7 +293,9 @@ impl Worker {
         input: &[u8],
         f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
     ) {
-        let mut out = Out::default();
+        // The worker's one Out, reused so a request costs no allocations
+        // for its action lists (a nested call gets an empty one).
+        let mut out = std::mem::take(&mut self.out);
         // A fresh reading per session event (vDSO, ~20 ns): phases must
         // not collapse to loop-turn granularity.
         self.now = mono_ns();
@@ -309,6 +312,16 @@ impl Worker {
             f(&mut d.session, &mut cx, &mut out);
         }
         self.apply(i, &mut out, input);
+        out.clear();
+        self.out = out;
+    }
+
+    /// Samples and writes the finished requests in `out`.
+    fn record_all(&mut self, out: &mut Out) {
+        for f in out.records.drain(..) {
+            self.recorder
+                .record(&f, self.now, self.shared.stats_of(self.id));
+        }
     }
 
     /// Carries out a session's actions for down `i`.
@@ -338,10 +351,7 @@ impl Worker {
         }
         d.shut_wr |= out.shutdown_down;
         d.close |= out.close_down;
-        for f in out.records.drain(..) {
-            self.recorder
-                .record(&f, self.now, self.shared.stats_of(self.id));
-        }
+        self.record_all(out);
         // After the downstream bytes: a synchronous connect failure answers
         // 503 and that answer must follow what was already queued.
         if let Some(c) = out.connect.take() {
@@ -415,7 +425,7 @@ impl Worker {
                     readable: false,
                     writable: false,
                     shut_wr: false,
-                    release: None,
+                    close_when_flushed: false,
                 }));
                 self.ups += 1;
                 if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
@@ -430,7 +440,8 @@ impl Worker {
         }
     }
 
-    /// Detaches upstream `j`: pooled once its queue is empty, or closed.
+    /// Detaches upstream `j`: pooled if reusable and idle, closed after its
+    /// queue drains if reusable but busy, else closed now.
     fn release_up(&mut self, j: usize, reuse: bool) {
         let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
             return;
@@ -444,7 +455,8 @@ impl Worker {
             }
         }
         if reuse && !u.q.is_empty() {
-            u.release = Some(false);
+            // Bytes still in flight cannot be pooled: send them, then close.
+            u.close_when_flushed = true;
             return;
         }
         self.close_up(j);
@@ -541,8 +553,8 @@ impl Worker {
                 if u.shut_wr {
                     let _ = u.sock.shutdown(Shutdown::Write);
                 }
-                if let Some(reuse) = u.release.take() {
-                    self.release_up(j, reuse);
+                if u.close_when_flushed {
+                    self.close_up(j);
                     break;
                 }
             }
@@ -621,12 +633,10 @@ impl Worker {
                 break;
             };
             if d.q.is_empty() {
-                let mut out = Out::default();
+                let mut out = std::mem::take(&mut self.out);
                 d.session.on_down_flushed(self.now, &mut out);
-                for f in out.records.drain(..) {
-                    self.recorder
-                        .record(&f, self.now, self.shared.stats_of(self.id));
-                }
+                self.record_all(&mut out);
+                self.out = out;
                 let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                     break;
                 };
@@ -718,10 +728,7 @@ impl Worker {
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             d.session.on_down_closed(self.now, &mut out);
         }
-        for f in out.records.drain(..) {
-            self.recorder
-                .record(&f, self.now, self.shared.stats_of(self.id));
-        }
+        self.record_all(&mut out);
         self.close_down(i);
     }
 

@@ -18,7 +18,7 @@ use crate::config::schema::Protocol;
 use crate::http1::chunked::Decoder;
 use crate::http1::request::{self, Body, RequestHead};
 use crate::http1::{Reject, response, rewrite};
-use crate::snapshot::{Pick, RequestView};
+use crate::snapshot::{RequestView, Target};
 
 /// Connection-level timeouts that do not belong to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +38,36 @@ impl Default for SessionLimits {
     }
 }
 
+/// A body delimited by a length or by chunks, as it streams by. Requests
+/// and responses frame their bodies the same way.
+#[derive(Debug)]
+enum Framed {
+    Len(u64),
+    Chunked(Decoder),
+}
+
+impl Framed {
+    /// How many bytes at the start of `input` belong to the body, and
+    /// whether the body ended with them.
+    fn take(&mut self, input: &[u8]) -> Result<(usize, bool), Reject> {
+        match self {
+            Framed::Len(left) => {
+                let n = (*left).min(input.len() as u64);
+                *left -= n;
+                Ok((n as usize, *left == 0))
+            }
+            Framed::Chunked(dec) => {
+                let n = dec.feed(input)?;
+                Ok((n, dec.done()))
+            }
+        }
+    }
+}
+
 /// Request body still to come.
 #[derive(Debug)]
 enum ReqBody {
-    Len(u64),
-    Chunked(Decoder),
+    Body(Framed),
     Done,
 }
 
@@ -50,8 +75,7 @@ enum ReqBody {
 #[derive(Debug)]
 enum Resp {
     Head,
-    Len(u64),
-    Chunked(Decoder),
+    Body(Framed),
     UntilClose,
     Done,
 }
@@ -96,7 +120,6 @@ enum Mode {
 #[derive(Debug)]
 pub struct Session {
     listener: usize,
-    listener_id: u16,
     client: IpAddr,
     orig_dst: Option<SocketAddr>,
     mode: Mode,
@@ -116,19 +139,13 @@ pub struct Session {
     fresh: bool,
 }
 
-/// Whether a request can be answered locally and the connection kept.
-fn reusable_after_local(req: &ReqBody) -> bool {
-    matches!(req, ReqBody::Done)
-}
-
 impl Session {
     /// A session for a connection accepted at `now` on listener index
-    /// `listener` (ring name id `listener_id`) with protocol `protocol`.
+    /// `listener` with protocol `protocol`.
     /// `orig_dst` is the pre-REDIRECT destination on transparent listeners.
     pub fn new(
         now: u64,
         listener: usize,
-        listener_id: u16,
         protocol: Protocol,
         client: IpAddr,
         orig_dst: Option<SocketAddr>,
@@ -136,7 +153,6 @@ impl Session {
     ) -> Session {
         Session {
             listener,
-            listener_id,
             client,
             orig_dst,
             mode: match protocol {
@@ -186,11 +202,6 @@ impl Session {
     /// while draining.
     pub fn is_idle(&self) -> bool {
         self.ex.is_none() && self.hold_down.is_empty() && self.pending.is_empty()
-    }
-
-    /// Whether an upstream is attached or being acquired.
-    pub fn has_upstream(&self) -> bool {
-        self.ex.is_some()
     }
 
     /// The next deadline (CLOCK_MONOTONIC ns) at which [`Session::on_timer`]
@@ -263,13 +274,6 @@ impl Session {
     /// Consumes what it can of `buf`; returns how many bytes it took.
     /// `input`: `buf` is the caller's buffer (chunks may refer to it).
     fn process_down(&mut self, cx: &mut Cx<'_>, buf: &[u8], input: bool, out: &mut Out) -> usize {
-        let chunk = |r: std::ops::Range<usize>| {
-            if input {
-                Chunk::Input(r)
-            } else {
-                Chunk::Owned(buf[r].to_vec())
-            }
-        };
         let mut pos = 0;
         while pos < buf.len() && !self.closing {
             if self.mode == Mode::Sniff {
@@ -301,33 +305,24 @@ impl Session {
                 if ex.down_eof {
                     return buf.len();
                 }
-                out.to_up.push(chunk(pos..buf.len()));
+                out.to_up.push(Chunk::of(input, buf, pos..buf.len()));
                 return buf.len();
             }
-            match &mut ex.req {
-                ReqBody::Done => return pos,
-                ReqBody::Len(left) => {
-                    let take = (*left).min((buf.len() - pos) as u64) as usize;
-                    out.to_up.push(chunk(pos..pos + take));
-                    pos += take;
-                    *left -= take as u64;
-                    if *left == 0 {
+            let ReqBody::Body(body) = &mut ex.req else {
+                return pos; // held until the response completes (pipelining)
+            };
+            match body.take(&buf[pos..]) {
+                Ok((n, done)) => {
+                    out.to_up.push(Chunk::of(input, buf, pos..pos + n));
+                    pos += n;
+                    if done {
                         ex.req = ReqBody::Done;
                     }
                 }
-                ReqBody::Chunked(dec) => match dec.feed(&buf[pos..]) {
-                    Ok(n) => {
-                        out.to_up.push(chunk(pos..pos + n));
-                        pos += n;
-                        if dec.done() {
-                            ex.req = ReqBody::Done;
-                        }
-                    }
-                    Err(rej) => {
-                        self.reject_body(cx.now, &rej, out);
-                        return buf.len();
-                    }
-                },
+                Err(rej) => {
+                    self.reject_body(cx.now, &rej, out);
+                    return buf.len();
+                }
             }
         }
         pos
@@ -399,6 +394,8 @@ impl Session {
         detail: &str,
         out: &mut Out,
     ) {
+        // A request body that was not consumed cannot be skipped safely.
+        ex.close_after |= !matches!(ex.req, ReqBody::Done);
         let mut bytes = Vec::with_capacity(160 + detail.len());
         response::local(status, reason, detail, ex.close_after, &mut bytes);
         out.to_down.push(Chunk::Owned(bytes));
@@ -432,8 +429,8 @@ impl Session {
         };
         let req = match head.body {
             Body::None | Body::Length(0) => ReqBody::Done,
-            Body::Length(n) => ReqBody::Len(n),
-            Body::Chunked => ReqBody::Chunked(Decoder::new()),
+            Body::Length(n) => ReqBody::Body(Framed::Len(n)),
+            Body::Chunked => ReqBody::Body(Framed::Chunked(Decoder::new())),
         };
         let mut ex = self.new_exchange(cx.now, req);
         ex.record.generation = snap.generation;
@@ -446,16 +443,12 @@ impl Session {
         let ids = &mut *cx.ids;
         let meta = rewrite::upstream_head(head, self.client, || ids.next_id(), &mut up_head);
         ex.hash = meta.sampling_hash;
-        let keep = reusable_after_local(&ex.req);
-        ex.close_after |= !keep;
         let target = match snap.route(self.listener, &view) {
             Some(r) => {
                 ex.record.route = snap.routes.get(r).map_or(0, |r| r.id);
-                if cx.rr.len() < snap.arm_count {
-                    cx.rr.resize(snap.arm_count, 0);
-                }
-                match snap.pick(r, &view, meta.sampling_hash, cx.rr) {
-                    Some(p) => Some(self.target_of(cx, p)),
+                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr);
+                match pick.and_then(|p| snap.target(p)) {
+                    Some(t) => t,
                     None => {
                         let msg = "no endpoint available in the selected cluster";
                         self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
@@ -463,39 +456,19 @@ impl Session {
                     }
                 }
             }
-            None => self
-                .orig_dst
-                .map(|addr| (addr, 0, 0, 1_000_000_000, 5_000_000_000)),
+            None => match self.orig_dst {
+                Some(addr) => Target::passthrough(addr),
+                None => {
+                    let msg = "no route matches this request";
+                    self.local(ex, cx.now, 404, Reason::NoRoute, msg, out);
+                    return;
+                }
+            },
         };
-        let Some((addr, cluster, endpoint, connect_ns, request_ns)) = target else {
-            let msg = "no route matches this request";
-            self.local(ex, cx.now, 404, Reason::NoRoute, msg, out);
-            return;
-        };
-        ex.close_after = head.close;
-        ex.record.cluster = cluster;
-        ex.record.endpoint = endpoint;
-        ex.connect_deadline = cx.now.saturating_add(connect_ns);
-        ex.request_deadline = cx.now.saturating_add(request_ns);
         ex.uncommitted = Some(out.to_up.len());
         out.to_up.push(Chunk::Owned(up_head));
-        out.connect = Some(Connect {
-            addr,
-            timeout_ns: connect_ns,
-        });
+        connect_to(&mut ex, target, cx.now, out);
         self.ex = Some(ex);
-    }
-
-    /// Address, cluster id, endpoint id and timeouts of a pick.
-    fn target_of(&self, cx: &Cx<'_>, p: Pick) -> (SocketAddr, u16, u16, u64, u64) {
-        let Some(c) = cx.snap.clusters.get(p.cluster) else {
-            return (SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0, 0, 0);
-        };
-        let (addr, id) = c
-            .endpoints
-            .get(p.endpoint)
-            .map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |e| (e.addr, e.id));
-        (addr, c.id, id, c.connect_timeout_ns, c.request_timeout_ns)
     }
 
     /// Starts an L4 tunnel to the original destination or the listener's
@@ -507,52 +480,49 @@ impl Session {
         ex.record.flags.0 |= Flags::L4;
         ex.record.generation = cx.snap.generation;
         ex.hash = ringlog::sampler::hash_bytes(&cx.now.to_le_bytes());
-        let route = cx
-            .snap
+        let snap = cx.snap;
+        let route = snap
             .listeners
             .get(self.listener)
             .and_then(|l| l.default_route);
         let target = match (self.orig_dst, route) {
-            (Some(addr), _) => Some((addr, 0, 0, 1_000_000_000)),
+            (Some(addr), _) => Some(Target::passthrough(addr)),
             (None, Some(r)) => {
-                ex.record.route = cx.snap.routes.get(r).map_or(0, |r| r.id);
-                if cx.rr.len() < cx.snap.arm_count {
-                    cx.rr.resize(cx.snap.arm_count, 0);
-                }
+                ex.record.route = snap.routes.get(r).map_or(0, |r| r.id);
                 let none = |_: &str| None;
                 let view = RequestView {
                     host: None,
                     path: "",
                     header: &none,
                 };
-                cx.snap.pick(r, &view, ex.hash, cx.rr).map(|p| {
-                    let (a, c, e, t, _) = self.target_of(cx, p);
-                    (a, c, e, t)
-                })
+                snap.pick(r, &view, ex.hash, cx.rr)
+                    .and_then(|p| snap.target(p))
             }
             (None, None) => None,
         };
-        let Some((addr, cluster, endpoint, connect_ns)) = target else {
+        let Some(target) = target else {
             ex.record.reason = Reason::NoRoute;
             ex.record.flags.0 |= Flags::ERROR;
             ex.close_after = true;
             self.finish(ex, cx.now, out);
             return;
         };
-        ex.record.cluster = cluster;
-        ex.record.endpoint = endpoint;
-        ex.connect_deadline = cx.now.saturating_add(connect_ns);
-        out.connect = Some(Connect {
-            addr,
-            timeout_ns: connect_ns,
-        });
+        connect_to(&mut ex, target, cx.now, out);
         self.ex = Some(ex);
     }
+}
 
-    /// The listener's ring name id (for records the driver makes itself).
-    pub fn listener_id(&self) -> u16 {
-        self.listener_id
-    }
+/// Points `ex` at `target`: ids for its record, deadlines, and the connect
+/// action.
+fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
+    ex.record.cluster = target.cluster;
+    ex.record.endpoint = target.endpoint;
+    ex.connect_deadline = now.saturating_add(target.connect_timeout_ns);
+    ex.request_deadline = now.saturating_add(target.request_timeout_ns);
+    out.connect = Some(Connect {
+        addr: target.addr,
+        timeout_ns: target.connect_timeout_ns,
+    });
 }
 
 #[cfg(test)]

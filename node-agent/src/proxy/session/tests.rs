@@ -45,7 +45,7 @@ impl H {
         })
         .unwrap();
         let client = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
-        let s = Session::new(1000, 0, 1, protocol, client, None, SessionLimits::default());
+        let s = Session::new(1000, 0, protocol, client, None, SessionLimits::default());
         H {
             snap,
             rr: Vec::new(),

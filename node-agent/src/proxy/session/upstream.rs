@@ -6,7 +6,7 @@
 use ringlog::Reason;
 use ringlog::record::Flags;
 
-use super::{Exchange, ReqBody, Resp, Session};
+use super::{Exchange, Framed, ReqBody, Resp, Session};
 use crate::http1::chunked::Decoder;
 use crate::http1::response::{self, Body};
 use crate::proxy::{Chunk, Cx, Finished, Out};
@@ -38,7 +38,6 @@ impl Session {
             self.finish(ex, cx.now, out);
             return;
         }
-        ex.close_after |= !matches!(ex.req, ReqBody::Done);
         let msg = if timeout {
             "upstream connect timed out"
         } else {
@@ -75,13 +74,6 @@ impl Session {
     }
 
     fn process_up(&mut self, cx: &mut Cx<'_>, buf: &[u8], input: bool, out: &mut Out) -> usize {
-        let chunk = |r: std::ops::Range<usize>| {
-            if input {
-                Chunk::Input(r)
-            } else {
-                Chunk::Owned(buf[r].to_vec())
-            }
-        };
         let mut pos = 0;
         while pos < buf.len() {
             let Some(ex) = &mut self.ex else {
@@ -110,7 +102,7 @@ impl Session {
                             if upgraded {
                                 // Forward the head verbatim (it carries the
                                 // Upgrade/Connection fields), then raw bytes.
-                                out.to_down.push(chunk(pos..pos + h.len));
+                                out.to_down.push(Chunk::of(input, buf, pos..pos + h.len));
                                 ex.record.status = h.status;
                                 ex.down_started = true;
                                 ex.tunnel = true;
@@ -136,28 +128,19 @@ impl Session {
                             }
                             ex.resp = match h.body {
                                 Body::None | Body::Length(0) => Resp::Done,
-                                Body::Length(n) => Resp::Len(n),
-                                Body::Chunked => Resp::Chunked(Decoder::new()),
+                                Body::Length(n) => Resp::Body(Framed::Len(n)),
+                                Body::Chunked => Resp::Body(Framed::Chunked(Decoder::new())),
                                 Body::UntilClose => Resp::UntilClose,
                             };
                             pos += h.len;
                         }
                     }
                 }
-                Resp::Len(left) => {
-                    let take = (*left).min((buf.len() - pos) as u64) as usize;
-                    out.to_down.push(chunk(pos..pos + take));
-                    pos += take;
-                    *left -= take as u64;
-                    if *left == 0 {
-                        ex.resp = Resp::Done;
-                    }
-                }
-                Resp::Chunked(dec) => match dec.feed(&buf[pos..]) {
-                    Ok(n) => {
-                        out.to_down.push(chunk(pos..pos + n));
+                Resp::Body(body) => match body.take(&buf[pos..]) {
+                    Ok((n, done)) => {
+                        out.to_down.push(Chunk::of(input, buf, pos..pos + n));
                         pos += n;
-                        if dec.done() {
+                        if done {
                             ex.resp = Resp::Done;
                         }
                     }
@@ -168,7 +151,7 @@ impl Session {
                     }
                 },
                 Resp::UntilClose => {
-                    out.to_down.push(chunk(pos..buf.len()));
+                    out.to_down.push(Chunk::of(input, buf, pos..buf.len()));
                     pos = buf.len();
                 }
                 Resp::Done => {}
