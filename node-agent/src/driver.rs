@@ -3,6 +3,7 @@
 //! needs io_uring. This module holds what both share: listener sockets,
 //! upstream sockets, send queues and the io_uring probe.
 
+pub mod core;
 pub mod epoll;
 
 use std::collections::VecDeque;

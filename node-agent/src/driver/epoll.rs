@@ -3,24 +3,19 @@
 //! timer heap. It only moves bytes and reports events to the sessions;
 //! every decision is in [`crate::proxy`].
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use ringlog::clock::mono_ns;
-use ringlog::record::{Event, EventKind};
 
+use super::core::Core;
 use super::{DriverError, SendQueue, send_chunks};
 use crate::metrics::Driver;
-use crate::proxy::{Connect, Cx, IdGen, Out, Session};
-use crate::snapshot::Snapshot;
-use crate::worker::{Recorder, Shared, WorkerInit};
+use crate::proxy::{Connect, Cx, Out, Session};
+use crate::worker::WorkerInit;
 
 /// Read buffer size (one per worker).
 const READ_BUF: usize = 64 * 1024;
@@ -66,25 +61,12 @@ enum Slot {
 /// One worker's epoll loop.
 #[derive(Debug)]
 pub struct Worker {
-    id: usize,
-    shared: Arc<Shared>,
-    recorder: Recorder,
+    core: Core,
     poll: Poll,
     slab: Vec<Slot>,
     free: Vec<usize>,
     pool: HashMap<SocketAddr, Vec<usize>>,
-    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
-    todo: Vec<usize>,
     buf: Vec<u8>,
-    rr: Vec<u32>,
-    ids: IdGen,
-    out: Out,
-    snap: Arc<Snapshot>,
-    now: u64,
-    serial: u64,
-    downs: u64,
-    ups: u64,
-    drain_timeout_ns: u64,
 }
 
 fn setup(what: &str) -> impl FnOnce(io::Error) -> DriverError + '_ {
@@ -101,28 +83,13 @@ impl Worker {
         listeners: Vec<(usize, std::net::TcpListener)>,
     ) -> Result<Worker, DriverError> {
         let poll = Poll::new().map_err(setup("creating the epoll instance"))?;
-        let snap = init.shared.snapshot.load_full();
-        let now = mono_ns();
         let mut w = Worker {
-            id: init.id,
-            recorder: init.recorder,
+            core: Core::new(init),
             poll,
             slab: Vec::new(),
             free: Vec::new(),
             pool: HashMap::new(),
-            timers: BinaryHeap::new(),
-            todo: Vec::new(),
             buf: vec![0; READ_BUF],
-            rr: vec![0; snap.arm_count],
-            ids: IdGen::new(init.id as u32, ringlog::clock::realtime_ns()),
-            out: Out::default(),
-            snap,
-            now,
-            serial: 0,
-            downs: 0,
-            ups: 0,
-            drain_timeout_ns: init.drain_timeout_ns,
-            shared: init.shared,
         };
         for (idx, l) in listeners {
             let mut l = TcpListener::from_std(l);
@@ -146,27 +113,22 @@ impl Worker {
         }
     }
 
-    fn stats(&self) -> &crate::metrics::WorkerStats {
-        self.shared.stats_of(self.id)
-    }
-
     /// Serves until drained. Returns when every connection is done or the
     /// drain timeout passed.
     pub fn run(mut self) -> Result<(), DriverError> {
         let mut events = Events::with_capacity(1024);
-        let mut drain_deadline: Option<u64> = None;
-        self.shared.ready_workers.fetch_add(1, Ordering::SeqCst);
+        self.core
+            .shared
+            .ready_workers
+            .fetch_add(1, Ordering::SeqCst);
         loop {
-            let timeout = self.poll_timeout(drain_deadline.is_some());
+            let timeout = self.core.wait_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(setup("waiting for events")(e));
             }
-            self.now = mono_ns();
-            self.snap = self.shared.snapshot.load_full();
-            self.recorder.follow(&self.snap, self.now);
-            self.stats().driver(Driver::LoopTurns, 1);
+            self.core.begin_turn();
             for ev in events.iter() {
                 let i = ev.token().0;
                 let (r, w) = (
@@ -178,7 +140,7 @@ impl Worker {
                     Some(Slot::Down(d)) => {
                         d.readable |= r;
                         d.writable |= w;
-                        self.todo.push(i);
+                        self.core.todo.push(i);
                     }
                     Some(Slot::Up(u)) => {
                         u.readable |= r;
@@ -190,32 +152,24 @@ impl Worker {
             }
             self.run_todo();
             self.fire_timers();
-            if self.shared.draining() {
-                let deadline = *drain_deadline.get_or_insert_with(|| self.start_drain());
+            if let Some(began) = self.core.drain_state() {
+                if began {
+                    self.stop_accepting();
+                }
                 self.close_idle();
-                if self.downs == 0 || self.now >= deadline {
+                if self.core.drained() {
                     break;
                 }
             }
-            self.stats().set_active(self.downs, self.ups);
+            self.core.publish_gauges();
         }
         self.shutdown_all();
-        self.stats().set_active(0, 0);
+        self.core.stats().set_active(0, 0);
         Ok(())
     }
 
-    fn poll_timeout(&self, draining: bool) -> Duration {
-        let cap = if draining { 10_000_000 } else { 100_000_000 };
-        let now = mono_ns();
-        let next = self
-            .timers
-            .peek()
-            .map_or(cap, |Reverse((t, _, _))| t.saturating_sub(now).min(cap));
-        Duration::from_nanos(next)
-    }
-
     fn run_todo(&mut self) {
-        while let Some(i) = self.todo.pop() {
+        while let Some(i) = self.core.todo.pop() {
             match self.slab.get(i) {
                 Some(Slot::Down(_)) => self.pump_down(i),
                 Some(Slot::Up(_)) => self.pump_up(i),
@@ -237,9 +191,9 @@ impl Worker {
                 // EMFILE and friends: try again on the next readiness.
                 Err(_) => return,
             };
-            self.stats().driver(Driver::Accepted, 1);
+            self.core.stats().driver(Driver::Accepted, 1);
             let _ = sock.set_nodelay(true);
-            let Some(lrt) = self.snap.listeners.get(idx) else {
+            let Some(lrt) = self.core.snap.listeners.get(idx) else {
                 continue;
             };
             let orig = match lrt.mode {
@@ -249,12 +203,12 @@ impl Worker {
                 crate::config::schema::Mode::Normal => None,
             };
             let session = Session::new(
-                self.now,
+                self.core.now,
                 idx,
                 lrt.protocol,
                 peer.ip(),
                 orig,
-                self.shared.limits,
+                self.core.shared.limits,
             );
             let i = self.alloc();
             if self
@@ -266,7 +220,7 @@ impl Worker {
                 self.free.push(i);
                 continue;
             }
-            self.serial += 1;
+            let serial = self.core.next_serial();
             self.slab[i] = Slot::Down(Box::new(Down {
                 sock,
                 session,
@@ -276,52 +230,30 @@ impl Worker {
                 writable: false,
                 shut_wr: false,
                 close: false,
-                serial: self.serial,
+                serial,
                 armed: None,
             }));
-            self.downs += 1;
+            self.core.downs += 1;
             self.with_session(i, &[], |s, cx, out| s.start(cx, out));
-            self.todo.push(i);
+            self.core.todo.push(i);
         }
     }
 
-    /// Runs `f` on down `i`'s session with a fresh context, then applies
-    /// its output (`input` is the buffer `f` was fed).
+    /// Runs `f` on down `i`'s session, then applies its output (`input` is
+    /// the buffer `f` was fed).
     fn with_session(
         &mut self,
         i: usize,
         input: &[u8],
         f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
     ) {
-        // The worker's one Out, reused so a request costs no allocations
-        // for its action lists (a nested call gets an empty one).
-        let mut out = std::mem::take(&mut self.out);
-        // A fresh reading per session event (vDSO, ~20 ns): phases must
-        // not collapse to loop-turn granularity.
-        self.now = mono_ns();
-        {
-            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-                return;
-            };
-            let mut cx = Cx {
-                now: self.now,
-                snap: &self.snap,
-                rr: &mut self.rr,
-                ids: &mut self.ids,
-            };
-            f(&mut d.session, &mut cx, &mut out);
-        }
+        let mut out = self.core.take_out();
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return;
+        };
+        self.core.call(&mut d.session, &mut out, f);
         self.apply(i, &mut out, input);
-        out.clear();
-        self.out = out;
-    }
-
-    /// Samples and writes the finished requests in `out`.
-    fn record_all(&mut self, out: &mut Out) {
-        for f in out.records.drain(..) {
-            self.recorder
-                .record(&f, self.now, self.shared.stats_of(self.id));
-        }
+        self.core.put_out(out);
     }
 
     /// Carries out a session's actions for down `i`.
@@ -342,7 +274,7 @@ impl Worker {
                     if queued > 0 {
                         d.writable = false;
                     }
-                    let st = self.shared.stats_of(self.id);
+                    let st = self.core.stats();
                     st.driver(Driver::QueuedBytes, queued as u64);
                     st.driver(Driver::ShortSends, u64::from(short));
                 }
@@ -351,7 +283,7 @@ impl Worker {
         }
         d.shut_wr |= out.shutdown_down;
         d.close |= out.close_down;
-        self.record_all(out);
+        self.core.record_all(out);
         // After the downstream bytes: a synchronous connect failure answers
         // 503 and that answer must follow what was already queued.
         if let Some(c) = out.connect.take() {
@@ -372,7 +304,7 @@ impl Worker {
                         if queued > 0 && u.connected {
                             u.writable = false;
                         }
-                        let st = self.shared.stats_of(self.id);
+                        let st = self.core.stats();
                         st.driver(Driver::QueuedBytes, queued as u64);
                         st.driver(Driver::ShortSends, u64::from(short));
                     }
@@ -380,15 +312,15 @@ impl Worker {
                         u.readable = true;
                     }
                 }
-                self.todo.push(j);
+                self.core.todo.push(j);
             }
             u.shut_wr |= out.shutdown_up;
             if out.shutdown_up {
-                self.todo.push(j);
+                self.core.todo.push(j);
             }
         }
         out.to_up.clear();
-        self.todo.push(i);
+        self.core.todo.push(i);
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
@@ -399,13 +331,13 @@ impl Worker {
             u.owner = Some(i);
             if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
                 d.up = Some(j);
-                d.session.on_up_ready(self.now);
+                d.session.on_up_ready(self.core.now);
             }
-            self.stats().driver(Driver::PoolReuse, 1);
+            self.core.stats().driver(Driver::PoolReuse, 1);
             return;
         }
-        self.stats().driver(Driver::Connects, 1);
-        let sock = super::connect_upstream(c.addr, self.shared.upstream_mark);
+        self.core.stats().driver(Driver::Connects, 1);
+        let sock = super::connect_upstream(c.addr, self.core.shared.upstream_mark);
         let j = self.alloc();
         let registered = sock.and_then(|s| {
             let mut s = TcpStream::from_std(s);
@@ -427,14 +359,14 @@ impl Worker {
                     shut_wr: false,
                     close_when_flushed: false,
                 }));
-                self.ups += 1;
+                self.core.ups += 1;
                 if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
                     d.up = Some(j);
                 }
             }
             Err(_) => {
                 self.free.push(j);
-                self.stats().driver(Driver::ConnectErrors, 1);
+                self.core.stats().driver(Driver::ConnectErrors, 1);
                 self.with_session(i, &[], |s, cx, out| s.on_up_failed(cx, false, out));
             }
         }
@@ -479,7 +411,7 @@ impl Worker {
                 d.up = None;
             }
             self.free.push(j);
-            self.ups -= 1;
+            self.core.ups -= 1;
         }
     }
 
@@ -499,7 +431,7 @@ impl Worker {
             };
             let owner = u.owner;
             if failed {
-                self.stats().driver(Driver::ConnectErrors, 1);
+                self.core.stats().driver(Driver::ConnectErrors, 1);
                 self.close_up(j);
                 if let Some(o) = owner {
                     self.with_session(o, &[], |s, cx, out| s.on_up_failed(cx, false, out));
@@ -510,11 +442,11 @@ impl Worker {
             if let Some(o) = owner
                 && let Some(Slot::Down(d)) = self.slab.get_mut(o)
             {
-                d.session.on_up_ready(self.now);
-                self.todo.push(o);
+                d.session.on_up_ready(self.core.now);
+                self.core.todo.push(o);
             }
         }
-        self.todo.push(j);
+        self.core.todo.push(j);
     }
 
     fn owner_queue_empty(&self, owner: Option<usize>) -> bool {
@@ -536,7 +468,7 @@ impl Worker {
                 match u.q.flush(&mut u.sock) {
                     Ok(true) => {
                         if let Some(o) = u.owner {
-                            self.todo.push(o); // downstream reads may resume
+                            self.core.todo.push(o); // downstream reads may resume
                         }
                     }
                     Ok(false) => u.writable = false,
@@ -619,7 +551,7 @@ impl Worker {
                 match d.q.flush(&mut d.sock) {
                     Ok(true) => {
                         if let Some(j) = d.up {
-                            self.todo.push(j); // upstream reads may resume
+                            self.core.todo.push(j); // upstream reads may resume
                         }
                     }
                     Ok(false) => d.writable = false,
@@ -633,10 +565,10 @@ impl Worker {
                 break;
             };
             if d.q.is_empty() {
-                let mut out = std::mem::take(&mut self.out);
-                d.session.on_down_flushed(self.now, &mut out);
-                self.record_all(&mut out);
-                self.out = out;
+                let mut out = self.core.take_out();
+                d.session.on_down_flushed(self.core.now, &mut out);
+                self.core.record_all(&mut out);
+                self.core.put_out(out);
                 let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                     break;
                 };
@@ -688,26 +620,14 @@ impl Worker {
 
     /// Keeps the timer heap in step with the session's deadline.
     fn arm(&mut self, i: usize) {
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return;
-        };
-        let dl = d.session.deadline();
-        if dl != d.armed {
-            d.armed = dl;
-            if let Some(t) = dl {
-                self.timers.push(Reverse((t, i, d.serial)));
-            }
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            let dl = d.session.deadline();
+            self.core.arm(i, d.serial, &mut d.armed, dl);
         }
     }
 
     fn fire_timers(&mut self) {
-        let now = mono_ns();
-        self.now = now;
-        while let Some(&Reverse((t, i, serial))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((i, serial, t)) = self.core.pop_due() {
             let due = match self.slab.get_mut(i) {
                 Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) => {
                     d.armed = None;
@@ -726,9 +646,9 @@ impl Worker {
     fn kill_down(&mut self, i: usize) {
         let mut out = Out::default();
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            d.session.on_down_closed(self.now, &mut out);
+            d.session.on_down_closed(self.core.now, &mut out);
         }
-        self.record_all(&mut out);
+        self.core.record_all(&mut out);
         self.close_down(i);
     }
 
@@ -743,12 +663,12 @@ impl Worker {
                 self.close_up(j);
             }
             self.free.push(i);
-            self.downs -= 1;
+            self.core.downs -= 1;
         }
     }
 
-    /// Drain begins: stop accepting, note it in the ring.
-    fn start_drain(&mut self) -> u64 {
+    /// Drain begins: close the listeners.
+    fn stop_accepting(&mut self) {
         for i in 0..self.slab.len() {
             if let Slot::Listener(..) = self.slab[i]
                 && let Slot::Listener(mut l, _) = std::mem::replace(&mut self.slab[i], Slot::Free)
@@ -757,10 +677,6 @@ impl Worker {
                 self.free.push(i);
             }
         }
-        let mut ev = Event::new(EventKind::Drain, self.now);
-        ev.generation = self.snap.generation;
-        self.recorder.event(&ev);
-        self.now.saturating_add(self.drain_timeout_ns)
     }
 
     /// While draining, close downstream connections with nothing in flight.
