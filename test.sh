@@ -51,6 +51,10 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 mkdir -p target
 say "cargo test (workspace: unit, proptest, stress, crash, corpus, allocation)"
 cargo test --workspace -q 2>&1 | tee target/test.log
+
+say "agent integration tests again on the epoll driver (the run above used --io auto = uring)"
+TAILMESH_TEST_IO=epoll cargo test -p node-agent -q --test agent_http --test agent_corpus \
+  --test agent_process --test agent_capture 2>&1 | tee -a target/test.log
 grep -q "test result:" target/test.log
 
 say "loom model of the commit protocol"

@@ -283,28 +283,29 @@ pub fn run(args: &Args) -> Result<()> {
                     _ => targets.push(target(name, http_port, Some(pid), upstream.pid(), None)),
                 }
             }
-            "agent-epoll" => {
+            "agent-epoll" | "agent-uring" => {
+                let io = name.trim_start_matches("agent-");
                 let path = args
                     .agent
                     .clone()
                     .unwrap_or_else(|| exe.with_file_name("node-agent"));
                 if !path.exists() {
                     skipped.push(format!(
-                        "agent-epoll: skipped: {} not found (cargo build --release -p node-agent)",
+                        "{name}: skipped: {} not found (cargo build --release -p node-agent)",
                         path.display()
                     ));
                     continue;
                 }
                 let (http_port, admin_port) = (free_port()?, free_port()?);
-                let cfg_path = dir.join("agent.yaml");
-                std::fs::write(&cfg_path, agent_config(http_port, &up_addr, &dir))?;
-                let log = dir.join("agent.log");
+                let cfg_path = dir.join(format!("{name}.yaml"));
+                std::fs::write(&cfg_path, agent_config(http_port, &up_addr, &dir, name))?;
+                let log = dir.join(format!("{name}.log"));
                 let p = Proc::spawn(
                     name,
                     Command::new(&path)
                         .arg("--config")
                         .arg(&cfg_path)
-                        .args(["--workers", "1", "--io", "epoll", "--admin"])
+                        .args(["--workers", "1", "--io", io, "--admin"])
                         .arg(format!("127.0.0.1:{admin_port}"))
                         .stdout(Stdio::null())
                         .stderr(std::fs::File::create(&log)?),
@@ -316,7 +317,8 @@ pub fn run(args: &Args) -> Result<()> {
                 targets.push(target(name, http_port, Some(p.pid()), upstream.pid(), None));
                 procs.push(p);
             }
-            agent => skipped.push(format!("{agent}: skipped: {}", agent_status(args, &exe))),
+            // Names are checked against ALL_TARGETS above.
+            other => skipped.push(format!("{other}: skipped: not a known target")),
         }
     }
     if targets.is_empty() {
@@ -457,7 +459,7 @@ fn bulk(port: u16, bytes: u64, pid: u32) -> Result<(f64, f64)> {
 
 /// The agent's config for a comparison: one HTTP listener, one endpoint,
 /// full recording (every request sampled at 1.0, no budget).
-fn agent_config(port: u16, upstream: &str, dir: &std::path::Path) -> String {
+fn agent_config(port: u16, upstream: &str, dir: &std::path::Path, name: &str) -> String {
     format!(
         "version: 1\n\
          listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{port}\", protocol: http, default_route: r }}\n\
@@ -465,25 +467,8 @@ fn agent_config(port: u16, upstream: &str, dir: &std::path::Path) -> String {
          routes:\n  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ] }}\n\
          sampling: {{ default: 1.0, max_records_per_sec: 0 }}\n\
          ring: {{ path: \"{}\", size: 64MiB }}\n",
-        dir.join("agent.ring").display()
+        dir.join(format!("{name}.ring")).display()
     )
-}
-
-fn agent_status(args: &Args, exe: &std::path::Path) -> String {
-    let path = args
-        .agent
-        .clone()
-        .unwrap_or_else(|| exe.with_file_name("node-agent"));
-    match Command::new(&path).arg("--help").output() {
-        Err(e) => format!("{} cannot run: {e}", path.display()),
-        Ok(o) if !o.status.success() => {
-            format!(
-                "node-agent is not runnable yet: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )
-        }
-        Ok(_) => "the io_uring driver is not built yet (issue #4); agent-epoll is measured".into(),
-    }
 }
 
 fn tempdir() -> Result<PathBuf> {

@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod epoll;
+pub mod uring;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -37,16 +38,22 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-/// A non-blocking upstream socket with its connect started. `mark` (if not
-/// 0) is set as SO_MARK so the redirect rules can skip the agent's own
+/// A non-blocking upstream socket, not connected yet. `mark` (if not 0)
+/// is set as SO_MARK so the redirect rules can skip the agent's own
 /// traffic.
-pub fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<std::net::TcpStream> {
+pub fn upstream_socket(addr: SocketAddr, mark: u32) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     if mark != 0 {
         sock.set_mark(mark)?;
     }
+    Ok(sock)
+}
+
+/// An upstream socket with a non-blocking connect started.
+pub fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<std::net::TcpStream> {
+    let sock = upstream_socket(addr, mark)?;
     match sock.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

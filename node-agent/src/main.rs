@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
-use node_agent::driver::{self, epoll};
+use node_agent::driver::{self, epoll, uring};
 use node_agent::metrics::WorkerStats;
 use node_agent::proxy::SessionLimits;
 use node_agent::snapshot::Snapshot;
@@ -120,9 +120,7 @@ fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
             "--io uring: io_uring is not available here ({}); use --io auto or --io epoll",
             std::io::Error::from_raw_os_error(errno)
         ),
-        (Io::Uring, Ok(())) => bail!(
-            "--io uring: the io_uring driver is not built yet (issue #4); use --io auto or --io epoll"
-        ),
+        (Io::Uring | Io::Auto, Ok(())) => Ok((worker::BACKEND_URING, false, 0)),
         (Io::Auto, Err(errno)) => {
             eprintln!(
                 "node-agent: io_uring unavailable ({}); falling back to epoll",
@@ -130,7 +128,6 @@ fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
             );
             Ok((worker::BACKEND_EPOLL, true, errno))
         }
-        (Io::Auto, Ok(())) => Ok((worker::BACKEND_EPOLL, false, 0)),
     }
 }
 
@@ -224,6 +221,7 @@ fn start_workers(
     (fell_back, errno): (bool, i32),
 ) -> anyhow::Result<Vec<WorkerHandle>> {
     let snap = shared.snapshot.load_full();
+    let use_uring = shared.backend.load(Ordering::Relaxed) == worker::BACKEND_URING;
     let mut handles = Vec::new();
     for id in 0..workers {
         let mut listeners = Vec::new();
@@ -260,7 +258,11 @@ fn start_workers(
         let h = std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || {
-                let r = epoll::Worker::new(init, listeners).and_then(epoll::Worker::run);
+                let r = if use_uring {
+                    uring::Worker::new(init, listeners).and_then(uring::Worker::run)
+                } else {
+                    epoll::Worker::new(init, listeners).and_then(epoll::Worker::run)
+                };
                 shared.exited_workers.fetch_add(1, Ordering::SeqCst);
                 r
             })

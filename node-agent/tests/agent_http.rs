@@ -207,6 +207,14 @@ fn admin_endpoints() {
     ] {
         assert!(m.contains(fam), "{fam} missing");
     }
+    // The driver under test is the one asked for (auto means io_uring
+    // here: the machine has it; the seccomp test covers the fallback).
+    let want = match std::env::var("TAILMESH_TEST_IO").as_deref() {
+        Ok("epoll") => "epoll",
+        _ => "uring",
+    };
+    let line = format!("tailmesh_io_backend{{backend=\"{want}\"}} 1");
+    assert!(m.contains(&line), "{line} not in\n{m}");
     let nf = request(agent.admin, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(nf.status, 404);
 }

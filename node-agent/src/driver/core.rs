@@ -4,12 +4,15 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
+use crate::config::schema::Mode;
 use crate::metrics::{Driver, WorkerStats};
 use crate::proxy::{Cx, IdGen, Out, Session};
 use crate::snapshot::Snapshot;
@@ -113,6 +116,31 @@ impl Core {
             ids: &mut self.ids,
         };
         f(session, &mut cx, out);
+    }
+
+    /// A session for a connection from `peer` accepted on listener `idx`
+    /// (None if the listener is gone from the snapshot). On a transparent
+    /// listener the original destination is read from the socket.
+    pub fn accept_session(
+        &mut self,
+        idx: usize,
+        peer: IpAddr,
+        sock: &impl AsFd,
+    ) -> Option<Session> {
+        self.stats().driver(Driver::Accepted, 1);
+        let l = self.snap.listeners.get(idx)?;
+        let orig = match l.mode {
+            Mode::Transparent => super::original_dst(sock, l.bind).filter(|a| *a != l.bind),
+            Mode::Normal => None,
+        };
+        Some(Session::new(
+            self.now,
+            idx,
+            l.protocol,
+            peer,
+            orig,
+            self.shared.limits,
+        ))
     }
 
     /// Samples and writes the finished requests in `out`.

@@ -191,25 +191,10 @@ impl Worker {
                 // EMFILE and friends: try again on the next readiness.
                 Err(_) => return,
             };
-            self.core.stats().driver(Driver::Accepted, 1);
             let _ = sock.set_nodelay(true);
-            let Some(lrt) = self.core.snap.listeners.get(idx) else {
+            let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
                 continue;
             };
-            let orig = match lrt.mode {
-                crate::config::schema::Mode::Transparent => {
-                    super::original_dst(&sock, lrt.bind).filter(|a| *a != lrt.bind)
-                }
-                crate::config::schema::Mode::Normal => None,
-            };
-            let session = Session::new(
-                self.core.now,
-                idx,
-                lrt.protocol,
-                peer.ip(),
-                orig,
-                self.core.shared.limits,
-            );
             let i = self.alloc();
             if self
                 .poll

@@ -28,6 +28,17 @@ pub fn sibling(name: &str) -> PathBuf {
     p
 }
 
+/// `--io` for agents the tests start: `TAILMESH_TEST_IO` (test.sh runs the
+/// agent tests once per driver), default `auto`; none if the test passes
+/// its own.
+pub fn io_flag(extra: &[&str]) -> Vec<String> {
+    if extra.contains(&"--io") {
+        return Vec::new();
+    }
+    let io = std::env::var("TAILMESH_TEST_IO").unwrap_or_else(|_| "auto".into());
+    vec!["--io".into(), io]
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -152,6 +163,7 @@ impl Agent {
             .arg("--config")
             .arg(&cfg)
             .args(["--admin", &format!("{admin_ip}:{admin}"), "--workers", "1"])
+            .args(io_flag(extra))
             .args(extra)
             .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
             .spawn()

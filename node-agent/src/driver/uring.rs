@@ -1,0 +1,319 @@
+//! The io_uring driver: one ring per worker (SINGLE_ISSUER | DEFER_TASKRUN
+//! | COOP_TASKRUN where the kernel has them), multishot accept on the
+//! worker's SO_REUSEPORT listeners, multishot recv into a provided-buffer
+//! ring (an idle connection holds no buffer), sends straight from the
+//! receive buffer the bytes arrived in (a rewritten head goes as a separate
+//! small buffer in the same `sendmsg`), connects with a linked timeout, and
+//! one `io_uring_enter` per loop turn that both submits and waits.
+//!
+//! Every operation's `user_data` is `slot << 8 | op`. A slot is freed only
+//! when none of its operations is in flight, so a completion always finds
+//! its slot, and memory handed to the kernel outlives the operation.
+//! `-ENOBUFS`, CQ overflow and short sends are counted in the metrics; a
+//! full queue also writes a `ring_full` event.
+
+mod bufs;
+mod conns;
+mod io;
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use ringlog::record::{Event, EventKind};
+
+use self::bufs::{Bufs, GROUP};
+use self::io::{Io, Tx};
+use super::DriverError;
+use super::core::Core;
+use crate::metrics::Driver;
+use crate::proxy::{Chunk, Connect, Cx, Out, Session};
+use crate::worker::WorkerInit;
+
+/// Submission queue entries per ring.
+const ENTRIES: u32 = 1024;
+/// Provided receive buffers per worker, and their size (4 MiB in all).
+const BUF_COUNT: u16 = 256;
+const BUF_SIZE: usize = 16 * 1024;
+/// Received buffers a connection may hold before its recv is paused.
+const RX_CAP: usize = 8;
+/// Queued sends after which the other side stops being read.
+const TX_CAP: usize = 8;
+/// Idle upstream connections kept per endpoint.
+const POOL_MAX: usize = 256;
+
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_CONNECT: u64 = 4;
+const OP_LINK_TIMEOUT: u64 = 5;
+const OP_CANCEL: u64 = 6;
+
+fn ud(slot: usize, op: u64) -> u64 {
+    (slot as u64) << 8 | op
+}
+
+#[derive(Debug)]
+struct Listener {
+    sock: socket2::Socket,
+    idx: usize,
+    armed: bool,
+    inflight: u32,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Down {
+    io: Io,
+    session: Session,
+    up: Option<usize>,
+    close: bool,
+    serial: u64,
+    armed: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Up {
+    io: Io,
+    owner: Option<usize>,
+    addr: SocketAddr,
+    connected: bool,
+    connecting: bool,
+    close_when_flushed: bool,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Free,
+    Listener(Listener),
+    Down(Box<Down>),
+    Up(Box<Up>),
+}
+
+/// One worker's io_uring loop.
+pub struct Worker {
+    /// Declared first: dropped (closed) before the buffers it points into.
+    ring: IoUring,
+    bufs: Bufs,
+    core: Core,
+    slab: Vec<Slot>,
+    free: Vec<usize>,
+    pool: HashMap<SocketAddr, Vec<usize>>,
+    cqes: Vec<(u64, i32, u32)>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("uring::Worker")
+            .field("worker", &self.core.id)
+            .field("slots", &self.slab.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn setup(what: &str) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
+    move |source| DriverError::Setup {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Queues one SQE, submitting first if the queue is full.
+fn push(ring: &mut IoUring, e: &squeue::Entry) {
+    loop {
+        // SAFETY: every pointer in an entry built by this driver (msghdr and
+        // iovecs, sockaddr, timespec, the buffer ring) lives in a slot or in
+        // `Bufs`, and neither is freed while the operation is in flight
+        // (slots are freed only when their in-flight count is 0; the ring is
+        // dropped before the buffers).
+        if unsafe { ring.submission().push(e) }.is_ok() {
+            return;
+        }
+        let _ = ring.submit();
+    }
+}
+
+fn build_ring() -> std::io::Result<IoUring> {
+    let fast = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_cqsize(ENTRIES * 4)
+        .build(ENTRIES);
+    match fast {
+        Ok(r) => Ok(r),
+        // Older kernels lack DEFER_TASKRUN (6.1) or SINGLE_ISSUER (6.0).
+        Err(_) => IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES),
+    }
+}
+
+impl Worker {
+    /// A worker serving `listeners` (listener index, bound socket). Must be
+    /// called on the thread that will run it (the ring is single-issuer).
+    pub fn new(
+        init: WorkerInit,
+        listeners: Vec<(usize, std::net::TcpListener)>,
+    ) -> Result<Worker, DriverError> {
+        let ring = build_ring().map_err(setup("creating the io_uring instance"))?;
+        let bufs = Bufs::new(BUF_COUNT, BUF_SIZE).map_err(|e| DriverError::Setup {
+            what: e.to_string(),
+            source: std::io::Error::other("buffer ring"),
+        })?;
+        let (addr, count) = bufs.ring_addr();
+        // SAFETY: the ring memory belongs to `bufs`, which the worker keeps
+        // until after the io_uring instance is dropped (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(addr, count, GROUP, 0)
+        }
+        .map_err(setup(
+            "registering the provided-buffer ring (needs Linux 5.19)",
+        ))?;
+        let mut w = Worker {
+            ring,
+            bufs,
+            core: Core::new(init),
+            slab: Vec::new(),
+            free: Vec::new(),
+            pool: HashMap::new(),
+            cqes: Vec::with_capacity(256),
+        };
+        for (idx, l) in listeners {
+            let slot = w.alloc();
+            w.slab[slot] = Slot::Listener(Listener {
+                sock: socket2::Socket::from(l),
+                idx,
+                armed: false,
+                inflight: 0,
+                closing: false,
+            });
+            w.arm_accept(slot);
+        }
+        Ok(w)
+    }
+
+    fn alloc(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(Slot::Free);
+                self.slab.len() - 1
+            }
+        }
+    }
+
+    /// Serves until drained.
+    pub fn run(mut self) -> Result<(), DriverError> {
+        self.core
+            .shared
+            .ready_workers
+            .fetch_add(1, Ordering::SeqCst);
+        loop {
+            self.enter(self.core.wait_timeout())?;
+            self.core.begin_turn();
+            self.reap();
+            self.run_todo();
+            self.fire_timers();
+            self.bufs.publish();
+            if let Some(began) = self.core.drain_state() {
+                if began {
+                    self.stop_accepting();
+                }
+                self.close_idle();
+                if self.core.drained() {
+                    break;
+                }
+            }
+            self.core.publish_gauges();
+        }
+        self.shutdown_all();
+        self.core.stats().set_active(0, 0);
+        Ok(())
+    }
+
+    /// Submits everything queued and waits for a completion or `timeout`:
+    /// one `io_uring_enter`.
+    fn enter(&mut self, timeout: Duration) -> Result<(), DriverError> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(setup("io_uring_enter")(e)),
+        }
+    }
+
+    fn reap(&mut self) {
+        if self.ring.submission().cq_overflow() {
+            self.core.stats().driver(Driver::CqOverflow, 1);
+            let mut ev = Event::new(EventKind::RingFull, self.core.now);
+            ev.a = 1;
+            self.core.event(&ev);
+        }
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, res, flags) in &cqes {
+            let slot = (user_data >> 8) as usize;
+            match user_data & 0xff {
+                OP_ACCEPT => self.on_accept(slot, res, flags),
+                OP_RECV => self.on_recv(slot, res, flags),
+                OP_SEND => self.on_send(slot, res),
+                OP_CONNECT => self.on_connect(slot, res),
+                _ => self.dec(slot), // link timeout or cancel
+            }
+            self.maybe_free(slot);
+        }
+        cqes.clear();
+        self.cqes = cqes;
+    }
+
+    fn io_mut(&mut self, i: usize) -> Option<&mut Io> {
+        match self.slab.get_mut(i)? {
+            Slot::Down(d) => Some(&mut d.io),
+            Slot::Up(u) => Some(&mut u.io),
+            _ => None,
+        }
+    }
+
+    fn dec(&mut self, i: usize) {
+        match self.slab.get_mut(i) {
+            Some(Slot::Listener(l)) => l.inflight = l.inflight.saturating_sub(1),
+            Some(Slot::Down(d)) => d.io.inflight = d.io.inflight.saturating_sub(1),
+            Some(Slot::Up(u)) => u.io.inflight = u.io.inflight.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// Frees a closing slot once nothing of it is in flight.
+    fn maybe_free(&mut self, i: usize) {
+        let done = match self.slab.get_mut(i) {
+            Some(Slot::Listener(l)) => l.closing && l.inflight == 0,
+            Some(Slot::Down(d)) => d.io.closing && d.io.inflight == 0,
+            Some(Slot::Up(u)) => u.io.closing && u.io.inflight == 0,
+            _ => false,
+        };
+        if done {
+            match std::mem::replace(&mut self.slab[i], Slot::Free) {
+                Slot::Down(mut d) => d.io.release_all(&mut self.bufs),
+                Slot::Up(mut u) => u.io.release_all(&mut self.bufs),
+                _ => {}
+            }
+            self.free.push(i);
+        }
+    }
+}

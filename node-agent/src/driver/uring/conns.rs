@@ -1,0 +1,663 @@
+//! Connections on the io_uring driver: completions turned into session
+//! events, session actions turned into operations, and closing.
+
+use super::*;
+
+/// Turns session chunks into queued sends: owned bytes move, ranges of the
+/// receive buffer `bid` are held and sent from that buffer.
+fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, bid: Option<u16>) {
+    for c in chunks.drain(..) {
+        match c {
+            Chunk::Owned(v) if !v.is_empty() => io.tx.push_back(Tx::Owned(v, 0)),
+            Chunk::Input(r) if !r.is_empty() => {
+                if let Some(b) = bid {
+                    bufs.hold(b);
+                    io.tx.push_back(Tx::Buf {
+                        bid: b,
+                        start: r.start,
+                        end: r.end,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn arm_accept(&mut self, li: usize) {
+        let Some(Slot::Listener(l)) = self.slab.get_mut(li) else {
+            return;
+        };
+        if l.armed || l.closing {
+            return;
+        }
+        l.armed = true;
+        l.inflight += 1;
+        let e = opcode::AcceptMulti::new(Fd(l.sock.as_raw_fd()))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ud(li, OP_ACCEPT));
+        push(&mut self.ring, &e);
+    }
+
+    pub(super) fn on_accept(&mut self, li: usize, res: i32, flags: u32) {
+        let Some(Slot::Listener(l)) = self.slab.get_mut(li) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            l.armed = false;
+            l.inflight = l.inflight.saturating_sub(1);
+        }
+        let (idx, closing) = (l.idx, l.closing);
+        if res >= 0 {
+            // SAFETY: a successful accept completion carries a new file
+            // descriptor that nothing else owns.
+            let sock = unsafe { socket2::Socket::from_raw_fd(res) };
+            if !closing {
+                self.new_down(idx, sock);
+            }
+        }
+        if !closing {
+            self.arm_accept(li);
+        }
+    }
+
+    fn new_down(&mut self, idx: usize, sock: socket2::Socket) {
+        let _ = sock.set_tcp_nodelay(true);
+        let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            return;
+        };
+        let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
+            return;
+        };
+        let i = self.alloc();
+        let serial = self.core.next_serial();
+        self.slab[i] = Slot::Down(Box::new(Down {
+            io: Io::new(sock),
+            session,
+            up: None,
+            close: false,
+            serial,
+            armed: None,
+        }));
+        self.core.downs += 1;
+        self.arm_recv(i);
+        self.with_session(i, |s, cx, out| s.start(cx, out));
+        self.core.todo.push(i);
+    }
+
+    fn arm_recv(&mut self, i: usize) {
+        let Some(io) = self.io_mut(i) else {
+            return;
+        };
+        if io.recv_armed || io.closing || io.eof || io.err || io.rx.len() >= RX_CAP {
+            return;
+        }
+        io.recv_armed = true;
+        io.inflight += 1;
+        let e = opcode::RecvMulti::new(Fd(io.sock.as_raw_fd()), GROUP)
+            .build()
+            .user_data(ud(i, OP_RECV));
+        push(&mut self.ring, &e);
+    }
+
+    pub(super) fn on_recv(&mut self, i: usize, res: i32, flags: u32) {
+        let nobufs = res == -libc::ENOBUFS;
+        let Some(io) = (match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => Some(&mut d.io),
+            Some(Slot::Up(u)) => Some(&mut u.io),
+            _ => None,
+        }) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            io.recv_armed = false;
+            io.recv_cancelling = false;
+            io.inflight = io.inflight.saturating_sub(1);
+        }
+        if res > 0 {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.bufs.take(bid);
+                io.rx.push_back((bid, res as usize));
+            }
+        } else if res == 0 {
+            io.eof = true;
+        } else if res != -libc::ECANCELED && !nobufs {
+            io.err = true;
+        }
+        if io.recv_armed && !io.recv_cancelling && io.rx.len() >= RX_CAP {
+            // The consumer is behind: pause this socket's reads.
+            io.recv_cancelling = true;
+            io.inflight += 1;
+            let e = opcode::AsyncCancel::new(ud(i, OP_RECV))
+                .build()
+                .user_data(ud(i, OP_CANCEL));
+            push(&mut self.ring, &e);
+        }
+        if nobufs {
+            self.core.stats().driver(Driver::NoBufs, 1);
+        }
+        self.core.todo.push(i);
+    }
+
+    pub(super) fn on_send(&mut self, i: usize, res: i32) {
+        let (peer, is_down) = match self.slab.get(i) {
+            Some(Slot::Down(d)) => (d.up, true),
+            Some(Slot::Up(u)) => (u.owner, false),
+            _ => return,
+        };
+        let io = match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => &mut d.io,
+            Some(Slot::Up(u)) => &mut u.io,
+            _ => return,
+        };
+        io.inflight = io.inflight.saturating_sub(1);
+        let short = if res < 0 {
+            io.sending = false;
+            io.err = true;
+            false
+        } else {
+            io.sent(res as usize, &mut self.bufs)
+        };
+        if short {
+            self.core.stats().driver(Driver::ShortSends, 1);
+        }
+        if res < 0 && is_down {
+            self.kill_down(i);
+            return;
+        }
+        self.core.todo.push(i);
+        if let Some(p) = peer {
+            self.core.todo.push(p);
+        }
+    }
+
+    pub(super) fn on_connect(&mut self, j: usize, res: i32) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            return;
+        };
+        u.io.inflight = u.io.inflight.saturating_sub(1);
+        u.connecting = false;
+        if u.io.closing {
+            return;
+        }
+        let owner = u.owner;
+        if res == 0 {
+            u.connected = true;
+            if let Some(o) = owner
+                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
+            {
+                d.session.on_up_ready(self.core.now);
+                self.core.todo.push(o);
+            }
+            self.arm_recv(j);
+            self.core.todo.push(j);
+            return;
+        }
+        // -ECANCELED: the linked timeout fired first.
+        let timeout = res == -libc::ECANCELED;
+        self.core.stats().driver(Driver::ConnectErrors, 1);
+        self.close_up(j);
+        if let Some(o) = owner {
+            self.with_session(o, |s, cx, out| s.on_up_failed(cx, timeout, out));
+        }
+    }
+
+    /// Starts a send on slot `i` if one is due and none is in flight.
+    fn kick_send(&mut self, i: usize) {
+        let io = match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => &mut d.io,
+            Some(Slot::Up(u)) if u.connected => &mut u.io,
+            _ => return,
+        };
+        if io.closing {
+            return;
+        }
+        let Some(msg) = io.prepare_send(&self.bufs) else {
+            return;
+        };
+        io.inflight += 1;
+        let e = opcode::SendMsg::new(Fd(io.sock.as_raw_fd()), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(ud(i, OP_SEND));
+        push(&mut self.ring, &e);
+    }
+
+    pub(super) fn run_todo(&mut self) {
+        while let Some(i) = self.core.todo.pop() {
+            match self.slab.get(i) {
+                Some(Slot::Down(_)) => self.pump_down(i),
+                Some(Slot::Up(_)) => self.pump_up(i),
+                _ => {}
+            }
+            self.maybe_free(i);
+        }
+    }
+
+    fn has_room(&self, i: Option<usize>) -> bool {
+        match i.and_then(|i| self.slab.get(i)) {
+            Some(Slot::Down(d)) => d.io.tx.len() < TX_CAP,
+            Some(Slot::Up(u)) => u.io.tx.len() < TX_CAP,
+            _ => true,
+        }
+    }
+
+    fn pump_down(&mut self, i: usize) {
+        loop {
+            self.kick_send(i);
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                return;
+            };
+            if d.io.closing {
+                return;
+            }
+            if d.io.tx_idle() {
+                let mut out = self.core.take_out();
+                d.session.on_down_flushed(self.core.now, &mut out);
+                self.core.record_all(&mut out);
+                self.core.put_out(out);
+                let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                    return;
+                };
+                if d.close || d.session.is_closed() {
+                    self.close_down(i);
+                    return;
+                }
+                if std::mem::take(&mut d.io.shut_wr) {
+                    let _ = d.io.sock.shutdown(Shutdown::Write);
+                }
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                return;
+            };
+            let up = d.up;
+            if !d.session.wants_down_data() || !self.has_room(up) {
+                break;
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                return;
+            };
+            if let Some((bid, len)) = d.io.rx.pop_front() {
+                self.feed(i, bid, len, false);
+                self.bufs.release(bid);
+            } else if (d.io.eof || d.io.err) && !d.io.reported {
+                d.io.reported = true;
+                if d.io.err {
+                    self.kill_down(i);
+                    return;
+                }
+                self.with_session(i, |s, cx, out| s.on_down_eof(cx, out));
+            } else {
+                self.arm_recv(i);
+                break;
+            }
+        }
+        self.arm_timer(i);
+    }
+
+    fn pump_up(&mut self, j: usize) {
+        loop {
+            self.kick_send(j);
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                return;
+            };
+            if u.io.closing || !u.connected {
+                return;
+            }
+            if u.io.tx_idle() {
+                if u.close_when_flushed {
+                    self.close_up(j);
+                    return;
+                }
+                if std::mem::take(&mut u.io.shut_wr) {
+                    let _ = u.io.sock.shutdown(Shutdown::Write);
+                }
+            }
+            let Some(o) = u.owner else {
+                // Idle in the pool: anything arriving means it is done.
+                if !u.io.rx.is_empty() || u.io.eof || u.io.err {
+                    self.close_up(j);
+                } else {
+                    self.arm_recv(j);
+                }
+                return;
+            };
+            if !self.has_room(Some(o)) {
+                return; // backpressure: the downstream is slower
+            }
+            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+                return;
+            };
+            if let Some((bid, len)) = u.io.rx.pop_front() {
+                self.feed(o, bid, len, true);
+                self.bufs.release(bid);
+            } else if (u.io.eof || u.io.err) && !u.io.reported {
+                u.io.reported = true;
+                let reset = u.io.err;
+                self.close_up(j);
+                self.with_session(o, |s, cx, out| s.on_up_eof(cx, reset, out));
+                return;
+            } else {
+                self.arm_recv(j);
+                return;
+            }
+        }
+    }
+
+    /// Feeds received buffer `bid` to down `i`'s session (as downstream
+    /// data, or as upstream data when `up`).
+    fn feed(&mut self, i: usize, bid: u16, len: usize, up: bool) {
+        let mut out = self.core.take_out();
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            let input = self.bufs.data(bid, len);
+            if up {
+                self.core.call(&mut d.session, &mut out, |s, cx, o| {
+                    s.on_up_data(cx, input, o)
+                });
+            } else {
+                self.core.call(&mut d.session, &mut out, |s, cx, o| {
+                    s.on_down_data(cx, input, o)
+                });
+            }
+            self.apply(i, &mut out, Some(bid));
+        }
+        self.core.put_out(out);
+    }
+
+    /// Runs `f` on down `i`'s session without input, then applies its output.
+    fn with_session(&mut self, i: usize, f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out)) {
+        let mut out = self.core.take_out();
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            self.core.call(&mut d.session, &mut out, f);
+            self.apply(i, &mut out, None);
+        }
+        self.core.put_out(out);
+    }
+
+    /// Carries out a session's actions for down `i`; input chunks refer to
+    /// receive buffer `bid`.
+    fn apply(&mut self, i: usize, out: &mut Out, bid: Option<u16>) {
+        if let Some(reuse) = out.release_up.take()
+            && let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && let Some(j) = d.up.take()
+        {
+            self.release_up(j, reuse);
+        }
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return;
+        };
+        queue(&mut d.io, &mut self.bufs, &mut out.to_down, bid);
+        d.io.shut_wr |= out.shutdown_down;
+        d.close |= out.close_down;
+        self.core.record_all(out);
+        // After the downstream bytes: a failed connect answers 503, and that
+        // answer must follow what was already queued.
+        if let Some(c) = out.connect.take() {
+            self.attach_up(i, c);
+        }
+        let up = match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.up,
+            _ => None,
+        };
+        if let Some(j) = up
+            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+        {
+            queue(&mut u.io, &mut self.bufs, &mut out.to_up, bid);
+            u.io.shut_wr |= out.shutdown_up;
+            self.core.todo.push(j);
+        }
+        out.to_up.clear();
+        self.core.todo.push(i);
+    }
+
+    fn attach_up(&mut self, i: usize, c: Connect) {
+        let pooled = self.pool.get_mut(&c.addr).and_then(Vec::pop);
+        if let Some(j) = pooled
+            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+        {
+            u.owner = Some(i);
+            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+                d.up = Some(j);
+                d.session.on_up_ready(self.core.now);
+            }
+            self.core.stats().driver(Driver::PoolReuse, 1);
+            return;
+        }
+        self.core.stats().driver(Driver::Connects, 1);
+        let sock = match super::super::upstream_socket(c.addr, self.core.shared.upstream_mark) {
+            Ok(s) => s,
+            Err(_) => {
+                self.core.stats().driver(Driver::ConnectErrors, 1);
+                self.with_session(i, |s, cx, out| s.on_up_failed(cx, false, out));
+                return;
+            }
+        };
+        let j = self.alloc();
+        let mut io = Io::new(sock);
+        io.addr = Some(socket2::SockAddr::from(c.addr));
+        io.ts = Timespec::from(Duration::from_nanos(c.timeout_ns));
+        io.inflight = 2;
+        let mut up = Box::new(Up {
+            io,
+            owner: Some(i),
+            addr: c.addr,
+            connected: false,
+            connecting: true,
+            close_when_flushed: false,
+        });
+        let fd = Fd(up.io.sock.as_raw_fd());
+        let (addr_ptr, addr_len) = match &up.io.addr {
+            Some(a) => (a.as_ptr(), a.len()),
+            None => return,
+        };
+        let connect = opcode::Connect::new(fd, addr_ptr.cast(), addr_len)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(ud(j, OP_CONNECT));
+        let timeout = opcode::LinkTimeout::new(&raw const up.io.ts)
+            .build()
+            .user_data(ud(j, OP_LINK_TIMEOUT));
+        up.connecting = true;
+        self.slab[j] = Slot::Up(up);
+        // Both entries must go in the same submission for the link.
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2 {
+            let _ = self.ring.submit();
+        }
+        push(&mut self.ring, &connect);
+        push(&mut self.ring, &timeout);
+        self.core.ups += 1;
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.up = Some(j);
+        }
+    }
+
+    /// Detaches upstream `j`: pooled if reusable and idle, closed after its
+    /// queue drains if reusable but busy, else closed now.
+    fn release_up(&mut self, j: usize, reuse: bool) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            return;
+        };
+        u.owner = None;
+        let idle = u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err;
+        if reuse && u.connected && idle && !u.io.shut_wr {
+            let list = self.pool.entry(u.addr).or_default();
+            if list.len() < POOL_MAX {
+                list.push(j);
+                return;
+            }
+        }
+        if reuse && !u.io.tx_idle() {
+            u.close_when_flushed = true;
+            return;
+        }
+        self.close_up(j);
+    }
+
+    /// Stops every operation on a socket; the slot is freed once the last
+    /// completion arrives.
+    fn begin_close(&mut self, i: usize, cancel_connect: bool) {
+        let Some(io) = self.io_mut(i) else {
+            return;
+        };
+        io.closing = true;
+        let _ = io.sock.shutdown(Shutdown::Both);
+        let recv = io.recv_armed && !io.recv_cancelling;
+        let mut cancels = Vec::with_capacity(2);
+        if recv {
+            io.recv_cancelling = true;
+            cancels.push(ud(i, OP_RECV));
+        }
+        if cancel_connect {
+            cancels.push(ud(i, OP_CONNECT));
+        }
+        io.inflight += cancels.len() as u32;
+        for target in cancels {
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(ud(i, OP_CANCEL));
+            push(&mut self.ring, &e);
+        }
+        self.maybe_free(i);
+    }
+
+    fn close_up(&mut self, j: usize) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            return;
+        };
+        if u.io.closing {
+            return;
+        }
+        let (addr, owner, connecting) = (u.addr, u.owner, u.connecting);
+        if let Some(list) = self.pool.get_mut(&addr) {
+            list.retain(|&k| k != j);
+        }
+        if let Some(o) = owner
+            && let Some(Slot::Down(d)) = self.slab.get_mut(o)
+            && d.up == Some(j)
+        {
+            d.up = None;
+        }
+        self.core.ups -= 1;
+        self.begin_close(j, connecting);
+    }
+
+    fn close_down(&mut self, i: usize) {
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return;
+        };
+        if d.io.closing {
+            return;
+        }
+        let up = d.up.take();
+        if let Some(j) = up {
+            self.close_up(j);
+        }
+        self.core.downs -= 1;
+        self.begin_close(i, false);
+    }
+
+    /// The downstream failed: abort its session and close it.
+    fn kill_down(&mut self, i: usize) {
+        let mut out = self.core.take_out();
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && !d.io.closing
+        {
+            d.session.on_down_closed(self.core.now, &mut out);
+        }
+        self.core.record_all(&mut out);
+        self.core.put_out(out);
+        self.close_down(i);
+    }
+
+    fn arm_timer(&mut self, i: usize) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && !d.io.closing
+        {
+            let dl = d.session.deadline();
+            self.core.arm(i, d.serial, &mut d.armed, dl);
+        }
+    }
+
+    pub(super) fn fire_timers(&mut self) {
+        while let Some((i, serial, t)) = self.core.pop_due() {
+            let due = match self.slab.get_mut(i) {
+                Some(Slot::Down(d))
+                    if d.serial == serial && d.armed == Some(t) && !d.io.closing =>
+                {
+                    d.armed = None;
+                    true
+                }
+                _ => false,
+            };
+            if due {
+                self.with_session(i, |s, cx, out| s.on_timer(cx, out));
+            }
+        }
+        self.run_todo();
+    }
+
+    /// Drain begins: cancel the accepts; the listeners close when their
+    /// cancellation completes.
+    pub(super) fn stop_accepting(&mut self) {
+        for i in 0..self.slab.len() {
+            if let Slot::Listener(l) = &mut self.slab[i]
+                && !l.closing
+            {
+                l.closing = true;
+                let _ = l.sock.shutdown(Shutdown::Both);
+                if l.armed {
+                    l.inflight += 1;
+                    let e = opcode::AsyncCancel::new(ud(i, OP_ACCEPT))
+                        .build()
+                        .user_data(ud(i, OP_CANCEL));
+                    push(&mut self.ring, &e);
+                }
+                self.maybe_free(i);
+            }
+        }
+        let _ = self.ring.submit();
+    }
+
+    /// While draining, close downstream connections with nothing in flight.
+    pub(super) fn close_idle(&mut self) {
+        for i in 0..self.slab.len() {
+            if let Slot::Down(d) = &self.slab[i]
+                && !d.io.closing
+                && d.session.is_idle()
+                && d.io.tx_idle()
+            {
+                self.kill_down(i);
+            }
+        }
+        self.run_todo();
+    }
+
+    /// Closes everything and waits (up to 1 s) for the kernel to finish
+    /// with every socket and buffer before the ring is dropped.
+    pub(super) fn shutdown_all(&mut self) {
+        self.stop_accepting();
+        for i in 0..self.slab.len() {
+            match self.slab[i] {
+                Slot::Down(_) => self.kill_down(i),
+                Slot::Up(_) => self.close_up(i),
+                _ => {}
+            }
+        }
+        let until = ringlog::clock::mono_ns() + 1_000_000_000;
+        while self.slab.iter().any(|s| !matches!(s, Slot::Free))
+            && ringlog::clock::mono_ns() < until
+        {
+            if self.enter(Duration::from_millis(10)).is_err() {
+                break;
+            }
+            self.reap();
+            self.run_todo();
+        }
+    }
+}

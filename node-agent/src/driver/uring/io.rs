@@ -1,0 +1,180 @@
+//! One socket's io_uring state: what was received and not yet consumed
+//! (provided buffers), what waits to be sent (owned bytes, or ranges of a
+//! receive buffer forwarded as they arrived), the one send in flight with
+//! its `msghdr`/`iovec`, and how many operations still owe a completion.
+//!
+//! A socket's state lives in a `Box` that is dropped only when no
+//! operation on it is in flight, so every pointer handed to the kernel
+//! (the `msghdr`, its `iovec`s, the sockaddr and timespec of a connect)
+//! stays valid until its completion arrives.
+
+use std::collections::VecDeque;
+
+use io_uring::types::Timespec;
+
+use super::bufs::Bufs;
+
+/// Most buffers a send takes at once.
+const MAX_IOV: usize = 8;
+
+/// Bytes waiting to be sent.
+#[derive(Debug)]
+pub enum Tx {
+    /// Owned bytes (a rewritten head, a local response, a copy); `.1` sent.
+    Owned(Vec<u8>, usize),
+    /// `start..end` of receive buffer `bid`, held until sent.
+    Buf {
+        /// Buffer id.
+        bid: u16,
+        /// Next byte to send.
+        start: usize,
+        /// End of the range.
+        end: usize,
+    },
+}
+
+impl Tx {
+    fn len(&self) -> usize {
+        match self {
+            Tx::Owned(v, sent) => v.len() - sent,
+            Tx::Buf { start, end, .. } => end - start,
+        }
+    }
+}
+
+/// A socket and its operations.
+#[derive(Debug)]
+pub struct Io {
+    /// The socket (closed when the state is dropped).
+    pub sock: socket2::Socket,
+    /// Received buffers not yet consumed: (buffer id, length).
+    pub rx: VecDeque<(u16, usize)>,
+    /// Waiting to be sent, in order.
+    pub tx: VecDeque<Tx>,
+    /// A send is in flight.
+    pub sending: bool,
+    /// Bytes the send in flight covers.
+    sending_len: usize,
+    /// A multishot recv is armed.
+    pub recv_armed: bool,
+    /// A cancel of the recv was asked for (its CQE is due).
+    pub recv_cancelling: bool,
+    /// The peer closed its side (recv returned 0).
+    pub eof: bool,
+    /// A receive or send failed.
+    pub err: bool,
+    /// The eof / error has been reported to the session.
+    pub reported: bool,
+    /// Operations whose completion is still due.
+    pub inflight: u32,
+    /// Shut down the write side once `tx` is empty.
+    pub shut_wr: bool,
+    /// Being closed: freed when `inflight` reaches 0.
+    pub closing: bool,
+    iov: [libc::iovec; MAX_IOV],
+    msg: libc::msghdr,
+    /// Connect target and its timeout (pointed to by the connect SQEs).
+    pub addr: Option<socket2::SockAddr>,
+    /// Timeout for a linked connect.
+    pub ts: Timespec,
+}
+
+impl Io {
+    /// State for `sock`.
+    pub fn new(sock: socket2::Socket) -> Io {
+        // SAFETY: msghdr and iovec are plain C structs for which all-zero
+        // bytes are a valid (empty) value.
+        let (msg, iov) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        Io {
+            sock,
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            sending: false,
+            sending_len: 0,
+            recv_armed: false,
+            recv_cancelling: false,
+            eof: false,
+            err: false,
+            reported: false,
+            inflight: 0,
+            shut_wr: false,
+            closing: false,
+            iov,
+            msg,
+            addr: None,
+            ts: Timespec::new(),
+        }
+    }
+
+    /// Nothing queued or in flight to send.
+    pub fn tx_idle(&self) -> bool {
+        self.tx.is_empty() && !self.sending
+    }
+
+    /// Fills the `msghdr` for the next send and returns a pointer to it,
+    /// or None if there is nothing to send (or a send is in flight).
+    pub fn prepare_send(&mut self, bufs: &Bufs) -> Option<*const libc::msghdr> {
+        if self.sending || self.tx.is_empty() {
+            return None;
+        }
+        let mut n = 0;
+        let mut total = 0;
+        for t in self.tx.iter().take(MAX_IOV) {
+            let bytes: &[u8] = match t {
+                Tx::Owned(v, sent) => v.get(*sent..).unwrap_or_default(),
+                Tx::Buf { bid, start, end } => {
+                    bufs.data(*bid, *end).get(*start..).unwrap_or_default()
+                }
+            };
+            self.iov[n] = libc::iovec {
+                iov_base: bytes.as_ptr().cast_mut().cast(),
+                iov_len: bytes.len(),
+            };
+            total += bytes.len();
+            n += 1;
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = n;
+        self.sending = true;
+        self.sending_len = total;
+        Some(&raw const self.msg)
+    }
+
+    /// A send completed with `n` bytes: drops what went out, releasing
+    /// receive buffers whose forwarded range is done. Returns true if the
+    /// send was short.
+    pub fn sent(&mut self, mut n: usize, bufs: &mut Bufs) -> bool {
+        self.sending = false;
+        let short = n < self.sending_len;
+        while n > 0 {
+            let Some(front) = self.tx.front_mut() else {
+                break;
+            };
+            let len = front.len();
+            if n < len {
+                match front {
+                    Tx::Owned(_, sent) => *sent += n,
+                    Tx::Buf { start, .. } => *start += n,
+                }
+                break;
+            }
+            n -= len;
+            if let Some(Tx::Buf { bid, .. }) = self.tx.pop_front() {
+                bufs.release(bid);
+            }
+        }
+        short
+    }
+
+    /// Gives every held buffer back (the socket is being freed).
+    pub fn release_all(&mut self, bufs: &mut Bufs) {
+        for (bid, _) in self.rx.drain(..) {
+            bufs.release(bid);
+        }
+        for t in self.tx.drain(..) {
+            if let Tx::Buf { bid, .. } = t {
+                bufs.release(bid);
+            }
+        }
+    }
+}
