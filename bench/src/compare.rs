@@ -25,10 +25,11 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 7] = [
+const ALL_TARGETS: [&str; 8] = [
     "direct",
     "nginx-origin",
     "agent-uring",
+    "agent-uring-norec",
     "agent-epoll",
     "haproxy",
     "haproxy-tcp",
@@ -51,7 +52,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx-origin,agent-uring,agent-epoll,haproxy,haproxy-tcp,nginx"
+        default_value = "direct,nginx-origin,agent-uring,agent-uring-norec,agent-epoll,haproxy,haproxy-tcp,nginx"
     )]
     targets: Vec<String>,
     /// Bytes per L4 bulk transfer, e.g. 256MiB (repeated for at least 1 s).
@@ -283,8 +284,14 @@ pub fn run(args: &Args) -> Result<()> {
                     _ => targets.push(target(name, http_port, Some(pid), upstream.pid(), None)),
                 }
             }
-            "agent-epoll" | "agent-uring" => {
-                let io = name.trim_start_matches("agent-");
+            "agent-epoll" | "agent-uring" | "agent-uring-norec" => {
+                // agent-uring-norec: the same agent with recording off.
+                let io = if name.contains("uring") {
+                    "uring"
+                } else {
+                    "epoll"
+                };
+                let record = !name.ends_with("-norec");
                 let path = args
                     .agent
                     .clone()
@@ -296,9 +303,10 @@ pub fn run(args: &Args) -> Result<()> {
                     ));
                     continue;
                 }
-                let (http_port, admin_port) = (free_port()?, free_port()?);
+                let (http_port, tcp_port, admin_port) = (free_port()?, free_port()?, free_port()?);
                 let cfg_path = dir.join(format!("{name}.yaml"));
-                std::fs::write(&cfg_path, agent_config(http_port, &up_addr, &dir, name))?;
+                let ports = (http_port, tcp_port);
+                std::fs::write(&cfg_path, agent_config(ports, &up_addr, &dir, name, record))?;
                 let log = dir.join(format!("{name}.log"));
                 let p = Proc::spawn(
                     name,
@@ -314,7 +322,8 @@ pub fn run(args: &Args) -> Result<()> {
                     let said = std::fs::read_to_string(&log).unwrap_or_default();
                     bail!("{name} did not start ({e}); it said: {}", said.trim());
                 }
-                targets.push(target(name, http_port, Some(p.pid()), upstream.pid(), None));
+                let pid = Some(p.pid());
+                targets.push(target(name, http_port, pid, upstream.pid(), Some(tcp_port)));
                 procs.push(p);
             }
             // Names are checked against ALL_TARGETS above.
@@ -457,15 +466,28 @@ fn bulk(port: u16, bytes: u64, pid: u32) -> Result<(f64, f64)> {
     Ok((gb / secs, cpu / gb))
 }
 
-/// The agent's config for a comparison: one HTTP listener, one endpoint,
-/// full recording (every request sampled at 1.0, no budget).
-fn agent_config(port: u16, upstream: &str, dir: &std::path::Path, name: &str) -> String {
+/// The agent's config for a comparison: an HTTP listener and a TCP
+/// listener (L4 bulk) to one endpoint; full recording (every request kept,
+/// no budget), or none at all (`record` false: sample 0, errors not kept).
+fn agent_config(
+    (http, tcp): (u16, u16),
+    upstream: &str,
+    dir: &std::path::Path,
+    name: &str,
+    record: bool,
+) -> String {
+    let sampling = if record {
+        "{ default: 1.0, max_records_per_sec: 0 }"
+    } else {
+        "{ default: 0.0, keep_errors: false, max_records_per_sec: 0 }"
+    };
     format!(
         "version: 1\n\
-         listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{port}\", protocol: http, default_route: r }}\n\
+         listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{http}\", protocol: http, default_route: r }}\n  \
+         - {{ name: bench-tcp, bind: \"127.0.0.1:{tcp}\", protocol: tcp, default_route: r }}\n\
          clusters:\n  - {{ name: origin, endpoints: [ {{ addr: \"{upstream}\" }} ] }}\n\
          routes:\n  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ] }}\n\
-         sampling: {{ default: 1.0, max_records_per_sec: 0 }}\n\
+         sampling: {sampling}\n\
          ring: {{ path: \"{}\", size: 64MiB }}\n",
         dir.join(format!("{name}.ring")).display()
     )

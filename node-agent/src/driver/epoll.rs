@@ -29,6 +29,8 @@ struct Down {
     q: SendQueue,
     up: Option<usize>,
     readable: bool,
+    /// The peer's FIN or an error was reported: read until 0 / error.
+    rdhup: bool,
     writable: bool,
     shut_wr: bool,
     close: bool,
@@ -44,6 +46,8 @@ struct Up {
     addr: SocketAddr,
     connected: bool,
     readable: bool,
+    /// The peer's FIN or an error was reported: read until 0 / error.
+    rdhup: bool,
     writable: bool,
     shut_wr: bool,
     /// Detached with bytes still queued: close once they are sent.
@@ -131,19 +135,22 @@ impl Worker {
             self.core.begin_turn();
             for ev in events.iter() {
                 let i = ev.token().0;
+                let hup = ev.is_read_closed() || ev.is_error();
                 let (r, w) = (
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_readable() || hup,
                     ev.is_writable() || ev.is_write_closed() || ev.is_error(),
                 );
                 match self.slab.get_mut(i) {
                     Some(Slot::Listener(..)) => self.accept(i),
                     Some(Slot::Down(d)) => {
                         d.readable |= r;
+                        d.rdhup |= hup;
                         d.writable |= w;
                         self.core.todo.push(i);
                     }
                     Some(Slot::Up(u)) => {
                         u.readable |= r;
+                        u.rdhup |= hup;
                         u.writable |= w;
                         self.up_event(i);
                     }
@@ -212,6 +219,7 @@ impl Worker {
                 q: SendQueue::default(),
                 up: None,
                 readable: false,
+                rdhup: false,
                 writable: false,
                 shut_wr: false,
                 close: false,
@@ -340,6 +348,7 @@ impl Worker {
                     addr: c.addr,
                     connected: false,
                     readable: false,
+                    rdhup: false,
                     writable: false,
                     shut_wr: false,
                     close_when_flushed: false,
@@ -506,6 +515,12 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
+                    // A short read drained the socket; new bytes bring a
+                    // new edge (saves the read that would see EAGAIN).
+                    // Not once a FIN was seen: read on until 0.
+                    if n < buf.len() && !u.rdhup {
+                        u.readable = false;
+                    }
                     let o = owner.unwrap_or(usize::MAX);
                     self.with_session(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
                 }
@@ -584,6 +599,9 @@ impl Worker {
                     self.with_session(i, &[], |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
+                    if n < buf.len() && !d.rdhup {
+                        d.readable = false; // drained, as for upstreams
+                    }
                     self.with_session(i, &buf[..n], |s, cx, out| {
                         s.on_down_data(cx, &buf[..n], out)
                     });

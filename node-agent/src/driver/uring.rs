@@ -9,8 +9,9 @@
 //! Every operation's `user_data` is `slot << 8 | op`. A slot is freed only
 //! when none of its operations is in flight, so a completion always finds
 //! its slot, and memory handed to the kernel outlives the operation.
-//! `-ENOBUFS`, CQ overflow and short sends are counted in the metrics; a
-//! full queue also writes a `ring_full` event.
+//! `-ENOBUFS`, CQ overflow and short sends are counted in the metrics;
+//! the first two also write a `ring_full` event (`b` = 2 for an empty
+//! buffer ring, 1 for CQ overflow).
 
 mod bufs;
 mod conns;
@@ -257,8 +258,10 @@ impl Worker {
     fn reap(&mut self) {
         if self.ring.submission().cq_overflow() {
             self.core.stats().driver(Driver::CqOverflow, 1);
+            // CQ overflow: on the timeline as ring_full, b = 1.
             let mut ev = Event::new(EventKind::RingFull, self.core.now);
             ev.a = 1;
+            ev.b = 1;
             self.core.event(&ev);
         }
         let mut cqes = std::mem::take(&mut self.cqes);

@@ -137,6 +137,11 @@ impl Worker {
         }
         if nobufs {
             self.core.stats().driver(Driver::NoBufs, 1);
+            // Buffer ring empty: on the timeline as ring_full, b = 2.
+            let mut ev = Event::new(EventKind::RingFull, self.core.now);
+            ev.a = 1;
+            ev.b = 2;
+            self.core.event(&ev);
         }
         self.core.todo.push(i);
     }
