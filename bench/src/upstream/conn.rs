@@ -84,6 +84,9 @@ pub struct Conn {
     pub generation: u64,
     /// The peer closed its side.
     pub eof: bool,
+    /// Reading stopped on a full buffer with bytes still in the socket:
+    /// no new edge will come for them, so read again once space frees.
+    pub unread: bool,
 }
 
 /// What the event loop should do after driving a connection.
@@ -113,6 +116,7 @@ impl Conn {
             control: Vec::new(),
             generation,
             eof: false,
+            unread: false,
         }
     }
 
@@ -122,7 +126,10 @@ impl Conn {
         loop {
             if self.rlen == self.rbuf.len() {
                 if self.rbuf.len() >= 1 << 20 {
-                    return true; // a head this large is refused by the parser
+                    // A head this large is refused by the parser; a body
+                    // is consumed by the caller, who then reads on.
+                    self.unread = true;
+                    return true;
                 }
                 self.rbuf.resize(self.rbuf.len() * 2, 0);
             }

@@ -149,7 +149,21 @@ impl Worker {
             self.close(idx, false);
             return;
         }
-        let next = step(conn, &self.shared, &mut self.rng, &self.bulk);
+        let mut next = step(conn, &self.shared, &mut self.rng, &self.bulk);
+        // The buffer was full with bytes left in the socket (edge-triggered:
+        // no new event for them): read on while the step frees space.
+        while conn.unread && conn.rlen < conn.rbuf.len() && matches!(next, Next::Wait) {
+            conn.unread = false;
+            let before = conn.rlen;
+            if !conn.fill(read_closed) {
+                self.close(idx, false);
+                return;
+            }
+            if conn.rlen == before {
+                break;
+            }
+            next = step(conn, &self.shared, &mut self.rng, &self.bulk);
+        }
         match next {
             Next::Wait => {}
             Next::Timer(at) => {

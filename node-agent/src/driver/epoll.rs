@@ -32,6 +32,8 @@ struct Down {
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
     writable: bool,
+    /// Registered for writability (only while bytes wait; see `sync_interest`).
+    w_interest: bool,
     shut_wr: bool,
     close: bool,
     serial: u64,
@@ -49,6 +51,8 @@ struct Up {
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
     writable: bool,
+    /// Registered for writability (while connecting or bytes wait).
+    w_interest: bool,
     shut_wr: bool,
     /// Detached with bytes still queued: close once they are sent.
     close_when_flushed: bool,
@@ -206,7 +210,7 @@ impl Worker {
             if self
                 .poll
                 .registry()
-                .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .register(&mut sock, Token(i), Interest::READABLE)
                 .is_err()
             {
                 self.free.push(i);
@@ -220,7 +224,8 @@ impl Worker {
                 up: None,
                 readable: false,
                 rdhup: false,
-                writable: false,
+                writable: true, // a fresh connection can take bytes
+                w_interest: false,
                 shut_wr: false,
                 close: false,
                 serial,
@@ -314,6 +319,41 @@ impl Worker {
         }
         out.to_up.clear();
         self.core.todo.push(i);
+        self.sync_interest(i);
+        if let Some(j) = up {
+            self.sync_interest(j);
+        }
+    }
+
+    /// Registers slot `i` for writability only while it needs it: bytes
+    /// queued, or a connect in progress. An idle socket is writable, and
+    /// edge-triggered EPOLLOUT would otherwise wake the loop for ACKs.
+    fn sync_interest(&mut self, i: usize) {
+        let (sock, i_have, want) = match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => (&mut d.sock, &mut d.w_interest, !d.q.is_empty()),
+            Some(Slot::Up(u)) => (
+                &mut u.sock,
+                &mut u.w_interest,
+                !u.q.is_empty() || !u.connected,
+            ),
+            _ => return,
+        };
+        if want == *i_have {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if self
+            .poll
+            .registry()
+            .reregister(sock, Token(i), interest)
+            .is_ok()
+        {
+            *i_have = want;
+        }
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
@@ -350,6 +390,7 @@ impl Worker {
                     readable: false,
                     rdhup: false,
                     writable: false,
+                    w_interest: true,
                     shut_wr: false,
                     close_when_flushed: false,
                 }));
@@ -533,6 +574,7 @@ impl Worker {
             }
         }
         self.buf = buf;
+        self.sync_interest(j);
     }
 
     fn up_queue_empty(&self, up: Option<usize>) -> bool {
@@ -618,6 +660,7 @@ impl Worker {
             }
         }
         self.buf = buf;
+        self.sync_interest(i);
         self.arm(i);
     }
 
