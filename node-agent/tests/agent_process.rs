@@ -150,3 +150,52 @@ fn io_auto_falls_back_to_epoll_when_seccomp_blocks_io_uring() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("io_uring is not available"), "{err}");
 }
+
+/// 10,000 idle keep-alive client connections (each has finished one
+/// request) add at most 30 MiB to the agent's RSS.
+#[test]
+fn ten_thousand_idle_keep_alive_connections_fit_in_30_mib() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const CONNS: usize = 10_000;
+    // 10,000 sockets in this process and 10,000 in the agent (which
+    // inherits the limit): raise the soft fd limit if it is lower.
+    let lim = getrlimit(Resource::Nofile);
+    let want = (CONNS + 2_000) as u64;
+    if lim.current.is_some_and(|c| c < want) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: lim.maximum,
+            },
+        )
+        .expect("raising the soft RLIMIT_NOFILE to 12000 (the hard limit is lower)");
+    }
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(move |port, ring| config(port, &[p], "5s", ring), &[]);
+    // Warm: one connection, one request (pools and buffers exist).
+    let _ = request(agent.port, "GET /warm HTTP/1.1\r\nHost: t\r\n\r\n");
+    let pid = agent.child.id();
+    let before = vm(pid, "VmRSS:");
+    let mut conns = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        let mut s = connect(agent.port);
+        s.write_all(b"GET /idle HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut s, &mut Vec::new()).unwrap();
+        assert_eq!(r.status, 200);
+        conns.push(s);
+    }
+    let m = agent.metrics();
+    let line = format!("tailmesh_active_connections{{side=\"downstream\"}} {CONNS}");
+    assert!(m.contains(&line), "{line} not in metrics");
+    let after = vm(pid, "VmRSS:");
+    let added = after.saturating_sub(before);
+    eprintln!(
+        "{CONNS} idle keep-alive connections: RSS {before} -> {after} B, added {:.1} MiB ({} B each)",
+        added as f64 / (1 << 20) as f64,
+        added / CONNS as u64
+    );
+    assert!(added <= 30 << 20, "added {added} bytes");
+}
