@@ -37,11 +37,13 @@ use crate::worker::WorkerInit;
 
 /// Submission queue entries per ring.
 const ENTRIES: u32 = 1024;
-/// Provided receive buffers per worker, and their size (4 MiB in all).
-const BUF_COUNT: u16 = 256;
-const BUF_SIZE: usize = 16 * 1024;
+/// Provided receive buffers per worker, and their size (4 MiB in all,
+/// resident from the start). 32 KiB measured best for bulk transfer per
+/// CPU among 16/32/64 KiB (docs/BENCHMARKS.md).
+const BUF_COUNT: u16 = 128;
+const BUF_SIZE: usize = 32 * 1024;
 /// Received buffers a connection may hold before its recv is paused.
-const RX_CAP: usize = 8;
+const RX_CAP: usize = 4;
 /// Queued sends after which the other side stops being read.
 const TX_CAP: usize = 8;
 /// Idle upstream connections kept per endpoint.
@@ -105,6 +107,13 @@ pub struct Worker {
     free: Vec<usize>,
     pool: HashMap<SocketAddr, Vec<usize>>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Sockets whose recv stopped on an empty buffer ring: re-armed once
+    /// per loop turn, after the turn's buffers went back.
+    starved: Vec<usize>,
+    /// Sends of at least this many bytes use SendMsgZc (0: never). Off by
+    /// default: it measured slower here (docs/BENCHMARKS.md); set
+    /// `TAILMESH_URING_SENDZC_MIN=BYTES` to measure it again.
+    zc_min: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -182,6 +191,11 @@ impl Worker {
             free: Vec::new(),
             pool: HashMap::new(),
             cqes: Vec::with_capacity(256),
+            starved: Vec::new(),
+            zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         };
         for (idx, l) in listeners {
             let slot = w.alloc();
@@ -220,6 +234,12 @@ impl Worker {
             self.run_todo();
             self.fire_timers();
             self.bufs.publish();
+            for i in std::mem::take(&mut self.starved) {
+                if let Some(io) = self.io_mut(i) {
+                    io.starved = false;
+                }
+                self.arm_recv(i);
+            }
             if let Some(began) = self.core.drain_state() {
                 if began {
                     self.stop_accepting();
@@ -275,7 +295,7 @@ impl Worker {
             match user_data & 0xff {
                 OP_ACCEPT => self.on_accept(slot, res, flags),
                 OP_RECV => self.on_recv(slot, res, flags),
-                OP_SEND => self.on_send(slot, res),
+                OP_SEND => self.on_send(slot, res, flags),
                 OP_CONNECT => self.on_connect(slot, res),
                 _ => self.dec(slot), // link timeout or cancel
             }

@@ -87,11 +87,11 @@ impl Worker {
         self.core.todo.push(i);
     }
 
-    fn arm_recv(&mut self, i: usize) {
+    pub(super) fn arm_recv(&mut self, i: usize) {
         let Some(io) = self.io_mut(i) else {
             return;
         };
-        if io.recv_armed || io.closing || io.eof || io.err || io.rx.len() >= RX_CAP {
+        if io.recv_armed || io.starved || io.closing || io.eof || io.err || io.rx.len() >= RX_CAP {
             return;
         }
         io.recv_armed = true;
@@ -136,17 +136,42 @@ impl Worker {
             push(&mut self.ring, &e);
         }
         if nobufs {
+            io.starved = true;
+            let first = self.starved.is_empty();
+            self.starved.push(i);
             self.core.stats().driver(Driver::NoBufs, 1);
-            // Buffer ring empty: on the timeline as ring_full, b = 2.
-            let mut ev = Event::new(EventKind::RingFull, self.core.now);
-            ev.a = 1;
-            ev.b = 2;
-            self.core.event(&ev);
+            if first {
+                // Buffer ring empty: on the timeline as ring_full (b = 2),
+                // once per loop turn.
+                let mut ev = Event::new(EventKind::RingFull, self.core.now);
+                ev.a = 1;
+                ev.b = 2;
+                self.core.event(&ev);
+            }
         }
         self.core.todo.push(i);
     }
 
-    pub(super) fn on_send(&mut self, i: usize, res: i32) {
+    pub(super) fn on_send(&mut self, i: usize, res: i32, flags: u32) {
+        // Zero-copy sends complete twice: the result (with MORE), then a
+        // notification once the kernel no longer reads the buffers. The
+        // send counts as done (buffers released) only at the notification.
+        if let Some(io) = self.io_mut(i) {
+            if cqueue::notif(flags) {
+                match io.zc_sent.take() {
+                    Some(res) => return self.send_done(i, res),
+                    None => return self.dec(i),
+                }
+            }
+            if cqueue::more(flags) {
+                io.zc_sent = Some(res);
+                return;
+            }
+        }
+        self.send_done(i, res);
+    }
+
+    fn send_done(&mut self, i: usize, res: i32) {
         let (peer, is_down) = match self.slab.get(i) {
             Some(Slot::Down(d)) => (d.up, true),
             Some(Slot::Up(u)) => (u.owner, false),
@@ -223,11 +248,14 @@ impl Worker {
             return;
         };
         io.inflight += 1;
-        let e = opcode::SendMsg::new(Fd(io.sock.as_raw_fd()), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(ud(i, OP_SEND));
-        push(&mut self.ring, &e);
+        let fd = Fd(io.sock.as_raw_fd());
+        let flags = libc::MSG_NOSIGNAL as u32;
+        let e = if self.zc_min > 0 && io.sending_len() >= self.zc_min {
+            opcode::SendMsgZc::new(fd, msg).flags(flags).build()
+        } else {
+            opcode::SendMsg::new(fd, msg).flags(flags).build()
+        };
+        push(&mut self.ring, &e.user_data(ud(i, OP_SEND)));
     }
 
     pub(super) fn run_todo(&mut self) {

@@ -55,10 +55,15 @@ pub struct Io {
     pub sending: bool,
     /// Bytes the send in flight covers.
     sending_len: usize,
+    /// A zero-copy send reported this result; its buffers stay held until
+    /// the kernel's notification that it is done with them.
+    pub zc_sent: Option<i32>,
     /// A multishot recv is armed.
     pub recv_armed: bool,
     /// A cancel of the recv was asked for (its CQE is due).
     pub recv_cancelling: bool,
+    /// The recv stopped on an empty buffer ring (re-armed next turn).
+    pub starved: bool,
     /// The peer closed its side (recv returned 0).
     pub eof: bool,
     /// A receive or send failed.
@@ -91,8 +96,10 @@ impl Io {
             tx: VecDeque::new(),
             sending: false,
             sending_len: 0,
+            zc_sent: None,
             recv_armed: false,
             recv_cancelling: false,
+            starved: false,
             eof: false,
             err: false,
             reported: false,
@@ -109,6 +116,11 @@ impl Io {
     /// Nothing queued or in flight to send.
     pub fn tx_idle(&self) -> bool {
         self.tx.is_empty() && !self.sending
+    }
+
+    /// Bytes of the send in flight.
+    pub fn sending_len(&self) -> usize {
+        self.sending_len
     }
 
     /// Fills the `msghdr` for the next send and returns a pointer to it,
