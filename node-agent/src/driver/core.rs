@@ -3,8 +3,8 @@
 //! reusable action buffer, the timer heap and the connection gauges.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::IpAddr;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,12 @@ pub struct Core {
     pub ups: u64,
     drain_timeout_ns: u64,
     drain_deadline: Option<u64>,
+    /// Idle upstream connections (slots) by endpoint.
+    pool: HashMap<SocketAddr, Vec<usize>>,
 }
+
+/// Idle upstream connections kept per endpoint.
+const POOL_MAX: usize = 256;
 
 impl Core {
     /// Core state for a worker.
@@ -65,6 +70,7 @@ impl Core {
             ups: 0,
             drain_timeout_ns: init.drain_timeout_ns,
             drain_deadline: None,
+            pool: HashMap::new(),
             shared: init.shared,
         }
     }
@@ -141,6 +147,30 @@ impl Core {
             orig,
             self.shared.limits,
         ))
+    }
+
+    /// An idle pooled upstream slot for `addr`, counted as a reuse.
+    pub fn pool_take(&mut self, addr: SocketAddr) -> Option<usize> {
+        let j = self.pool.get_mut(&addr).and_then(Vec::pop)?;
+        self.stats().driver(Driver::PoolReuse, 1);
+        Some(j)
+    }
+
+    /// Pools upstream slot `j`; false if the endpoint's pool is full.
+    pub fn pool_put(&mut self, addr: SocketAddr, j: usize) -> bool {
+        let list = self.pool.entry(addr).or_default();
+        if list.len() >= POOL_MAX {
+            return false;
+        }
+        list.push(j);
+        true
+    }
+
+    /// Forgets slot `j` (being closed) if it is pooled.
+    pub fn pool_forget(&mut self, addr: SocketAddr, j: usize) {
+        if let Some(list) = self.pool.get_mut(&addr) {
+            list.retain(|&k| k != j);
+        }
     }
 
     /// Samples and writes the finished requests in `out`.

@@ -3,7 +3,6 @@
 //! timer heap. It only moves bytes and reports events to the sessions;
 //! every decision is in [`crate::proxy`].
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -19,8 +18,6 @@ use crate::worker::WorkerInit;
 
 /// Read buffer size (one per worker).
 const READ_BUF: usize = 64 * 1024;
-/// Idle upstream connections kept per endpoint.
-const POOL_MAX: usize = 256;
 
 #[derive(Debug)]
 struct Down {
@@ -73,7 +70,6 @@ pub struct Worker {
     poll: Poll,
     slab: Vec<Slot>,
     free: Vec<usize>,
-    pool: HashMap<SocketAddr, Vec<usize>>,
     buf: Vec<u8>,
 }
 
@@ -96,7 +92,6 @@ impl Worker {
             poll,
             slab: Vec::new(),
             free: Vec::new(),
-            pool: HashMap::new(),
             buf: vec![0; READ_BUF],
         };
         for (idx, l) in listeners {
@@ -357,8 +352,7 @@ impl Worker {
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
-        let pooled = self.pool.get_mut(&c.addr).and_then(Vec::pop);
-        if let Some(j) = pooled
+        if let Some(j) = self.core.pool_take(c.addr)
             && let Some(Slot::Up(u)) = self.slab.get_mut(j)
         {
             u.owner = Some(i);
@@ -366,7 +360,6 @@ impl Worker {
                 d.up = Some(j);
                 d.session.on_up_ready(self.core.now);
             }
-            self.core.stats().driver(Driver::PoolReuse, 1);
             return;
         }
         self.core.stats().driver(Driver::Connects, 1);
@@ -414,12 +407,8 @@ impl Worker {
             return;
         };
         u.owner = None;
-        if reuse && u.connected && u.q.is_empty() && !u.shut_wr {
-            let list = self.pool.entry(u.addr).or_default();
-            if list.len() < POOL_MAX {
-                list.push(j);
-                return;
-            }
+        if reuse && u.connected && u.q.is_empty() && !u.shut_wr && self.core.pool_put(u.addr, j) {
+            return;
         }
         if reuse && !u.q.is_empty() {
             // Bytes still in flight cannot be pooled: send them, then close.
@@ -436,9 +425,7 @@ impl Worker {
             .map(|s| std::mem::replace(s, Slot::Free))
         {
             let _ = self.poll.registry().deregister(&mut u.sock);
-            if let Some(list) = self.pool.get_mut(&u.addr) {
-                list.retain(|&k| k != j);
-            }
+            self.core.pool_forget(u.addr, j);
             if let Some(o) = u.owner
                 && let Some(Slot::Down(d)) = self.slab.get_mut(o)
                 && d.up == Some(j)

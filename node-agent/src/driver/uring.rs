@@ -17,7 +17,6 @@ mod bufs;
 mod conns;
 mod io;
 
-use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
@@ -46,8 +45,6 @@ const BUF_SIZE: usize = 32 * 1024;
 const RX_CAP: usize = 4;
 /// Queued sends after which the other side stops being read.
 const TX_CAP: usize = 8;
-/// Idle upstream connections kept per endpoint.
-const POOL_MAX: usize = 256;
 
 const OP_ACCEPT: u64 = 1;
 const OP_RECV: u64 = 2;
@@ -105,7 +102,6 @@ pub struct Worker {
     core: Core,
     slab: Vec<Slot>,
     free: Vec<usize>,
-    pool: HashMap<SocketAddr, Vec<usize>>,
     cqes: Vec<(u64, i32, u32)>,
     /// Sockets whose recv stopped on an empty buffer ring: re-armed once
     /// per loop turn, after the turn's buffers went back.
@@ -189,7 +185,6 @@ impl Worker {
             core: Core::new(init),
             slab: Vec::new(),
             free: Vec::new(),
-            pool: HashMap::new(),
             cqes: Vec::with_capacity(256),
             starved: Vec::new(),
             zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")

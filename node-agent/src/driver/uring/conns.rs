@@ -446,8 +446,7 @@ impl Worker {
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
-        let pooled = self.pool.get_mut(&c.addr).and_then(Vec::pop);
-        if let Some(j) = pooled
+        if let Some(j) = self.core.pool_take(c.addr)
             && let Some(Slot::Up(u)) = self.slab.get_mut(j)
         {
             u.owner = Some(i);
@@ -455,7 +454,6 @@ impl Worker {
                 d.up = Some(j);
                 d.session.on_up_ready(self.core.now);
             }
-            self.core.stats().driver(Driver::PoolReuse, 1);
             return;
         }
         self.core.stats().driver(Driver::Connects, 1);
@@ -518,12 +516,8 @@ impl Worker {
         };
         u.owner = None;
         let idle = u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err;
-        if reuse && u.connected && idle && !u.io.shut_wr {
-            let list = self.pool.entry(u.addr).or_default();
-            if list.len() < POOL_MAX {
-                list.push(j);
-                return;
-            }
+        if reuse && u.connected && idle && !u.io.shut_wr && self.core.pool_put(u.addr, j) {
+            return;
         }
         if reuse && !u.io.tx_idle() {
             u.close_when_flushed = true;
@@ -567,9 +561,7 @@ impl Worker {
             return;
         }
         let (addr, owner, connecting) = (u.addr, u.owner, u.connecting);
-        if let Some(list) = self.pool.get_mut(&addr) {
-            list.retain(|&k| k != j);
-        }
+        self.core.pool_forget(addr, j);
         if let Some(o) = owner
             && let Some(Slot::Down(d)) = self.slab.get_mut(o)
             && d.up == Some(j)
