@@ -1,6 +1,8 @@
 //! `tailmesh-bench compare`: the same upstream and the same load in front of
 //! each target, in one run: `direct` (no proxy), `nginx-origin` (nginx as the
-//! origin, the yardstick for our upstream), `agent-uring` / `agent-epoll`,
+//! origin, the yardstick for our upstream), `agent-uring` / `agent-epoll`
+//! (plus `agent-uring-norec`, recording off, and `agent-epoll-copy`, L4
+//! splice off),
 //! `haproxy` (http mode), `haproxy-tcp` (the same HAProxy's tcp-mode
 //! frontend, HTTP carried as L4) and `nginx`. Every proxy gets one worker thread. Targets run
 //! alternately over several rounds to cancel drift. Reported per target:
@@ -25,12 +27,13 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 8] = [
+const ALL_TARGETS: [&str; 9] = [
     "direct",
     "nginx-origin",
     "agent-uring",
     "agent-uring-norec",
     "agent-epoll",
+    "agent-epoll-copy",
     "haproxy",
     "haproxy-tcp",
     "nginx",
@@ -52,7 +55,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx-origin,agent-uring,agent-uring-norec,agent-epoll,haproxy,haproxy-tcp,nginx"
+        default_value = "direct,nginx-origin,agent-uring,agent-uring-norec,agent-epoll,agent-epoll-copy,haproxy,haproxy-tcp,nginx"
     )]
     targets: Vec<String>,
     /// Bytes per L4 bulk transfer, e.g. 256MiB (repeated for at least 1 s).
@@ -284,8 +287,9 @@ pub fn run(args: &Args) -> Result<()> {
                     _ => targets.push(target(name, http_port, Some(pid), upstream.pid(), None)),
                 }
             }
-            "agent-epoll" | "agent-uring" | "agent-uring-norec" => {
-                // agent-uring-norec: the same agent with recording off.
+            "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec" => {
+                // agent-uring-norec: the same agent with recording off;
+                // agent-epoll-copy: epoll with L4 splice off (copy loop).
                 let io = if name.contains("uring") {
                     "uring"
                 } else {
@@ -314,6 +318,10 @@ pub fn run(args: &Args) -> Result<()> {
                         .arg("--config")
                         .arg(&cfg_path)
                         .args(["--workers", "1", "--io", io, "--admin"])
+                        .env(
+                            "TAILMESH_EPOLL_SPLICE",
+                            if name.ends_with("-copy") { "0" } else { "1" },
+                        )
                         .arg(format!("127.0.0.1:{admin_port}"))
                         .stdout(Stdio::null())
                         .stderr(std::fs::File::create(&log)?),

@@ -12,9 +12,10 @@ pub fn request_head(data: &[u8]) -> u16 {
         max_headers: 32,
     };
     for limits in [Limits::default(), small] {
-        let _ = request::parse(data, &limits);
+        let _ = request::parse(data, &limits, &mut request::header_slots());
     }
-    let head = match request::parse(data, &Limits::default()) {
+    let mut slots = request::header_slots();
+    let head = match request::parse(data, &Limits::default(), &mut slots) {
         Err(r) => return r.status,
         Ok(None) => return 0,
         Ok(Some(h)) => h,
@@ -23,10 +24,11 @@ pub fn request_head(data: &[u8]) -> u16 {
     let meta = rewrite::upstream_head(
         &head,
         std::net::Ipv4Addr::LOCALHOST.into(),
-        || "fuzz".into(),
+        || *b"0123456789abcdef0123456789abcdef",
         &mut out,
     );
     // The rewritten head must itself parse and keep the same framing.
+    let mut slots2 = request::header_slots();
     let again = request::parse(
         &out,
         &Limits {
@@ -34,6 +36,7 @@ pub fn request_head(data: &[u8]) -> u16 {
             max_request_line: usize::MAX / 2,
             max_headers: 1000,
         },
+        &mut slots2,
     );
     if let Ok(Some(h2)) = &again {
         assert_eq!(h2.body, head.body, "rewrite changed the body framing");

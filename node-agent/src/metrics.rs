@@ -40,9 +40,13 @@ pub enum Driver {
     ConnectErrors = 7,
     /// Connections accepted.
     Accepted = 8,
+    /// L4 bytes moved with splice(2) (epoll driver), never seen by user space.
+    SplicedBytes = 9,
+    /// L4 tunnels that could not get a pipe and copied instead.
+    SpliceFallbacks = 10,
 }
 
-const DRIVER_NAMES: [&str; 9] = [
+const DRIVER_NAMES: [&str; 11] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -52,6 +56,8 @@ const DRIVER_NAMES: [&str; 9] = [
     "connects",
     "connect_errors",
     "accepted",
+    "spliced_bytes",
+    "splice_fallbacks",
 ];
 
 /// One worker's counters (single writer).

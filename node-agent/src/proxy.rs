@@ -137,10 +137,13 @@ impl IdGen {
         }
     }
 
-    /// The next id: 32 hex digits.
-    pub fn next_id(&mut self) -> String {
+    /// The next id: 32 lowercase hex digits, formatted without allocating.
+    pub fn next_id(&mut self) -> [u8; 32] {
         self.next += 1;
-        format!("{:016x}{:016x}", self.prefix, self.next)
+        let mut id = [0u8; 32];
+        crate::http1::hex16(self.prefix, &mut id[..16]);
+        crate::http1::hex16(self.next, &mut id[16..]);
+        id
     }
 }
 

@@ -8,7 +8,8 @@ use node_agent::http1::{Limits, chunked, request};
 
 /// The status the agent would answer with (200 = forwarded).
 fn verdict(raw: &[u8]) -> u16 {
-    let head = match request::parse(raw, &Limits::default()) {
+    let mut slots = request::header_slots();
+    let head = match request::parse(raw, &Limits::default(), &mut slots) {
         Err(r) => return r.status,
         Ok(None) => return 0, // incomplete: the test corpus has only complete requests
         Ok(Some(h)) => h,

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -45,7 +46,40 @@ pub struct Core {
     drain_timeout_ns: u64,
     drain_deadline: Option<u64>,
     /// Idle upstream connections (slots) by endpoint.
-    pool: HashMap<SocketAddr, Vec<usize>>,
+    pool: HashMap<SocketAddr, Vec<usize>, BuildHasherDefault<AddrHasher>>,
+}
+
+/// A multiply-rotate hasher for pool keys. The keys are endpoint addresses
+/// from the config, not from clients, so a keyed (SipHash) hasher buys no
+/// flooding resistance here; this one costs a few cycles per lookup instead
+/// of a few dozen, and the pool is looked up twice per request.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Idle upstream connections kept per endpoint.
@@ -70,7 +104,7 @@ impl Core {
             ups: 0,
             drain_timeout_ns: init.drain_timeout_ns,
             drain_deadline: None,
-            pool: HashMap::new(),
+            pool: HashMap::default(),
             shared: init.shared,
         }
     }

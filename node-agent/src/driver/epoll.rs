@@ -16,6 +16,9 @@ use crate::metrics::Driver;
 use crate::proxy::{Connect, Cx, Out, Session};
 use crate::worker::WorkerInit;
 
+mod splice;
+use splice::{Pipes, Tunnel};
+
 /// Read buffer size (one per worker).
 const READ_BUF: usize = 64 * 1024;
 
@@ -35,6 +38,15 @@ struct Down {
     close: bool,
     serial: u64,
     armed: Option<u64>,
+    /// Set once the tunnel is spliced (bytes bypass user space).
+    tunnel: Option<Box<Tunnel>>,
+}
+
+impl Down {
+    /// Bytes still owed to the client: queued, or sitting in a pipe.
+    fn owes_bytes(&self) -> bool {
+        !self.q.is_empty() || self.tunnel.as_ref().is_some_and(|t| t.pending_down())
+    }
 }
 
 #[derive(Debug)]
@@ -53,6 +65,8 @@ struct Up {
     shut_wr: bool,
     /// Detached with bytes still queued: close once they are sent.
     close_when_flushed: bool,
+    /// Read 0 (FIN): read no more (a tunnel may still write).
+    eof: bool,
 }
 
 #[derive(Debug)]
@@ -71,6 +85,7 @@ pub struct Worker {
     slab: Vec<Slot>,
     free: Vec<usize>,
     buf: Vec<u8>,
+    pipes: Pipes,
 }
 
 fn setup(what: &str) -> impl FnOnce(io::Error) -> DriverError + '_ {
@@ -93,6 +108,7 @@ impl Worker {
             slab: Vec::new(),
             free: Vec::new(),
             buf: vec![0; READ_BUF],
+            pipes: Pipes::from_env(),
         };
         for (idx, l) in listeners {
             let mut l = TcpListener::from_std(l);
@@ -225,6 +241,7 @@ impl Worker {
                 close: false,
                 serial,
                 armed: None,
+                tunnel: None,
             }));
             self.core.downs += 1;
             self.with_session(i, &[], |s, cx, out| s.start(cx, out));
@@ -324,12 +341,22 @@ impl Worker {
     /// queued, or a connect in progress. An idle socket is writable, and
     /// edge-triggered EPOLLOUT would otherwise wake the loop for ACKs.
     fn sync_interest(&mut self, i: usize) {
+        let spliced_up = match self.slab.get(i) {
+            Some(Slot::Up(u)) => match u.owner.and_then(|o| self.slab.get(o)) {
+                Some(Slot::Down(d)) => d.tunnel.as_ref().is_some_and(|t| t.pending_up()),
+                _ => false,
+            },
+            _ => false,
+        };
         let (sock, i_have, want) = match self.slab.get_mut(i) {
-            Some(Slot::Down(d)) => (&mut d.sock, &mut d.w_interest, !d.q.is_empty()),
+            Some(Slot::Down(d)) => {
+                let want = d.owes_bytes();
+                (&mut d.sock, &mut d.w_interest, want)
+            }
             Some(Slot::Up(u)) => (
                 &mut u.sock,
                 &mut u.w_interest,
-                !u.q.is_empty() || !u.connected,
+                !u.q.is_empty() || !u.connected || spliced_up,
             ),
             _ => return,
         };
@@ -386,6 +413,7 @@ impl Worker {
                     w_interest: true,
                     shut_wr: false,
                     close_when_flushed: false,
+                    eof: false,
                 }));
                 self.core.ups += 1;
                 if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
@@ -481,6 +509,14 @@ impl Worker {
     /// Moves bytes on upstream `j`: flush its queue, read while the
     /// downstream can take more.
     fn pump_up(&mut self, j: usize) {
+        if let Some(Slot::Up(u)) = self.slab.get(j)
+            && let Some(o) = u.owner
+            && let Some(Slot::Down(d)) = self.slab.get(o)
+            && d.tunnel.is_some()
+        {
+            self.core.todo.push(o); // a spliced tunnel is pumped from its downstream
+            return;
+        }
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(Slot::Up(u)) = self.slab.get_mut(j) {
             if !u.connected {
@@ -516,7 +552,7 @@ impl Worker {
                 break;
             };
             let owner = u.owner;
-            if !u.readable {
+            if !u.readable || u.eof {
                 break;
             }
             if owner.is_some() && !self.owner_queue_empty(owner) {
@@ -537,8 +573,15 @@ impl Worker {
                 }
                 Ok(0) => {
                     u.readable = false;
+                    u.eof = true;
                     let o = owner.unwrap_or(usize::MAX);
-                    self.close_up(j);
+                    // A tunnel's upstream half-closed: keep it for the
+                    // client's remaining bytes (the session releases it).
+                    let half =
+                        matches!(self.slab.get(o), Some(Slot::Down(d)) if d.session.is_tunnel());
+                    if !half {
+                        self.close_up(j);
+                    }
                     self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, false, out));
                     break;
                 }
@@ -593,7 +636,7 @@ impl Worker {
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;
             };
-            if d.q.is_empty() {
+            if !d.owes_bytes() {
                 let mut out = self.core.take_out();
                 d.session.on_down_flushed(self.core.now, &mut out);
                 self.core.record_all(&mut out);
@@ -608,6 +651,16 @@ impl Worker {
                 if d.shut_wr {
                     let _ = d.sock.shutdown(Shutdown::Write);
                 }
+            }
+            let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+                break;
+            };
+            if d.tunnel.is_some() {
+                self.splice_pump(i);
+                break;
+            }
+            if self.try_start_splice(i) {
+                continue;
             }
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;

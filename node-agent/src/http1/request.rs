@@ -3,7 +3,7 @@
 use super::{Limits, Reject};
 use ringlog::Reason;
 
-pub use super::MAX_HEADERS;
+pub use super::{HeaderSlots, MAX_HEADERS, header_slots};
 use super::{content_length, token_list};
 
 /// How the request body is delimited.
@@ -28,8 +28,7 @@ pub struct RequestHead<'a> {
     pub target: &'a str,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    headers: [httparse::Header<'a>; MAX_HEADERS],
-    count: usize,
+    headers: &'a [httparse::Header<'a>],
     /// Body framing.
     pub body: Body,
     /// The client wants the connection closed after this exchange.
@@ -43,7 +42,7 @@ pub struct RequestHead<'a> {
 impl<'a> RequestHead<'a> {
     /// The header fields in order.
     pub fn headers(&self) -> &[httparse::Header<'a>] {
-        &self.headers[..self.count]
+        self.headers
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -58,8 +57,12 @@ impl<'a> RequestHead<'a> {
 /// Parses and vets the request head at the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, read more (and call again). `Err`: refuse with
-/// the given status and close the connection.
-pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, Reject> {
+/// the given status and close the connection. The fields land in `slots`.
+pub fn parse<'h, 'b: 'h>(
+    buf: &'b [u8],
+    limits: &Limits,
+    slots: &'h mut HeaderSlots<'b>,
+) -> Result<Option<RequestHead<'h>>, Reject> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     match line_end {
         Some(i) if i > limits.max_request_line + 1 => return Err(uri_too_long()),
@@ -77,18 +80,19 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<RequestHead<'a
         return Err(head_too_large());
     }
     check_line_endings(&buf[..head_len], true)?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = req.parse(&buf[..head_len]).map_err(|e| match e {
-        httparse::Error::TooManyHeaders => head_too_large(),
-        httparse::Error::HeaderName => {
-            Reject::bad("invalid header name (bad byte, space before ':' or obs-fold)")
-        }
-        httparse::Error::HeaderValue => Reject::bad("invalid byte in a header value"),
-        httparse::Error::Version => Reject::bad("unsupported or malformed HTTP version"),
-        httparse::Error::Token => Reject::bad("invalid method"),
-        _ => Reject::bad("malformed request head"),
-    })?;
+    let mut req = httparse::Request::new(&mut []);
+    let status = req
+        .parse_with_uninit_headers(&buf[..head_len], slots)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => head_too_large(),
+            httparse::Error::HeaderName => {
+                Reject::bad("invalid header name (bad byte, space before ':' or obs-fold)")
+            }
+            httparse::Error::HeaderValue => Reject::bad("invalid byte in a header value"),
+            httparse::Error::Version => Reject::bad("unsupported or malformed HTTP version"),
+            httparse::Error::Token => Reject::bad("invalid method"),
+            _ => Reject::bad("malformed request head"),
+        })?;
     if !status.is_complete() {
         return Ok(None);
     }
@@ -97,8 +101,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<RequestHead<'a
         req.path.unwrap_or(""),
         req.version.unwrap_or(1),
     );
-    let count = req.headers.len();
-    if count > limits.max_headers {
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    if headers.len() > limits.max_headers {
         return Err(head_too_large());
     }
     let mut head = RequestHead {
@@ -107,7 +111,6 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<RequestHead<'a
         target,
         minor,
         headers,
-        count,
         body: Body::None,
         close: minor == 0,
         expect_continue: false,
@@ -247,7 +250,8 @@ mod tests {
     use super::*;
 
     fn ok(raw: &[u8]) -> RequestHead<'_> {
-        match parse(raw, &Limits::default()) {
+        // Leaked so the head can outlive this helper; tests only.
+        match parse(raw, &Limits::default(), Box::leak(Box::new(header_slots()))) {
             Ok(Some(h)) => h,
             other => panic!(
                 "{:?} for {:?}",
@@ -258,7 +262,7 @@ mod tests {
     }
 
     fn status(raw: &[u8]) -> u16 {
-        match parse(raw, &Limits::default()) {
+        match parse(raw, &Limits::default(), &mut header_slots()) {
             Err(r) => r.status,
             Ok(Some(_)) => 200,
             Ok(None) => 0,
@@ -324,9 +328,13 @@ mod tests {
             max_headers: 4,
         };
         assert_eq!(
-            parse(b"GET /aaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n", &small)
-                .unwrap_err()
-                .status,
+            parse(
+                b"GET /aaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n",
+                &small,
+                &mut header_slots()
+            )
+            .unwrap_err()
+            .status,
             414
         );
     }

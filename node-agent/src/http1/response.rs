@@ -8,7 +8,7 @@ use ringlog::Reason;
 
 use super::{Limits, Reject};
 
-pub use super::MAX_HEADERS;
+pub use super::{HeaderSlots, MAX_HEADERS, header_slots};
 use super::{content_length, token_list};
 
 /// How a response body is delimited (RFC 9112 section 6.3).
@@ -33,8 +33,7 @@ pub struct ResponseHead<'a> {
     pub status: u16,
     /// Reason phrase.
     pub reason: &'a str,
-    headers: [httparse::Header<'a>; MAX_HEADERS],
-    count: usize,
+    headers: &'a [httparse::Header<'a>],
     /// Body framing.
     pub body: Body,
     /// The upstream will close after this response.
@@ -44,7 +43,7 @@ pub struct ResponseHead<'a> {
 impl<'a> ResponseHead<'a> {
     /// Header fields in order.
     pub fn headers(&self) -> &[httparse::Header<'a>] {
-        &self.headers[..self.count]
+        self.headers
     }
 }
 
@@ -58,11 +57,12 @@ fn bad_upstream(detail: &'static str) -> Reject {
 
 /// Parses and vets an upstream response head to a request with method
 /// `method`. `Ok(None)`: read more.
-pub fn parse<'a>(
-    buf: &'a [u8],
+pub fn parse<'h, 'b: 'h>(
+    buf: &'b [u8],
     method: &str,
     limits: &Limits,
-) -> Result<Option<ResponseHead<'a>>, Reject> {
+    slots: &'h mut HeaderSlots<'b>,
+) -> Result<Option<ResponseHead<'h>>, Reject> {
     let framing = |e: Reject| bad_upstream(e.detail);
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
         if buf.len() > limits.max_head {
@@ -76,9 +76,10 @@ pub fn parse<'a>(
     }
     let head = &buf[..end];
     super::request::check_line_endings(head, true).map_err(framing)?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, head, slots)
+    {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(bad_upstream("malformed response head")),
@@ -86,7 +87,7 @@ pub fn parse<'a>(
     let status = resp.code.unwrap_or(0);
     let minor = resp.version.unwrap_or(1);
     let reason = resp.reason.unwrap_or("");
-    let count = resp.headers.len();
+    let headers: &'h [httparse::Header<'b>] = resp.headers;
     if !(100..=599).contains(&status) {
         return Err(bad_upstream("status code out of range"));
     }
@@ -95,7 +96,6 @@ pub fn parse<'a>(
         status,
         reason,
         headers,
-        count,
         body: Body::None,
         close: minor == 0,
     };
@@ -157,7 +157,11 @@ const HOP_BY_HOP: [&str; 5] = [
 /// `connection: close` when the downstream connection closes afterwards.
 /// A close-delimited body is forwarded close-delimited.
 pub fn downstream_head(resp: &ResponseHead<'_>, close: bool, out: &mut Vec<u8>) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::write_u64(u64::from(resp.status), out);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for h in resp.headers() {
         if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
             continue;
@@ -214,7 +218,13 @@ mod tests {
     use super::*;
 
     fn p<'a>(raw: &'a [u8], method: &str) -> Result<Option<ResponseHead<'a>>, Reject> {
-        parse(raw, method, &Limits::default())
+        // Leaked so the head can outlive this helper; tests only.
+        parse(
+            raw,
+            method,
+            &Limits::default(),
+            Box::leak(Box::new(header_slots())),
+        )
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! `traceparent` passes through; its trace id, or else a hash of
 //! `x-request-id`, is the sampling key.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use super::request::{Body, RequestHead};
@@ -25,8 +24,6 @@ const HOP_BY_HOP: [&str; 8] = [
 /// What the rewrite decided about the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
-    /// The request id sent upstream (received or generated).
-    pub request_id: String,
     /// The id was generated here.
     pub generated_id: bool,
     /// Sampling key: hash of the W3C trace id, else of the request id.
@@ -38,10 +35,13 @@ pub struct Meta {
 pub fn upstream_head(
     head: &RequestHead<'_>,
     client: IpAddr,
-    new_id: impl FnOnce() -> String,
+    new_id: impl FnOnce() -> [u8; 32],
     out: &mut Vec<u8>,
 ) -> Meta {
-    let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     // Fields named in Connection are hop-by-hop too.
     let connection_named: Vec<&[u8]> = head
         .headers()
@@ -83,23 +83,31 @@ pub fn upstream_head(
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client}\r\n");
-    let (request_id, generated_id) = match request_id {
-        Some(v) => (String::from_utf8_lossy(v).into_owned(), false),
+    super::write_ip(client, out);
+    out.extend_from_slice(b"\r\n");
+    let generated;
+    let id_hash = match request_id {
+        Some(v) => {
+            generated = None;
+            ringlog::sampler::hash_bytes(v)
+        }
         None => {
             let id = new_id();
-            let _ = write!(out, "x-request-id: {id}\r\n");
-            (id, true)
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(&id);
+            out.extend_from_slice(b"\r\n");
+            generated = Some(id);
+            ringlog::sampler::hash_bytes(&id)
         }
     };
     out.extend_from_slice(b"\r\n");
+    let generated_id = generated.is_some();
     let sampling_hash = head
         .header("traceparent")
         .and_then(trace_id)
         .map(|id| ringlog::sampler::hash_trace_id(&id))
-        .unwrap_or_else(|| ringlog::sampler::hash_bytes(request_id.as_bytes()));
+        .unwrap_or(id_hash);
     Meta {
-        request_id,
         generated_id,
         sampling_hash,
     }
@@ -126,12 +134,15 @@ mod tests {
     use crate::http1::{Limits, request};
 
     fn rewrite(raw: &[u8]) -> (String, Meta) {
-        let head = request::parse(raw, &Limits::default()).unwrap().unwrap();
+        let mut slots = request::header_slots();
+        let head = request::parse(raw, &Limits::default(), &mut slots)
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
         let meta = upstream_head(
             &head,
             "10.1.2.3".parse().unwrap(),
-            || "gen-1".into(),
+            || *b"00000000000000000000000000000001",
             &mut out,
         );
         (String::from_utf8(out).unwrap(), meta)
@@ -159,7 +170,7 @@ TE: trailers\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.1.1.1\r\nx-forw
             "{h}"
         );
         assert!(h.contains("Accept: */*\r\n"));
-        assert!(h.contains("x-request-id: gen-1\r\n"));
+        assert!(h.contains("x-request-id: 00000000000000000000000000000001\r\n"));
         assert!(m.generated_id);
         assert!(h.ends_with("\r\n\r\n"));
     }
@@ -171,8 +182,9 @@ TE: trailers\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.1.1.1\r\nx-forw
             format!("GET / HTTP/1.1\r\nHost: s\r\nX-Request-Id: abc\r\ntraceparent: {tp}\r\n\r\n");
         let (h, m) = rewrite(raw.as_bytes());
         assert!(h.contains(&format!("traceparent: {tp}\r\n")));
-        assert!(!h.contains("gen-1"));
-        assert_eq!((m.request_id.as_str(), m.generated_id), ("abc", false));
+        assert!(!h.contains("00000000000000000000000000000001"));
+        assert!(!m.generated_id);
+        assert!(h.contains("X-Request-Id: abc\r\n"), "{h}");
         let id = trace_id(tp.as_bytes()).unwrap();
         assert_eq!(m.sampling_hash, ringlog::sampler::hash_trace_id(&id));
         // Without traceparent the request id is the key: same id, same key everywhere.

@@ -186,6 +186,35 @@ impl Session {
         self.closing
     }
 
+    /// True while the session is a plain two-way byte pipe with nothing held
+    /// back and neither side closed: an L4 connection or an upgraded tunnel
+    /// whose upstream is connected. A driver may then move the bytes itself
+    /// (splice) without showing them to the session, provided it reports
+    /// upstream bytes with [`Session::on_tunnel_up_bytes`] and EOFs as usual.
+    pub fn is_raw_tunnel(&self) -> bool {
+        !self.closing
+            && self.hold_down.is_empty()
+            && self.hold_up.is_empty()
+            && matches!(&self.ex, Some(ex) if ex.tunnel && ex.up_ready && !ex.down_eof && !ex.up_eof)
+    }
+
+    /// True while the exchange is a tunnel (L4 or upgraded). Its upstream
+    /// stays open after the upstream's FIN: the client may still send on
+    /// its half, so drivers keep the socket until the session releases it.
+    pub fn is_tunnel(&self) -> bool {
+        matches!(&self.ex, Some(ex) if ex.tunnel)
+    }
+
+    /// Upstream bytes of a raw tunnel were moved by the driver at `now`
+    /// (first byte mark for the record).
+    pub fn on_tunnel_up_bytes(&mut self, now: u64) {
+        if let Some(ex) = &mut self.ex
+            && ex.marks.first_byte == 0
+        {
+            ex.marks.first_byte = now;
+        }
+    }
+
     /// Whether the driver should read more downstream bytes now.
     pub fn wants_down_data(&self) -> bool {
         if self.closing || self.down_eof {
@@ -288,7 +317,8 @@ impl Session {
                 continue;
             }
             let Some(ex) = &mut self.ex else {
-                match request::parse(&buf[pos..], &cx.snap.limits) {
+                let mut slots = request::header_slots();
+                match request::parse(&buf[pos..], &cx.snap.limits, &mut slots) {
                     Ok(None) => return pos,
                     Err(rej) => {
                         self.reject_head(cx.now, &rej, out);

@@ -123,7 +123,10 @@ impl Worker {
             }
         } else if res == 0 {
             io.eof = true;
-        } else if res != -libc::ECANCELED && !nobufs {
+        } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
+        {
+            // EAGAIN/EINTR end a multishot recv without failing the socket
+            // (it is re-armed by its pump), as cancel and ENOBUFS do.
             io.err = true;
         }
         if io.recv_armed && !io.recv_cancelling && io.rx.len() >= RX_CAP {
@@ -183,6 +186,15 @@ impl Worker {
             _ => return,
         };
         io.inflight = io.inflight.saturating_sub(1);
+        // On a non-blocking socket, the retry io_uring makes after its poll
+        // wake-up can still find the send buffer full and complete with
+        // EAGAIN: nothing was sent, so it is a short send of 0 bytes and the
+        // queue is sent again (the next attempt arms a poll again).
+        let res = if res == -libc::EAGAIN || res == -libc::EINTR {
+            0
+        } else {
+            res
+        };
         let short = if res < 0 {
             io.sending = false;
             io.err = true;
@@ -369,7 +381,13 @@ impl Worker {
             } else if (u.io.eof || u.io.err) && !u.io.reported {
                 u.io.reported = true;
                 let reset = u.io.err;
-                self.close_up(j);
+                // A tunnel's upstream half-closed: keep it for the client's
+                // remaining bytes; the session releases it when both are done.
+                let half = !reset
+                    && matches!(self.slab.get(o), Some(Slot::Down(d)) if d.session.is_tunnel());
+                if !half {
+                    self.close_up(j);
+                }
                 self.with_session(o, |s, cx, out| s.on_up_eof(cx, reset, out));
                 return;
             } else {

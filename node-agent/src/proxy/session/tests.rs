@@ -287,6 +287,7 @@ fn upgrade_becomes_a_tunnel_with_half_close() {
     assert!(H::text(&h.down).ends_with("\r\n\r\nhi"));
     h.down(b"raw client bytes");
     assert!(H::text(&h.up).ends_with("raw client bytes"));
+    assert!(h.s.is_tunnel() && h.s.is_raw_tunnel());
     let mut shut = false;
     h.run(b"", |s, cx, out| {
         s.on_down_eof(cx, out);
@@ -313,6 +314,26 @@ fn auto_listener_sniffs_tcp_and_tunnels() {
     let r = h.records[0].record;
     assert!(r.flags.has(Flags::L4));
     assert_eq!(r.phases_ns.iter().sum::<u64>(), r.total_ns);
+}
+
+#[test]
+fn raw_tunnel_only_once_connected_and_until_an_eof() {
+    let mut h = H::new(Protocol::Auto);
+    assert!(!h.s.is_raw_tunnel(), "sniffing is not a tunnel yet");
+    h.down(b"\x16\x03\x01 not http");
+    assert!(h.s.is_tunnel() && !h.s.is_raw_tunnel(), "not connected yet");
+    h.ready();
+    assert!(h.s.is_raw_tunnel());
+    // Bytes moved by the driver (splice) still mark the first byte.
+    h.now += 50;
+    h.s.on_tunnel_up_bytes(h.now);
+    h.run(b"", |s, cx, out| s.on_up_eof(cx, false, out));
+    assert!(h.s.is_tunnel() && !h.s.is_raw_tunnel(), "half-closed");
+    h.run(b"", |s, cx, out| s.on_down_eof(cx, out));
+    let r = h.records[0].record;
+    assert!(r.phases_ns[3] > 0, "first byte phase {:?}", r.phases_ns);
+    assert_eq!(r.phases_ns.iter().sum::<u64>(), r.total_ns);
+    assert!(!h.s.is_tunnel());
 }
 
 #[test]

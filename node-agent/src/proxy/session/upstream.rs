@@ -90,7 +90,8 @@ impl Session {
                     } else {
                         "GET"
                     };
-                    match response::parse(&buf[pos..], method, &cx.snap.limits) {
+                    let mut slots = response::header_slots();
+                    match response::parse(&buf[pos..], method, &cx.snap.limits, &mut slots) {
                         Ok(None) => return pos,
                         Err(rej) => {
                             self.bad_upstream(cx, rej.status, rej.reason, rej.detail, out);
