@@ -1,10 +1,13 @@
 //! `ringlog`: reads the tailmesh flight recorder, also while the agent is
 //! writing it. `stat` summarises the file, `tail` prints records and events
-//! with names resolved. The analysis commands (`hist`, `spikes`, `why`,
-//! `export`, `report`) come with issue #5.
+//! with names resolved; `hist`, `spikes`, `why` and `export` analyse it
+//! (weighted by each record's 1/p, streaming, offline).
 
+mod analyze;
+mod select;
 mod show;
 mod stat;
+mod table;
 mod tail;
 
 use std::path::PathBuf;
@@ -56,6 +59,45 @@ enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Count, rate and p50/p90/p99/p99.9/max per group, weighted by 1/p.
+    Hist {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        select: select::Select,
+        /// Group by these dimensions, comma separated (route, cluster,
+        /// endpoint, type, worker, status, reason, generation, phase).
+        #[arg(long, default_value = "route")]
+        by: String,
+    },
+    /// Windows where a latency quantile exceeded FACTOR x its trailing baseline.
+    Spikes {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        select: select::Select,
+        #[command(flatten)]
+        args: analyze::SpikeArgs,
+    },
+    /// What the slow tail of a spike (or a window) comes from, with a verdict.
+    Why {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        select: select::Select,
+        #[command(flatten)]
+        args: analyze::WhyArgs,
+    },
+    /// Records and events as JSON lines or CSV.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        select: select::Select,
+        /// json (one object per line) or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +109,24 @@ fn main() -> ExitCode {
             lines,
             follow,
         } => tail::run(&common.ring, common.json, lines, follow),
+        Command::Hist { common, select, by } => {
+            analyze::hist(&common.ring, common.json, &select, &by)
+        }
+        Command::Spikes {
+            common,
+            select,
+            args,
+        } => analyze::spikes(&common.ring, common.json, &select, &args),
+        Command::Why {
+            common,
+            select,
+            args,
+        } => analyze::why(&common.ring, common.json, &select, &args),
+        Command::Export {
+            common,
+            select,
+            format,
+        } => analyze::export(&common.ring, &select, &format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 //! The byte-level format is documented in `docs/RINGLOG.md`; [`format`] is
 //! its single source of truth in code.
 
+pub mod analyze;
 pub mod clock;
 pub mod format;
 pub mod fuzzing;

@@ -1,0 +1,118 @@
+//! Offline analysis of a ring: weighted histograms by dimension, P999 spike
+//! detection and slow-tail attribution. Everything here is sans-IO: it takes
+//! decoded records and events (in time order, as [`crate::RingView::snapshot`]
+//! yields them) and keeps bounded state, never a Vec of every record.
+
+pub mod filter;
+pub mod hist;
+pub mod qhist;
+pub mod spikes;
+pub mod why;
+
+pub use filter::{Filter, FilterError};
+pub use qhist::{Quantile, WHist};
+
+use crate::record::{PHASES, Phase, Record};
+
+/// A dimension records can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Dim {
+    /// Route name id.
+    Route,
+    /// Cluster name id.
+    Cluster,
+    /// Endpoint name id.
+    Endpoint,
+    /// Request type id.
+    Type,
+    /// Worker (shard index).
+    Worker,
+    /// HTTP status (0 for L4).
+    Status,
+    /// Local reason code.
+    Reason,
+    /// Config generation.
+    Generation,
+    /// The phase that took longest.
+    Phase,
+}
+
+impl Dim {
+    /// Every dimension, in report order.
+    pub const ALL: [Dim; 9] = [
+        Dim::Route,
+        Dim::Cluster,
+        Dim::Endpoint,
+        Dim::Type,
+        Dim::Worker,
+        Dim::Status,
+        Dim::Reason,
+        Dim::Generation,
+        Dim::Phase,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Route => "route",
+            Dim::Cluster => "cluster",
+            Dim::Endpoint => "endpoint",
+            Dim::Type => "type",
+            Dim::Worker => "worker",
+            Dim::Status => "status",
+            Dim::Reason => "reason",
+            Dim::Generation => "generation",
+            Dim::Phase => "phase",
+        }
+    }
+
+    /// Parses a dimension name (a few aliases accepted).
+    pub fn parse(s: &str) -> Option<Dim> {
+        Some(match s.trim() {
+            "route" => Dim::Route,
+            "cluster" => Dim::Cluster,
+            "endpoint" | "ep" => Dim::Endpoint,
+            "type" | "request_type" => Dim::Type,
+            "worker" | "shard" => Dim::Worker,
+            "status" => Dim::Status,
+            "reason" => Dim::Reason,
+            "generation" | "gen" => Dim::Generation,
+            "phase" => Dim::Phase,
+            _ => return None,
+        })
+    }
+
+    /// This record's value of the dimension; `shard` is the worker.
+    #[inline]
+    pub fn value(self, r: &Record, shard: u32) -> u64 {
+        match self {
+            Dim::Route => u64::from(r.route),
+            Dim::Cluster => u64::from(r.cluster),
+            Dim::Endpoint => u64::from(r.endpoint),
+            Dim::Type => u64::from(r.req_type),
+            Dim::Worker => u64::from(shard),
+            Dim::Status => u64::from(r.status),
+            Dim::Reason => u64::from(r.reason.code()),
+            Dim::Generation => u64::from(r.generation),
+            Dim::Phase => dominant_phase(r) as u64,
+        }
+    }
+}
+
+/// Index of the longest phase (ties: the earlier one).
+#[inline]
+pub fn dominant_phase(r: &Record) -> usize {
+    let mut best = 0;
+    for i in 1..PHASES {
+        if r.phases_ns[i] > r.phases_ns[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Name of phase index `i`.
+pub fn phase_name(i: usize) -> &'static str {
+    Phase::ALL.get(i).map_or("?", |p| p.name())
+}

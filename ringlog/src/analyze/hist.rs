@@ -1,0 +1,155 @@
+//! `hist --by DIM[,DIM]`: count, rate and weighted quantiles per group.
+
+use std::collections::HashMap;
+
+use super::{Dim, Quantile, WHist};
+use crate::record::Record;
+
+/// Quantiles reported per group.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// A group's figures.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The group's value of each `--by` dimension.
+    pub key: Vec<u64>,
+    /// Records kept (raw).
+    pub records: u64,
+    /// Requests they stand for (sum of weights).
+    pub requests: f64,
+    /// Requests per second over the analysed span.
+    pub rate: f64,
+    /// p50, p90, p99, p99.9.
+    pub quantiles: [Option<Quantile>; 4],
+    /// Largest duration.
+    pub max_ns: u64,
+    /// Kept records above each quantile; a quantile resting on fewer than
+    /// [`MIN_SUPPORT`] of them is flagged.
+    pub support: [u64; 4],
+}
+
+/// A quantile needs at least this many kept records at or above it to be
+/// reported without a warning.
+pub const MIN_SUPPORT: u64 = 10;
+
+/// Streaming group-by.
+#[derive(Debug, Clone)]
+pub struct Hist {
+    by: Vec<Dim>,
+    groups: HashMap<Vec<u64>, WHist>,
+    first_ns: u64,
+    last_ns: u64,
+    key: Vec<u64>,
+}
+
+impl Hist {
+    /// Groups by `by` (may be empty: one group of everything).
+    pub fn new(by: Vec<Dim>) -> Hist {
+        Hist {
+            key: Vec::with_capacity(by.len()),
+            by,
+            groups: HashMap::new(),
+            first_ns: u64::MAX,
+            last_ns: 0,
+        }
+    }
+
+    /// Adds one record.
+    #[inline]
+    pub fn add(&mut self, r: &Record, shard: u32) {
+        self.key.clear();
+        for d in &self.by {
+            self.key.push(d.value(r, shard));
+        }
+        match self.groups.get_mut(&self.key) {
+            Some(h) => h.add(r.total_ns, r.weight()),
+            None => {
+                let mut h = WHist::new();
+                h.add(r.total_ns, r.weight());
+                self.groups.insert(self.key.clone(), h);
+            }
+        }
+        self.first_ns = self.first_ns.min(r.start_ns);
+        self.last_ns = self.last_ns.max(r.end_ns());
+    }
+
+    /// Span of the records seen, ns.
+    pub fn span_ns(&self) -> u64 {
+        self.last_ns.saturating_sub(self.first_ns)
+    }
+
+    /// The groups, most requests first.
+    pub fn finish(&self) -> Vec<Group> {
+        let secs = (self.span_ns() as f64 / 1e9).max(1e-9);
+        let mut out: Vec<Group> = self
+            .groups
+            .iter()
+            .map(|(key, h)| {
+                let quantiles = QUANTILES.map(|q| h.quantile(q));
+                // Kept records at or above each estimate (bucket
+                // resolution), the support the estimate rests on.
+                let support = quantiles.map(|q| match q {
+                    Some(q) => support(h, q.ns),
+                    None => 0,
+                });
+                Group {
+                    key: key.clone(),
+                    records: h.raw,
+                    requests: h.weight,
+                    rate: h.weight / secs,
+                    quantiles,
+                    max_ns: h.max,
+                    support,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.requests.total_cmp(&a.requests).then(a.key.cmp(&b.key)));
+        out
+    }
+}
+
+/// Kept records at or above `v`: estimated from weights where records were
+/// sampled, which is what the warning is about.
+fn support(h: &WHist, v: u64) -> u64 {
+    if h.weight <= 0.0 {
+        return 0;
+    }
+    let above = h.weight_above(v.saturating_sub(1));
+    // Weighted mass above, scaled to raw records by the mean weight.
+    let mean_w = h.weight / h.raw as f64;
+    (above / mean_w).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_weights_and_rates() {
+        let mut h = Hist::new(vec![Dim::Route]);
+        for i in 0..1000u64 {
+            let r = Record {
+                start_ns: i * 1_000_000,
+                total_ns: 1_000 + i,
+                route: (i % 2) as u16,
+                sample_p: if i % 2 == 0 {
+                    crate::record::P_ONE
+                } else {
+                    16383
+                },
+                ..Record::default()
+            };
+            h.add(&r, 0);
+        }
+        let g = h.finish();
+        assert_eq!(g.len(), 2);
+        // Route 1 was sampled at p = 0.25: 500 records stand for 2000.
+        assert_eq!(g[0].key, vec![1]);
+        assert!((g[0].requests - 2000.0).abs() < 1e-6);
+        assert_eq!(g[0].records, 500);
+        assert!((g[1].requests - 500.0).abs() < 1e-6);
+        // One second of records.
+        assert!((g[0].rate - 2000.0 / h.span_ns() as f64 * 1e9).abs() < 1e-6);
+        assert!(g[1].quantiles[3].is_some());
+    }
+}
