@@ -438,7 +438,7 @@ impl Worker {
         if reuse && u.connected && u.q.is_empty() && !u.shut_wr && self.core.pool_put(u.addr, j) {
             return;
         }
-        if reuse && !u.q.is_empty() {
+        if (reuse || u.eof) && !u.q.is_empty() {
             // Bytes still in flight cannot be pooled: send them, then close.
             u.close_when_flushed = true;
             return;

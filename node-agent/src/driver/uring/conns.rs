@@ -537,7 +537,9 @@ impl Worker {
         if reuse && u.connected && idle && !u.io.shut_wr && self.core.pool_put(u.addr, j) {
             return;
         }
-        if reuse && !u.io.tx_idle() {
+        // Also a tunnel whose upstream already sent its FIN: what the client
+        // sent after it must still reach the upstream before the close.
+        if (reuse || u.io.eof) && !u.io.tx_idle() {
             u.close_when_flushed = true;
             return;
         }
