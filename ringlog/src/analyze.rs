@@ -39,7 +39,7 @@ pub enum Dim {
 }
 
 impl Dim {
-    /// Every dimension, in report order.
+    /// Every dimension, in report order; `ALL[d as usize] == d`.
     pub const ALL: [Dim; 9] = [
         Dim::Route,
         Dim::Cluster,
@@ -115,4 +115,17 @@ pub fn dominant_phase(r: &Record) -> usize {
 /// Name of phase index `i`.
 pub fn phase_name(i: usize) -> &'static str {
     Phase::ALL.get(i).map_or("?", |p| p.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dim;
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, d) in Dim::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+            assert_eq!(Dim::parse(d.name()), Some(*d));
+        }
+    }
 }

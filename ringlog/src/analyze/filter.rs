@@ -164,7 +164,10 @@ fn dim_value(d: Dim, v: &str, lookup: &dyn Fn(Dim, &str) -> Vec<u64>) -> Result<
             .ok_or_else(|| {
                 format!("`{v}` is not a phase (queue, connect, tls, first_byte, transfer, write)")
             }),
-        Dim::Worker if v.parse::<u64>().is_ok() => Ok(vec![v.parse::<u64>().unwrap_or(0)]),
+        Dim::Worker => Ok(match v.parse::<u64>() {
+            Ok(n) => vec![n],
+            Err(_) => lookup(d, v),
+        }),
         _ => Ok(lookup(d, v)),
     }
 }

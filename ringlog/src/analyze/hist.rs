@@ -89,7 +89,7 @@ impl Hist {
                 // Kept records at or above each estimate (bucket
                 // resolution), the support the estimate rests on.
                 let support = quantiles.map(|q| match q {
-                    Some(q) => support(h, q.ns),
+                    Some(q) => h.raw_above(q.ns.saturating_sub(1)),
                     None => 0,
                 });
                 Group {
@@ -106,18 +106,6 @@ impl Hist {
         out.sort_by(|a, b| b.requests.total_cmp(&a.requests).then(a.key.cmp(&b.key)));
         out
     }
-}
-
-/// Kept records at or above `v`: estimated from weights where records were
-/// sampled, which is what the warning is about.
-fn support(h: &WHist, v: u64) -> u64 {
-    if h.weight <= 0.0 {
-        return 0;
-    }
-    let above = h.weight_above(v.saturating_sub(1));
-    // Weighted mass above, scaled to raw records by the mean weight.
-    let mean_w = h.weight / h.raw as f64;
-    (above / mean_w).round() as u64
 }
 
 #[cfg(test)]

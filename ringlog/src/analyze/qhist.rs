@@ -186,6 +186,16 @@ impl WHist {
         }
     }
 
+    /// Kept records above `v` ns: the weight above it (bucket resolution)
+    /// scaled back to records by the mean weight.
+    pub fn raw_above(&self, v: u64) -> u64 {
+        if self.raw == 0 || self.weight <= 0.0 {
+            return 0;
+        }
+        let mean_w = self.weight / self.raw as f64;
+        (self.weight_above(v) / mean_w).round() as u64
+    }
+
     /// Weight of records above `v` ns (bucket resolution).
     pub fn weight_above(&self, v: u64) -> f64 {
         let i = index(v);

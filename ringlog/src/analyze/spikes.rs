@@ -151,7 +151,7 @@ impl Detector {
                 fallback
             };
             let qv = b.hist.quantile(q).map_or(0, |x| x.ns);
-            let above = raw_above(&b.hist, baseline);
+            let above = b.hist.raw_above(baseline);
             let spike = baseline > 0
                 && qv as f64 > self.p.factor * baseline as f64
                 && above >= MIN_BUCKET_RECORDS;
@@ -208,15 +208,6 @@ impl Detector {
         }
         out
     }
-}
-
-/// Kept records above `v` (bucket resolution, scaled by the mean weight).
-fn raw_above(h: &WHist, v: u64) -> u64 {
-    if h.raw == 0 {
-        return 0;
-    }
-    let mean_w = h.weight / h.raw as f64;
-    (h.weight_above(v) / mean_w).round() as u64
 }
 
 #[cfg(test)]

@@ -236,15 +236,14 @@ impl Attribution {
                 *acc += wt * p as f64;
             }
         }
-        for d in Dim::ALL {
-            self.by
-                .entry((d, d.value(r, shard)))
-                .or_default()
-                .add(window, slow, wt);
+        // Each dimension's value once (the phase one scans the phases).
+        let vals = Dim::ALL.map(|d| d.value(r, shard));
+        for (d, v) in Dim::ALL.into_iter().zip(vals) {
+            self.by.entry((d, v)).or_default().add(window, slow, wt);
         }
         for (i, (a, b)) in PAIRS.iter().enumerate() {
             self.pairs
-                .entry((i, a.value(r, shard), b.value(r, shard)))
+                .entry((i, vals[*a as usize], vals[*b as usize]))
                 .or_default()
                 .add(window, slow, wt);
         }
