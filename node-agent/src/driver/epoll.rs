@@ -272,6 +272,13 @@ impl Worker {
             && let Some(Slot::Down(d)) = self.slab.get_mut(i)
             && let Some(j) = d.up.take()
         {
+            // A half-close that comes with the release (a tunnel's client
+            // FIN after the upstream's) belongs to the released upstream.
+            if std::mem::take(&mut out.shutdown_up)
+                && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+            {
+                u.shut_wr = true;
+            }
             self.release_up(j, reuse);
         }
         let Some(Slot::Down(d)) = self.slab.get_mut(i) else {

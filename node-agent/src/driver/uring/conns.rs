@@ -361,6 +361,15 @@ impl Worker {
                 }
             }
             let Some(o) = u.owner else {
+                if u.close_when_flushed {
+                    // Released with bytes still queued (e.g. a tunnel whose
+                    // upstream FIN came first): its own EOF must not drop
+                    // them; the next send completion brings it back here.
+                    if u.io.err {
+                        self.close_up(j);
+                    }
+                    return;
+                }
                 // Idle in the pool: anything arriving means it is done.
                 if !u.io.rx.is_empty() || u.io.eof || u.io.err {
                     self.close_up(j);
@@ -434,6 +443,13 @@ impl Worker {
             && let Some(Slot::Down(d)) = self.slab.get_mut(i)
             && let Some(j) = d.up.take()
         {
+            // A half-close that comes with the release (a tunnel's client
+            // FIN after the upstream's) belongs to the released upstream.
+            if std::mem::take(&mut out.shutdown_up)
+                && let Some(Slot::Up(u)) = self.slab.get_mut(j)
+            {
+                u.io.shut_wr = true;
+            }
             self.release_up(j, reuse);
         }
         let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
