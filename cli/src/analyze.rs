@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::select::{Select, Selection, label, scan};
 use crate::table::Table;
 
-fn open(path: &Path) -> Result<RingReader> {
+pub(crate) fn open(path: &Path) -> Result<RingReader> {
     RingReader::open(path).with_context(|| format!("opening {}", path.display()))
 }
 
@@ -27,13 +27,13 @@ fn dims(by: &str) -> Result<Vec<Dim>> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             Dim::parse(s).with_context(|| {
-                format!("--by {s}: not a dimension (route, cluster, endpoint, type, worker, status, reason, generation, phase)")
+                format!("--by {s}: not a dimension (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase)")
             })
         })
         .collect()
 }
 
-fn wall(view: &RingView<'_>, mono: u64) -> String {
+pub(crate) fn wall(view: &RingView<'_>, mono: u64) -> String {
     ringlog::clock::rfc3339(view.header().wall_ns(mono))
 }
 
@@ -118,7 +118,7 @@ pub fn hist(path: &Path, json_out: bool, sel: &Select, by: &str) -> Result<()> {
     Ok(())
 }
 
-fn qname(q: f64) -> String {
+pub(crate) fn qname(q: f64) -> String {
     match q {
         x if (x - 0.999).abs() < 1e-9 => "p99.9".into(),
         x => format!("p{}", (x * 100.0).round()),
@@ -143,7 +143,7 @@ pub struct SpikeArgs {
 }
 
 impl SpikeArgs {
-    fn params(&self) -> Result<Params> {
+    pub(crate) fn params(&self) -> Result<Params> {
         if !(0.0..1.0).contains(&self.quantile) || self.quantile <= 0.0 {
             bail!("--quantile {}: must be between 0 and 1", self.quantile);
         }
@@ -296,12 +296,24 @@ pub fn explain(view: &RingView<'_>, s: &Selection, a: &WhyArgs) -> Result<Option
     if from >= to {
         bail!("the window is empty (--from is not before --to)");
     }
+    explain_window(view, s, p.quantile, base_len, (from, to)).map(Some)
+}
+
+/// `why` for the window `from..to` (monotonic ns) against the `base_len` ns
+/// before it.
+pub fn explain_window(
+    view: &RingView<'_>,
+    s: &Selection,
+    quantile: f64,
+    base_len: u64,
+    (from, to): (u64, u64),
+) -> Result<Why> {
     let w = Windows {
         from_ns: from,
         to_ns: to,
         base_from_ns: from.saturating_sub(base_len),
         base_to_ns: from,
-        quantile: p.quantile,
+        quantile,
     };
     let mut th = Threshold::new(w);
     scan(view, s, |r, _| th.add(r), |_, _| {});
@@ -324,11 +336,11 @@ pub fn explain(view: &RingView<'_>, s: &Selection, a: &WhyArgs) -> Result<Option
             }
         },
     );
-    Ok(Some(Why {
+    Ok(Why {
         windows: w,
         report: at.finish(wq),
         events,
-    }))
+    })
 }
 
 /// `ringlog why`.
@@ -357,7 +369,7 @@ pub fn why(path: &Path, json_out: bool, sel: &Select, a: &WhyArgs) -> Result<()>
     Ok(())
 }
 
-fn finding_label(names: &NameTable, f: &ringlog::analyze::why::Finding) -> String {
+pub(crate) fn finding_label(names: &NameTable, f: &ringlog::analyze::why::Finding) -> String {
     f.dims
         .iter()
         .zip(&f.values)
@@ -535,7 +547,7 @@ fn print_why(view: &RingView<'_>, names: &NameTable, w: &Why, verdict: &str) {
     println!("\n{verdict}");
 }
 
-fn signed(x: f64) -> String {
+pub(crate) fn signed(x: f64) -> String {
     if x < 0.0 {
         format!("-{}", format_ns((-x) as u64))
     } else {

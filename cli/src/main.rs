@@ -1,9 +1,10 @@
 //! `ringlog`: reads the tailmesh flight recorder, also while the agent is
 //! writing it. `stat` summarises the file, `tail` prints records and events
-//! with names resolved; `hist`, `spikes`, `why` and `export` analyse it
-//! (weighted by each record's 1/p, streaming, offline).
+//! with names resolved; `hist`, `spikes`, `why`, `export` and `report`
+//! analyse it (weighted by each record's 1/p, streaming, offline).
 
 mod analyze;
+mod report;
 mod select;
 mod show;
 mod stat;
@@ -66,7 +67,7 @@ enum Command {
         #[command(flatten)]
         select: select::Select,
         /// Group by these dimensions, comma separated (route, cluster,
-        /// endpoint, type, worker, status, reason, generation, phase).
+        /// endpoint, type, arm, worker, status, reason, generation, phase).
         #[arg(long, default_value = "route")]
         by: String,
     },
@@ -87,6 +88,16 @@ enum Command {
         select: select::Select,
         #[command(flatten)]
         args: analyze::WhyArgs,
+    },
+    /// A self-contained HTML page: latency plot with spike bands, rates,
+    /// each spike's attribution and verdict, the slowest requests.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        select: select::Select,
+        #[command(flatten)]
+        args: report::ReportArgs,
     },
     /// Records and events as JSON lines or CSV.
     Export {
@@ -122,6 +133,11 @@ fn main() -> ExitCode {
             select,
             args,
         } => analyze::why(&common.ring, common.json, &select, &args),
+        Command::Report {
+            common,
+            select,
+            args,
+        } => report::run(&common.ring, &select, &args),
         Command::Export {
             common,
             select,

@@ -194,6 +194,12 @@ pub fn label(names: &NameTable, d: Dim, v: u64) -> String {
         Dim::Status | Dim::Generation => v.to_string(),
         Dim::Reason => ringlog::Reason::from_code(v as u8).name().into_owned(),
         Dim::Phase => ringlog::analyze::phase_name(v as usize).to_string(),
+        Dim::Arm if v == 0 => "none".into(),
+        Dim::Arm => format!(
+            "{}/arm{}",
+            names.display(NameKind::Route, (v >> 8) as u32),
+            v & 0xff
+        ),
         _ => match kind(d) {
             Some(k) => names.display(k, v as u32),
             None => v.to_string(),

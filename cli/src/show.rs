@@ -61,6 +61,9 @@ fn record_text(h: &Header, names: &NameTable, worker: &str, r: &Record) -> Strin
     if r.retries > 0 {
         s.push_str(&format!(" retries={}", r.retries));
     }
+    if r.arm > 0 {
+        s.push_str(&format!(" arm={}", r.arm));
+    }
     s.push_str(&format!(
         " keep={} weight={} gen={}",
         r.keep.name(),
@@ -132,6 +135,7 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
                 "reason": r.reason.name(),
                 "flags": flag_list(r.flags),
                 "retries": r.retries,
+                "arm": r.arm,
                 "keep": r.keep.name(),
                 "p": r.p(),
                 "weight": r.weight(),

@@ -161,6 +161,9 @@ pub struct Pick {
     pub cluster: usize,
     /// Endpoint index within the cluster.
     pub endpoint: usize,
+    /// Canary arm: 1-based index of the route's `to` entry taken, 0 when
+    /// the route has a single target (at most 15, as the record holds).
+    pub arm: u8,
 }
 
 /// Where a pick sends a request, with the ids its record needs.
@@ -172,6 +175,8 @@ pub struct Target {
     pub cluster: u16,
     /// Endpoint name id (0: none).
     pub endpoint: u16,
+    /// Canary arm (see [`Pick::arm`]).
+    pub arm: u8,
     /// Connect timeout, ns.
     pub connect_timeout_ns: u64,
     /// Whole-request timeout, ns.
@@ -186,6 +191,7 @@ impl Target {
             addr,
             cluster: 0,
             endpoint: 0,
+            arm: 0,
             connect_timeout_ns: 1_000_000_000,
             request_timeout_ns: 5_000_000_000,
         }
@@ -411,11 +417,11 @@ impl Snapshot {
             Some(v) => ringlog::sampler::hash_bytes(v),
             None => hash,
         };
-        let arm = if r.total_weight == 0 {
-            r.arms.first()?
+        let (arm_no, arm) = if r.total_weight == 0 {
+            (0, r.arms.first()?)
         } else {
             let mut x = hash % r.total_weight;
-            r.arms.iter().find(|a| {
+            r.arms.iter().enumerate().find(|(_, a)| {
                 let w = u64::from(a.weight);
                 if x < w {
                     true
@@ -431,10 +437,16 @@ impl Snapshot {
         let counter = rr.get_mut(arm.slot)?;
         let i = *counter as usize % arm.endpoints.len();
         *counter = counter.wrapping_add(1);
+        let arm_no = if r.arms.len() > 1 {
+            (arm_no + 1).min(15) as u8
+        } else {
+            0
+        };
         Some(Pick {
             route,
             cluster: arm.cluster,
             endpoint: arm.endpoints[i],
+            arm: arm_no,
         })
     }
 
@@ -446,6 +458,7 @@ impl Snapshot {
             addr: e.addr,
             cluster: c.id,
             endpoint: e.id,
+            arm: p.arm,
             connect_timeout_ns: c.connect_timeout_ns,
             request_timeout_ns: c.request_timeout_ns,
         })

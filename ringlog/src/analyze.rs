@@ -26,6 +26,9 @@ pub enum Dim {
     Endpoint,
     /// Request type id.
     Type,
+    /// Canary arm of the route: `route << 8 | arm`, 0 for single-target
+    /// routes.
+    Arm,
     /// Worker (shard index).
     Worker,
     /// HTTP status (0 for L4).
@@ -40,11 +43,12 @@ pub enum Dim {
 
 impl Dim {
     /// Every dimension, in report order; `ALL[d as usize] == d`.
-    pub const ALL: [Dim; 9] = [
+    pub const ALL: [Dim; 10] = [
         Dim::Route,
         Dim::Cluster,
         Dim::Endpoint,
         Dim::Type,
+        Dim::Arm,
         Dim::Worker,
         Dim::Status,
         Dim::Reason,
@@ -59,6 +63,7 @@ impl Dim {
             Dim::Cluster => "cluster",
             Dim::Endpoint => "endpoint",
             Dim::Type => "type",
+            Dim::Arm => "arm",
             Dim::Worker => "worker",
             Dim::Status => "status",
             Dim::Reason => "reason",
@@ -74,6 +79,7 @@ impl Dim {
             "cluster" => Dim::Cluster,
             "endpoint" | "ep" => Dim::Endpoint,
             "type" | "request_type" => Dim::Type,
+            "arm" | "canary" => Dim::Arm,
             "worker" | "shard" => Dim::Worker,
             "status" => Dim::Status,
             "reason" => Dim::Reason,
@@ -91,6 +97,8 @@ impl Dim {
             Dim::Cluster => u64::from(r.cluster),
             Dim::Endpoint => u64::from(r.endpoint),
             Dim::Type => u64::from(r.req_type),
+            Dim::Arm if r.arm == 0 => 0,
+            Dim::Arm => u64::from(r.route) << 8 | u64::from(r.arm),
             Dim::Worker => u64::from(shard),
             Dim::Status => u64::from(r.status),
             Dim::Reason => u64::from(r.reason.code()),

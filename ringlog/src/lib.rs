@@ -20,6 +20,7 @@ pub mod names;
 pub mod reader;
 pub mod record;
 pub mod sampler;
+pub mod scenario;
 mod slot;
 pub mod synth;
 pub mod units;

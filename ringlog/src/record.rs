@@ -13,7 +13,7 @@
 //! 48 u16 route  50 u16 cluster  52 u16 endpoint  54 u16 req_type
 //! 56 u16 status          HTTP status, 0 for L4
 //! 58 u16 sample_p        inclusion probability (v+1)/65536
-//! 60 u8 reason  61 u8 flags  62 u8 retries  63 u8 keep
+//! 60 u8 reason  61 u8 flags  62 u8 retries (low 4 bits) | arm (high 4)  63 u8 keep
 //! ```
 //! Event body: `8 u64 time_ns, 16 u64 a, 24 u64 b, 32 u64 c, 44 u32
 //! generation, 48..56 subject ids as above, 56 u16 kind, 61 u8 flags
@@ -241,8 +241,11 @@ pub struct Record {
     pub reason: Reason,
     /// Flag bits; [`Flags::UNIT_US`] and [`Flags::EVENT`] are managed by the encoder.
     pub flags: Flags,
-    /// Retries attempted.
+    /// Retries attempted (the record holds 0..=15; more saturate).
     pub retries: u8,
+    /// Canary arm: 1-based index of the route target taken, 0 when the
+    /// route has one target (0..=15; shares the retries byte).
+    pub arm: u8,
     /// Why the sampler kept it.
     pub keep: KeepReason,
 }
@@ -298,7 +301,7 @@ impl Record {
                 | u64::from(self.sample_p) << 16
                 | u64::from(self.reason.code()) << 32
                 | u64::from(flags) << 40
-                | u64::from(self.retries) << 48
+                | u64::from(self.retries.min(15) | self.arm.min(15) << 4) << 48
                 | u64::from(self.keep.code()) << 56,
         ]
     }
@@ -323,7 +326,8 @@ impl Record {
             sample_p: (w[6] >> 16) as u16,
             reason: Reason::from_code(byte(w[6], 4)),
             flags: Flags(flags),
-            retries: byte(w[6], 6),
+            retries: byte(w[6], 6) & 0x0f,
+            arm: byte(w[6], 6) >> 4,
             keep: KeepReason::from_code(byte(w[6], 7)),
         }
     }
@@ -493,7 +497,8 @@ mod tests {
                     sample_p: f.6,
                     reason: Reason::from_code(reason),
                     flags: Flags(flags & !(Flags::EVENT | Flags::UNIT_US)),
-                    retries,
+                    retries: retries & 0x0f,
+                    arm: retries >> 4,
                     keep: KeepReason::from_code(keep),
                 },
             )

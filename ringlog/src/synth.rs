@@ -56,6 +56,7 @@ pub fn item(seed: u64, shard: u32, ticket: u64) -> Item {
         reason: Reason::from_code((h >> 51) as u8 & 0x7),
         flags: Flags((h >> 54) as u8 & 0x1f),
         retries: (h >> 59) as u8 & 0x3,
+        arm: (h >> 57) as u8 & 0x3,
         keep: KeepReason::from_code((h >> 61) as u8 % 6),
     })
 }

@@ -547,6 +547,7 @@ impl Session {
 fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
     ex.record.cluster = target.cluster;
     ex.record.endpoint = target.endpoint;
+    ex.record.arm = target.arm;
     ex.connect_deadline = now.saturating_add(target.connect_timeout_ns);
     ex.request_deadline = now.saturating_add(target.request_timeout_ns);
     out.connect = Some(Connect {

@@ -20,7 +20,7 @@ pub enum FilterError {
     NoOperator(String),
     /// Unknown field.
     #[error(
-        "condition `{0}`: unknown field (route, cluster, endpoint, type, worker, status, reason, generation, phase, total)"
+        "condition `{0}`: unknown field (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase, total)"
     )]
     UnknownField(String),
     /// A value that does not parse for its field.
@@ -164,6 +164,21 @@ fn dim_value(d: Dim, v: &str, lookup: &dyn Fn(Dim, &str) -> Vec<u64>) -> Result<
             .ok_or_else(|| {
                 format!("`{v}` is not a phase (queue, connect, tls, first_byte, transfer, write)")
             }),
+        Dim::Arm => {
+            if v == "none" {
+                return Ok(vec![0]);
+            }
+            let (route, n) = v
+                .rsplit_once("/arm")
+                .and_then(|(r, n)| {
+                    Some((r, n.parse::<u64>().ok().filter(|n| (1..16).contains(n))?))
+                })
+                .ok_or_else(|| format!("`{v}` is not an arm (ROUTE/armN, N 1-15, or none)"))?;
+            Ok(lookup(Dim::Route, route)
+                .into_iter()
+                .map(|r| r << 8 | n)
+                .collect())
+        }
         Dim::Worker => Ok(match v.parse::<u64>() {
             Ok(n) => vec![n],
             Err(_) => lookup(d, v),

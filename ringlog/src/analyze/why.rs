@@ -138,6 +138,10 @@ pub struct Finding {
     pub excess_share: f64,
     /// Slow records behind it (raw).
     pub support: u64,
+    /// Rank key: `excess_share * (1 - share_base)`. Of two values that
+    /// explain about the same excess (an endpoint and its cluster), the
+    /// narrower slice of traffic is the better explanation and comes first.
+    pub score: f64,
 }
 
 /// Per-dimension divergence.
@@ -320,6 +324,7 @@ impl Attribution {
                 rr_high: (lr + z * se).exp(),
                 excess_share,
                 support: c.w_slow_raw as u64,
+                score: excess_share * (1.0 - share_base).max(0.0),
             })
         };
         let stands_out = |f: &Finding| {
@@ -336,6 +341,8 @@ impl Attribution {
         let mut findings: Vec<Finding> = if global {
             self.by
                 .iter()
+                // Arm 0 is "the route has no split": not a value to blame.
+                .filter(|&(&(d, v), _)| !(d == Dim::Arm && v == 0))
                 .filter_map(|(&(d, v), c)| finding(vec![d], vec![v], c))
                 .filter(stands_out)
                 .collect()
@@ -343,8 +350,8 @@ impl Attribution {
             Vec::new()
         };
         findings.sort_by(|a, b| {
-            b.excess_share
-                .total_cmp(&a.excess_share)
+            b.score
+                .total_cmp(&a.score)
                 .then(b.rr_low.total_cmp(&a.rr_low))
         });
         let parent = |d: Dim, v: u64| {
@@ -367,7 +374,7 @@ impl Attribution {
         } else {
             Vec::new()
         };
-        pairs.sort_by(|a, b| b.excess_share.total_cmp(&a.excess_share));
+        pairs.sort_by(|a, b| b.score.total_cmp(&a.score));
         pairs.truncate(5);
         let mut dims: Vec<DimScore> = Dim::ALL
             .iter()
