@@ -11,8 +11,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # Debian packages the tests use: the benchmark peers and wrk (bench tests),
 # iproute2 + iptables (transparent-capture test in a network namespace),
 # python3-seccomp (the `--io auto` fallback test blocks io_uring with a
-# seccomp filter). Later issues add etcd-server and prometheus.
-PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp)
+# seccomp filter), chromium (the `ringlog report` page is rendered headless).
+# Later issues add etcd-server and prometheus.
+PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -32,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || { [ $had_policy -eq 1 ] || rm -f "$policy"; exit 1; }
   [ $had_policy -eq 1 ] || rm -f "$policy"
 fi
-for tool in haproxy nginx wrk ip iptables; do
+for tool in haproxy nginx wrk ip iptables chromium; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
 done
 command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 1; }

@@ -167,9 +167,14 @@ pub fn chart(c: &Chart<'_>, series: &[Series], bands: &[Band]) -> String {
     let xticks = 8;
     for i in 0..=xticks {
         let x = c.x0 + span * f64::from(i) / f64::from(xticks);
+        let anchor = match i {
+            0 => "start",
+            i if i == xticks => "end",
+            _ => "middle",
+        };
         let _ = write!(
             s,
-            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#495057">{}</text>"##,
+            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="{anchor}" fill="#495057">{}</text>"##,
             px(x),
             H - BOTTOM + 16.0,
             esc(&(c.x_label)(x))
