@@ -33,7 +33,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (YAML, or JSON if it ends in .json).
+    /// Config file (YAML, or JSON if it ends in .json). Without it (and
+    /// without --etcd) the agent serves its embedded default, the loopback
+    /// example deploy/examples/local.yaml (what ./demo.sh runs).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Worker threads (default: CPU count).
@@ -131,16 +133,25 @@ fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
     }
 }
 
+/// The config served when neither --config nor --etcd is given.
+const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/examples/local.yaml");
+
 fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let Some(path) = &cli.config else {
-        bail!("--config FILE is required to serve (or use check-config FILE)");
-    };
     if cli.etcd.is_some() {
         bail!("--etcd is not supported yet; use --config FILE");
     }
     let _ = &cli.etcd_prefix;
-    let config =
-        node_agent::config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config = match &cli.config {
+        Some(path) => node_agent::config::load(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => {
+            eprintln!(
+                "node-agent: no --config: serving the embedded default (deploy/examples/local.yaml: 127.0.0.1:18000 -> 127.0.0.1:19001/19002)"
+            );
+            node_agent::config::parse(EMBEDDED_DEFAULT, false)
+                .map_err(|e| anyhow::anyhow!("embedded default config: {e}"))?
+        }
+    };
     let workers = match cli.workers {
         Some(0) => bail!("--workers must be at least 1"),
         Some(n) => n,
@@ -188,7 +199,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         upstream_mark: if transparent { UPSTREAM_MARK } else { 0 },
         limits: SessionLimits::default(),
     });
-    let source = format!("file:{}", path.display());
+    let source = match &cli.config {
+        Some(path) => format!("file:{}", path.display()),
+        None => "embedded:deploy/examples/local.yaml".to_string(),
+    };
     node_agent::admin::spawn(admin, shared.clone(), source)?;
     let handles = start_workers(&shared, workers, drain_timeout_ns, (fell_back, errno))?;
     eprintln!(

@@ -129,14 +129,12 @@ pub struct Session {
     hold_down: Vec<u8>,
     /// Upstream bytes of a partial response head.
     hold_up: Vec<u8>,
-    /// When the next request started (accept, or its first byte).
+    /// When the next request started (its first byte; accept for L4).
     next_start: u64,
     /// Records waiting for the downstream flush (write phase).
     pending: Vec<Exchange>,
     closing: bool,
     down_eof: bool,
-    /// No exchange has started yet (the first one starts at accept).
-    fresh: bool,
 }
 
 impl Session {
@@ -168,7 +166,6 @@ impl Session {
             pending: Vec::new(),
             closing: false,
             down_eof: false,
-            fresh: true,
         }
     }
 
@@ -256,8 +253,10 @@ impl Session {
         if self.closing {
             return;
         }
-        if !self.fresh && self.ex.is_none() && self.hold_down.is_empty() {
-            // First byte of a keep-alive request: its queue phase starts now.
+        if self.ex.is_none() && self.hold_down.is_empty() {
+            // First byte of a request: its queue phase starts now. (Not at
+            // accept: a client that connects and sends later, like a load
+            // generator opening its pool, is idle, not queued.)
             self.next_start = cx.now;
         }
         if self.hold_down.is_empty() {
@@ -388,7 +387,6 @@ impl Session {
     }
 
     fn new_exchange(&mut self, now: u64, req: ReqBody) -> Exchange {
-        self.fresh = false;
         Exchange {
             marks: Marks {
                 start: self.next_start.min(now),

@@ -24,6 +24,10 @@ use crate::record::{PHASES, Record};
 
 /// Slow records a value needs before it can be named.
 pub const MIN_SUPPORT: f64 = 5.0;
+/// Smallest relative risk worth naming: a value must at least double the
+/// chance of being slow (a big value that is slow in proportion to its
+/// traffic has a large excess share but explains nothing).
+pub const MIN_RR: f64 = 2.0;
 
 /// The analysed windows (monotonic ns, half-open).
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +189,25 @@ impl Report {
     }
 }
 
+/// Tie-break order: lower is more concrete (what an operator acts on).
+fn concreteness(dims: &[Dim]) -> usize {
+    const ORDER: [Dim; 10] = [
+        Dim::Endpoint,
+        Dim::Arm,
+        Dim::Route,
+        Dim::Type,
+        Dim::Cluster,
+        Dim::Worker,
+        Dim::Status,
+        Dim::Reason,
+        Dim::Generation,
+        Dim::Phase,
+    ];
+    dims.first()
+        .and_then(|d| ORDER.iter().position(|o| o == d))
+        .unwrap_or(ORDER.len())
+}
+
 /// Pairs of dimensions examined.
 const PAIRS: [(Dim, Dim); 6] = [
     (Dim::Endpoint, Dim::Phase),
@@ -328,7 +351,10 @@ impl Attribution {
             })
         };
         let stands_out = |f: &Finding| {
-            f.support as f64 >= MIN_SUPPORT && f.rr_low > 1.0 && f.excess_share >= 0.2
+            f.support as f64 >= MIN_SUPPORT
+                && f.rr_low > 1.0
+                && f.rr >= MIN_RR
+                && f.excess_share >= 0.2
         };
         // The window as a whole must be slower than its baseline predicts:
         // more than twice the expected slow requests, and significantly.
@@ -349,10 +375,13 @@ impl Attribution {
         } else {
             Vec::new()
         };
+        // Exact ties are the same set of requests under two names (an arm
+        // with one endpoint): name the most concrete one first.
         findings.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
                 .then(b.rr_low.total_cmp(&a.rr_low))
+                .then(concreteness(&a.dims).cmp(&concreteness(&b.dims)))
         });
         let parent = |d: Dim, v: u64| {
             self.by

@@ -1,0 +1,150 @@
+//! End to end: the real agent, three `tailmesh-bench upstream`s and the load
+//! generator; one endpoint is made slow for 5 s through its control
+//! endpoint. `ringlog spikes` must find the window within 1 s of the
+//! injection and `ringlog why` must name that endpoint first. Meanwhile
+//! `ringlog tail -f` follows the file the agent is writing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+#[path = "support/agent.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Agent, Upstream, request, sibling};
+
+const SEC: u64 = 1_000_000_000;
+
+fn config(port: u16, eps: &[u16], ring: &std::path::Path) -> String {
+    let eps: Vec<String> = eps
+        .iter()
+        .map(|p| format!("{{ addr: \"127.0.0.1:{p}\" }}"))
+        .collect();
+    format!(
+        r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: orders }}
+clusters:
+  - name: orders
+    endpoints: [ {} ]
+    timeouts: {{ connect: 1s, request: 5s, idle: 60s }}
+routes:
+  - {{ name: orders, match: {{ path_prefix: / }}, to: [ {{ cluster: orders }} ] }}
+request_types:
+  - {{ name: market, match: {{ headers: {{ x-order-type: market }} }}, sample: 1.0 }}
+  - {{ name: limit,  match: {{ headers: {{ x-order-type: limit }} }},  sample: 0.1 }}
+  - {{ name: cancel, match: {{ headers: {{ x-order-type: cancel }} }}, sample: 0.5 }}
+sampling: {{ default: 0.01, keep_errors: true, keep_slower_than: 50ms, max_records_per_sec: 0 }}
+ring: {{ path: "{}", size: 16MiB }}
+"#,
+        eps.join(", "),
+        ring.display()
+    )
+}
+
+fn ringlog(args: &[&str], ring: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(sibling("ringlog"))
+        .args(args)
+        .args(["--json", "--ring"])
+        .arg(ring)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn spikes_and_why_find_the_endpoint_made_slow() {
+    let ups: Vec<Upstream> = (0..3).map(|_| Upstream::start(&[])).collect();
+    let ports: Vec<u16> = ups.iter().map(|u| u.port).collect();
+    let agent = Agent::start(|port, ring| config(port, &ports, ring), &[]);
+    let ring = agent.ring();
+
+    // Follow the ring while the agent writes it.
+    let mut follow = Command::new(sibling("ringlog"))
+        .args(["tail", "-f", "-n", "0", "--json", "--ring"])
+        .arg(&ring)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tail_out = follow.stdout.take().unwrap();
+    let counter = std::thread::spawn(move || {
+        BufReader::new(tail_out)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("\"request_type\""))
+            .count()
+    });
+
+    // The fault: endpoint 2 gets +80 ms from 8 s to 13 s after this PUT.
+    let body = r#"{"latency":"80ms","latency_window":{"after":"8s","for":"5s"}}"#;
+    let t_put = ringlog::clock::mono_ns();
+    let r = request(
+        ports[1],
+        &format!(
+            "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (from, to) = (t_put + 8 * SEC, t_put + 13 * SEC);
+
+    let load = Command::new(sibling("tailmesh-bench"))
+        .args([
+            "load",
+            "--url",
+            &format!("http://127.0.0.1:{}/", agent.port),
+        ])
+        .args(["--rate", "800", "--duration", "17s", "--connections", "96"])
+        .args(["--timeout", "3s", "--type", "market:40:x-order-type=market"])
+        .args(["--type", "limit:40:x-order-type=limit"])
+        .args(["--type", "cancel:20:x-order-type=cancel"])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300)); // tail -f polls every 100 ms
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let followed = counter.join().unwrap();
+    assert!(followed > 1000, "tail -f printed {followed} records");
+
+    let sp = ringlog(&["spikes"], &ring);
+    let spikes = sp["spikes"].as_array().unwrap();
+    let hit = spikes
+        .iter()
+        .find(|s| {
+            let (a, b) = (
+                s["start_mono_ns"].as_u64().unwrap(),
+                s["end_mono_ns"].as_u64().unwrap(),
+            );
+            a.abs_diff(from) <= SEC && b.abs_diff(to) <= SEC
+        })
+        .unwrap_or_else(|| panic!("no spike within 1 s of {from}..{to}: {sp}"));
+    println!("injected {from}..{to}, found {hit}");
+
+    let why = ringlog(&["why"], &ring);
+    let slow = format!("127.0.0.1:{}", ports[1]);
+    let first = why["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["dims"][0] != "phase")
+        .unwrap_or_else(|| panic!("no finding: {why}"));
+    assert_eq!(first["dims"][0], "endpoint", "{why}");
+    assert_eq!(first["values"][0], slow.as_str(), "{why}");
+    let verdict = why["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains(&slow) && verdict.contains("first_byte"),
+        "{verdict}"
+    );
+    println!("{verdict}");
+}
