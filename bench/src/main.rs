@@ -2,13 +2,15 @@
 //! tailmesh: `ring` (flight-recorder throughput and crash consistency),
 //! `upstream` (fast HTTP/1.1 server with injectable faults), `load`
 //! (open- and closed-loop HTTP/1.1 load generator), `compare` (direct vs
-//! agent vs HAProxy vs nginx in one run).
+//! agent vs HAProxy vs nginx in one run), `scenario` (a ring with a known
+//! culprit).
 
 mod compare;
 mod http1;
 mod load;
 mod ring;
 mod rng;
+mod scenario;
 mod upstream;
 
 use std::process::ExitCode;
@@ -36,6 +38,9 @@ enum Command {
     /// HTTP/1.1 load generator: closed loop, or open loop at --rate with
     /// coordinated-omission correction.
     Load(load::Args),
+    /// Write a ring of synthetic mesh traffic with a known culprit (for
+    /// `ringlog why` / `report` by hand, and the analysis benchmarks).
+    Scenario(scenario::Args),
     /// Direct vs node-agent vs HAProxy vs nginx in one run: RPS, CPU per
     /// request, latency, ratios, L4 bulk transfer.
     Compare(compare::Args),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Command::Ring(args) => ring::run(&args),
         Command::Upstream(args) => upstream::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => load::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Scenario(args) => scenario::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -336,6 +336,7 @@ pub fn explain_window(
             }
         },
     );
+    events.sort_by_key(|(e, shard)| (e.time_ns, *shard));
     Ok(Why {
         windows: w,
         report: at.finish(wq),

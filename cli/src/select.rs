@@ -207,20 +207,19 @@ pub fn label(names: &NameTable, d: Dim, v: u64) -> String {
     }
 }
 
-/// Visits every selected record (merged by time) and every event in range.
+/// Visits every selected record and every event in range, shard by shard
+/// (the aggregations are order-free, so no time merge is paid for).
 pub fn scan(
     view: &RingView<'_>,
     sel: &Selection,
     mut rec: impl FnMut(&Record, u32),
     mut ev: impl FnMut(&ringlog::Event, u32),
 ) {
-    for e in view.snapshot() {
-        match &e.item {
-            Item::Record(r) if sel.keep(r, e.shard) => rec(r, e.shard),
-            Item::Event(x) if x.time_ns >= sel.from && x.time_ns < sel.to => ev(x, e.shard),
-            _ => {}
-        }
-    }
+    view.for_each_unordered(|e| match &e.item {
+        Item::Record(r) if sel.keep(r, e.shard) => rec(r, e.shard),
+        Item::Event(x) if x.time_ns >= sel.from && x.time_ns < sel.to => ev(x, e.shard),
+        _ => {}
+    });
 }
 
 #[cfg(test)]

@@ -108,6 +108,56 @@ impl Dim {
     }
 }
 
+/// Hasher for the aggregation maps: a multiply-rotate mix (FxHash-like),
+/// several times cheaper than SipHash per lookup. Keys are small ids from
+/// the ring file the operator chose to read, so flooding is not a concern.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHash(u64);
+
+impl FastHash {
+    #[inline]
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for FastHash {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, x: u8) {
+        self.add(u64::from(x));
+    }
+    #[inline]
+    fn write_u16(&mut self, x: u16) {
+        self.add(u64::from(x));
+    }
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.add(u64::from(x));
+    }
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    #[inline]
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64);
+    }
+}
+
+/// A HashMap with [`FastHash`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHash>>;
+
 /// Index of the longest phase (ties: the earlier one).
 #[inline]
 pub fn dominant_phase(r: &Record) -> usize {

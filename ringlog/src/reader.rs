@@ -373,6 +373,28 @@ impl<'a> RingView<'a> {
         }
     }
 
+    /// Visits every accepted slot, shard by shard in ticket order (not
+    /// merged by time): for aggregations that do not care about order, a
+    /// straight sequential read of each shard. Returns the skipped slots.
+    pub fn for_each_unordered(&self, mut f: impl FnMut(&Entry)) -> SkipStats {
+        let mut skips = SkipStats::default();
+        for shard in 0..self.shards() {
+            let (first, end) = self.range(shard);
+            for ticket in first..end {
+                let r = self.read(shard, ticket);
+                skips.add(&r);
+                if let SlotRead::Item(item) = r {
+                    f(&Entry {
+                        shard,
+                        ticket,
+                        item,
+                    });
+                }
+            }
+        }
+        skips
+    }
+
     /// Sum of every shard's overwritten counter.
     pub fn overwritten(&self) -> u64 {
         // Values come from the file; saturate rather than trust them.

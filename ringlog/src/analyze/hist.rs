@@ -1,8 +1,6 @@
 //! `hist --by DIM[,DIM]`: count, rate and weighted quantiles per group.
 
-use std::collections::HashMap;
-
-use super::{Dim, Quantile, WHist};
+use super::{Dim, FastMap, Quantile, WHist};
 use crate::record::Record;
 
 /// Quantiles reported per group.
@@ -36,7 +34,7 @@ pub const MIN_SUPPORT: u64 = 10;
 #[derive(Debug, Clone)]
 pub struct Hist {
     by: Vec<Dim>,
-    groups: HashMap<Vec<u64>, WHist>,
+    groups: FastMap<Vec<u64>, WHist>,
     first_ns: u64,
     last_ns: u64,
     key: Vec<u64>,
@@ -48,7 +46,7 @@ impl Hist {
         Hist {
             key: Vec::with_capacity(by.len()),
             by,
-            groups: HashMap::new(),
+            groups: FastMap::default(),
             first_ns: u64::MAX,
             last_ns: 0,
         }

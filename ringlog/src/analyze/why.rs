@@ -17,9 +17,7 @@
 //! between their O and B distributions. Phases partition each record's
 //! total, so the excess mean latency of O over B splits exactly by phase.
 
-use std::collections::HashMap;
-
-use super::{Dim, WHist};
+use super::{Dim, FastMap, WHist};
 use crate::record::{PHASES, Record};
 
 /// Slow records a value needs before it can be named.
@@ -224,8 +222,8 @@ pub struct Attribution {
     w: Windows,
     tau: u64,
     total: Counts,
-    by: HashMap<(Dim, u64), Counts>,
-    pairs: HashMap<(usize, u64, u64), Counts>,
+    by: FastMap<(Dim, u64), Counts>,
+    pairs: FastMap<(usize, u64, u64), Counts>,
     slow_phase: [f64; PHASES],
     base_phase: [f64; PHASES],
 }
@@ -237,8 +235,8 @@ impl Attribution {
             w,
             tau,
             total: Counts::default(),
-            by: HashMap::new(),
-            pairs: HashMap::new(),
+            by: FastMap::default(),
+            pairs: FastMap::default(),
             slow_phase: [0.0; PHASES],
             base_phase: [0.0; PHASES],
         }
