@@ -295,7 +295,9 @@ impl Scenario {
                 .filter(|&e| ENDPOINTS[e].1 == c && (arm == 0 || ENDPOINTS[e].2 == arm))
                 .filter(|&e| !(culprit(Culprit::Endpoint) && e == cv))
                 .collect();
-            ok[g.below(ok.len())]
+            // Never empty: every cluster and arm has at least two endpoints,
+            // so one remains with the culprit excluded.
+            ok.get(g.below(ok.len())).copied().unwrap_or_default()
         };
         let tw: Vec<f64> = TYPES.iter().map(|t| t.1).collect();
         let req_type = if hit && culprit(Culprit::Type) {
