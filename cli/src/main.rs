@@ -49,7 +49,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Print the newest records and events (names resolved); -f follows.
+    /// Print the newest records and events (names resolved, one timeline);
+    /// -f follows; --where/--since/--until select.
     Tail {
         #[command(flatten)]
         common: Common,
@@ -59,6 +60,8 @@ enum Command {
         /// Keep printing entries as they commit (reopens a recreated file).
         #[arg(short = 'f', long)]
         follow: bool,
+        #[command(flatten)]
+        select: select::Select,
     },
     /// Count, rate and p50/p90/p99/p99.9/max per group, weighted by 1/p.
     Hist {
@@ -119,7 +122,8 @@ fn main() -> ExitCode {
             common,
             lines,
             follow,
-        } => tail::run(&common.ring, common.json, lines, follow),
+            select,
+        } => tail::run(&common.ring, common.json, lines, follow, &select),
         Command::Hist { common, select, by } => {
             analyze::hist(&common.ring, common.json, &select, &by)
         }

@@ -109,6 +109,26 @@ fn spikes_and_why_find_the_slow_endpoint() {
     let text = run(&["why"], &ring);
     assert!(text.contains("endpoint=10.0.3.7:8080"), "{text}");
 
+    // tail --where keeps only matching records (events still interleave).
+    let tailed = run(
+        &[
+            "tail",
+            "-n",
+            "2000",
+            "--json",
+            "--where",
+            "endpoint=10.0.3.7:8080",
+        ],
+        &ring,
+    );
+    let recs: Vec<Value> = tailed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("request_type").is_some())
+        .collect();
+    assert!(recs.len() > 100, "{}", recs.len());
+    assert!(recs.iter().all(|v| v["endpoint"] == "10.0.3.7:8080"));
+
     // A window with no fault: no finding.
     let calm: Value = serde_json::from_str(&run(
         &["why", "--json", "--from", "-60s", "--to", "-55s"],
