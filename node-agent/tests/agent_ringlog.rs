@@ -117,7 +117,9 @@ fn spikes_and_why_find_the_endpoint_made_slow() {
     let followed = counter.join().unwrap();
     assert!(followed > 1000, "tail -f printed {followed} records");
 
-    let sp = ringlog(&["spikes"], &ring);
+    // Factor 5: under a debug build on a busy 2-core box a 1 s bucket's
+    // p99.9 can double by noise next to the window; the fault is ~20x.
+    let sp = ringlog(&["spikes", "--factor", "5"], &ring);
     let spikes = sp["spikes"].as_array().unwrap();
     let hit = spikes
         .iter()
@@ -131,7 +133,7 @@ fn spikes_and_why_find_the_endpoint_made_slow() {
         .unwrap_or_else(|| panic!("no spike within 1 s of {from}..{to}: {sp}"));
     println!("injected {from}..{to}, found {hit}");
 
-    let why = ringlog(&["why"], &ring);
+    let why = ringlog(&["why", "--factor", "5"], &ring);
     let slow = format!("127.0.0.1:{}", ports[1]);
     let first = why["findings"]
         .as_array()
