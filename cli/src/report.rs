@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ringlog::Record;
-use ringlog::analyze::spikes::{Detector, Point, Spike};
+use ringlog::analyze::spikes::{Detector, Params, Point, Spike};
 use ringlog::units::parse_duration_ns;
 
 use crate::analyze::{SpikeArgs, Why, explain_window, open, verdict};
@@ -114,12 +114,8 @@ pub struct Data {
     pub ring: String,
     /// Per-bucket series.
     pub points: Vec<Point>,
-    /// Bucket width, ns.
-    pub bucket_ns: u64,
-    /// Watched quantile.
-    pub quantile: f64,
-    /// Spike factor.
-    pub factor: f64,
+    /// Spike detection parameters (bucket, quantile, factor).
+    pub params: Params,
     /// Every spike found.
     pub spikes: Vec<Spike>,
     /// The ones explained.
@@ -188,9 +184,7 @@ pub fn run(path: &Path, sel: &Select, a: &ReportArgs) -> Result<()> {
     let data = Data {
         ring: path.display().to_string(),
         points,
-        bucket_ns: p.bucket_ns,
-        quantile: p.quantile,
-        factor: p.factor,
+        params: p,
         spikes: found,
         explained,
         slowest: top.into_sorted(),

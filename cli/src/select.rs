@@ -70,11 +70,19 @@ impl Select {
         if from >= to {
             bail!("--since is not before --until");
         }
-        let filter = match &self.filter {
-            Some(f) => Filter::parse(f, &|d, n| ids(names, d, n)).context("--where")?,
-            None => Filter::default(),
-        };
-        Ok(Selection { from, to, filter })
+        Ok(Selection {
+            from,
+            to,
+            filter: self.filter(names)?,
+        })
+    }
+
+    /// The `--where` filter alone, with names looked up in `names`.
+    pub fn filter(&self, names: &NameTable) -> Result<Filter> {
+        match &self.filter {
+            Some(f) => Filter::parse(f, &|d, n| ids(names, d, n)).context("--where"),
+            None => Ok(Filter::default()),
+        }
     }
 }
 

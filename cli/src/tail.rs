@@ -53,7 +53,7 @@ pub fn run(path: &Path, json: bool, lines: u64, follow: bool, select: &Select) -
         // When following, read in bounded chunks so output starts promptly.
         while follower.poll(&view, &mut batch, 65_536) > 0 && batch.len() < 1 << 20 {}
         let sel = Selection {
-            filter: select.resolve(&view, &names)?.filter,
+            filter: select.filter(&names)?,
             ..base.clone()
         };
         batch.retain(|e| selected(&sel, e));

@@ -12,36 +12,18 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Agent, Upstream, request, sibling};
+use support::{Agent, Upstream, config_with, request, sibling};
 
 const SEC: u64 = 1_000_000_000;
 
-fn config(port: u16, eps: &[u16], ring: &std::path::Path) -> String {
-    let eps: Vec<String> = eps
-        .iter()
-        .map(|p| format!("{{ addr: \"127.0.0.1:{p}\" }}"))
-        .collect();
-    format!(
-        r#"version: 1
-listeners:
-  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: orders }}
-clusters:
-  - name: orders
-    endpoints: [ {} ]
-    timeouts: {{ connect: 1s, request: 5s, idle: 60s }}
-routes:
-  - {{ name: orders, match: {{ path_prefix: / }}, to: [ {{ cluster: orders }} ] }}
-request_types:
-  - {{ name: market, match: {{ headers: {{ x-order-type: market }} }}, sample: 1.0 }}
-  - {{ name: limit,  match: {{ headers: {{ x-order-type: limit }} }},  sample: 0.1 }}
-  - {{ name: cancel, match: {{ headers: {{ x-order-type: cancel }} }}, sample: 0.5 }}
-sampling: {{ default: 0.01, keep_errors: true, keep_slower_than: 50ms, max_records_per_sec: 0 }}
-ring: {{ path: "{}", size: 16MiB }}
-"#,
-        eps.join(", "),
-        ring.display()
-    )
-}
+/// Three request types sampled like the demo config; slow ones kept.
+const TYPES: &str =
+    "  - { name: market, match: { headers: { x-order-type: market } }, sample: 1.0 }
+  - { name: limit,  match: { headers: { x-order-type: limit } },  sample: 0.1 }
+  - { name: cancel, match: { headers: { x-order-type: cancel } }, sample: 0.5 }
+";
+const SAMPLING: &str =
+    "{ default: 0.01, keep_errors: true, keep_slower_than: 50ms, max_records_per_sec: 0 }";
 
 fn ringlog(args: &[&str], ring: &std::path::Path) -> serde_json::Value {
     let out = Command::new(sibling("ringlog"))
@@ -62,7 +44,10 @@ fn ringlog(args: &[&str], ring: &std::path::Path) -> serde_json::Value {
 fn spikes_and_why_find_the_endpoint_made_slow() {
     let ups: Vec<Upstream> = (0..3).map(|_| Upstream::start(&[])).collect();
     let ports: Vec<u16> = ups.iter().map(|u| u.port).collect();
-    let agent = Agent::start(|port, ring| config(port, &ports, ring), &[]);
+    let agent = Agent::start(
+        |port, ring| config_with(port, &ports, "5s", ring, TYPES, SAMPLING),
+        &[],
+    );
     let ring = agent.ring();
 
     // Follow the ring while the agent writes it.

@@ -254,7 +254,6 @@ impl Scenario {
             None => (None, usize::MAX),
         };
         let culprit = |c: Culprit| kind == Some(c);
-        let rw: Vec<f64> = ROUTES.iter().map(|r| r.1).collect();
         let route = if hit && culprit(Culprit::Route) {
             cv
         } else if hit && culprit(Culprit::Arm) {
@@ -272,7 +271,7 @@ impl Scenario {
                 .collect();
             g.weighted(&w, None)
         } else {
-            g.weighted(&rw, culprit(Culprit::Route).then_some(cv))
+            g.weighted(&ROUTES.map(|r| r.1), culprit(Culprit::Route).then_some(cv))
         };
         let arm = if route != 0 {
             0
@@ -299,11 +298,10 @@ impl Scenario {
             // so one remains with the culprit excluded.
             ok.get(g.below(ok.len())).copied().unwrap_or_default()
         };
-        let tw: Vec<f64> = TYPES.iter().map(|t| t.1).collect();
         let req_type = if hit && culprit(Culprit::Type) {
             cv
         } else {
-            g.weighted(&tw, culprit(Culprit::Type).then_some(cv))
+            g.weighted(&TYPES.map(|t| t.1), culprit(Culprit::Type).then_some(cv))
         };
         let workers = self.workers.max(1) as usize;
         let worker = if hit && culprit(Culprit::Worker) {

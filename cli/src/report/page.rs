@@ -31,7 +31,7 @@ pub fn render(view: &RingView<'_>, names: &NameTable, d: &Data) -> String {
         (Some(a), Some(b)) => format!(
             "{} .. {}",
             wall(view, a.start_ns),
-            wall(view, b.start_ns + d.bucket_ns)
+            wall(view, b.start_ns + d.params.bucket_ns)
         ),
         _ => "no records".into(),
     };
@@ -44,9 +44,9 @@ pub fn render(view: &RingView<'_>, names: &NameTable, d: &Data) -> String {
         esc(&d.ring),
         esc(&span),
         d.points.len(),
-        format_ns(d.bucket_ns),
-        qname(d.quantile),
-        d.factor
+        format_ns(d.params.bucket_ns),
+        qname(d.params.quantile),
+        d.params.factor
     );
     charts(&mut h, view, d);
     spike_table(&mut h, view, d);
@@ -69,14 +69,17 @@ fn charts(h: &mut String, view: &RingView<'_>, d: &Data) {
         return;
     }
     let x0 = d.points.first().map_or(0, |p| p.start_ns) as f64;
-    let x1 = d.points.last().map_or(0, |p| p.start_ns + d.bucket_ns) as f64;
-    let mid = |p: &ringlog::analyze::spikes::Point| (p.start_ns + d.bucket_ns / 2) as f64;
+    let x1 = d
+        .points
+        .last()
+        .map_or(0, |p| p.start_ns + d.params.bucket_ns) as f64;
+    let mid = |p: &ringlog::analyze::spikes::Point| (p.start_ns + d.params.bucket_ns / 2) as f64;
     // Break a line where buckets are missing.
     let line = |f: &dyn Fn(&ringlog::analyze::spikes::Point) -> Option<f64>| {
         let mut out = Vec::with_capacity(d.points.len());
         let mut prev: Option<u64> = None;
         for p in &d.points {
-            if prev.is_some_and(|q| p.start_ns > q + d.bucket_ns) {
+            if prev.is_some_and(|q| p.start_ns > q + d.params.bucket_ns) {
                 out.push(None);
             }
             out.push(f(p).map(|y| (mid(p), y)));
@@ -131,7 +134,7 @@ fn charts(h: &mut String, view: &RingView<'_>, d: &Data) {
         },
     ];
     h.push_str(&chart(&lat, &series, &bands));
-    let secs = d.bucket_ns as f64 / 1e9;
+    let secs = d.params.bucket_ns as f64 / 1e9;
     let rate = Chart {
         title: "Requests per second",
         id: "rps",
@@ -170,7 +173,7 @@ fn spike_table(h: &mut String, view: &RingView<'_>, d: &Data) {
         let _ = write!(
             h,
             "<p class=\"none\">No spike: {} never exceeded its trailing baseline by the factor.</p>",
-            qname(d.quantile)
+            qname(d.params.quantile)
         );
         return;
     }

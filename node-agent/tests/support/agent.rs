@@ -99,6 +99,26 @@ pub struct Agent {
 /// A one-cluster config: listener `api` on `port` routing everything to
 /// cluster `c` with `endpoints` (ports on 127.0.0.1), every request kept.
 pub fn config(port: u16, endpoints: &[u16], request_timeout: &str, ring: &Path) -> String {
+    config_with(
+        port,
+        endpoints,
+        request_timeout,
+        ring,
+        "  - { name: market, match: { headers: { x-order-type: market } }, sample: 1.0 }\n",
+        "{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }",
+    )
+}
+
+/// Like [`config`], with these `request_types` entries (YAML lines) and
+/// this `sampling` map.
+pub fn config_with(
+    port: u16,
+    endpoints: &[u16],
+    request_timeout: &str,
+    ring: &Path,
+    types: &str,
+    sampling: &str,
+) -> String {
     let eps: Vec<String> = endpoints
         .iter()
         .map(|p| format!("{{ addr: \"127.0.0.1:{p}\" }}"))
@@ -114,8 +134,7 @@ clusters:
 routes:
   - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: c }} ] }}
 request_types:
-  - {{ name: market, match: {{ headers: {{ x-order-type: market }} }}, sample: 1.0 }}
-sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
+{types}sampling: {sampling}
 ring: {{ path: "{}", size: 4MiB }}
 "#,
         eps.join(", "),
