@@ -44,8 +44,13 @@ pub fn hist(path: &Path, json_out: bool, sel: &Select, by: &str) -> Result<()> {
     let names = view.names();
     let s = sel.resolve(&view, &names)?;
     let by = dims(by)?;
-    let mut h = Hist::new(by.clone());
-    scan(&view, &s, |r, shard| h.add(r, shard), |_, _| {});
+    let h = scan(
+        &view,
+        &s,
+        || Hist::new(by.clone()),
+        |h, r, shard| h.add(r, shard),
+        |_, _, _| {},
+    );
     let groups = h.finish();
     if json_out {
         let rows: Vec<Value> = groups
@@ -169,9 +174,14 @@ pub fn detect(
     s: &Selection,
     p: Params,
 ) -> (Vec<ringlog::analyze::spikes::Point>, Vec<Spike>) {
-    let mut d = Detector::new(p);
-    scan(view, s, |r, _| d.add(r), |_, _| {});
-    d.finish()
+    scan(
+        view,
+        s,
+        || Detector::new(p),
+        |d, r, _| d.add(r),
+        |_, _, _| {},
+    )
+    .finish()
 }
 
 fn spike_json(view: &RingView<'_>, i: usize, sp: &Spike) -> Value {
@@ -315,22 +325,26 @@ pub fn explain_window(
         base_to_ns: from,
         quantile,
     };
-    let mut th = Threshold::new(w);
-    scan(view, s, |r, _| th.add(r), |_, _| {});
+    let th = scan(
+        view,
+        s,
+        || Threshold::new(w),
+        |th, r, _| th.add(r),
+        |_, _, _| {},
+    );
     let Some((tau, wq)) = th.finish() else {
         bail!(
             "no records in the baseline window before {}",
             wall(view, from)
         );
     };
-    let mut at = Attribution::new(w, tau);
-    let mut events = Vec::new();
     let ev_from = from.saturating_sub(5_000_000_000);
-    scan(
+    let (at, mut events) = scan(
         view,
         s,
-        |r, shard| at.add(r, shard),
-        |e, shard| {
+        || (Attribution::new(w, tau), Vec::new()),
+        |(at, _), r, shard| at.add(r, shard),
+        |(_, events), e, shard| {
             if e.time_ns >= ev_from && e.time_ns < to {
                 events.push((*e, shard));
             }

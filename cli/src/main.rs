@@ -28,6 +28,10 @@ pub const DEFAULT_RING: &str = "/var/run/tailmesh/ring";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for the scans of hist, spikes, why and report (0 = one per
+    /// core, at most 8). Lower it to leave cores to a busy node.
+    #[arg(long, global = true, default_value_t = 0, value_name = "N")]
+    threads: usize,
 }
 
 /// Options every command takes.
@@ -116,6 +120,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    select::set_threads(cli.threads);
     let result = match cli.command {
         Command::Stat { common } => stat::run(&common.ring, common.json),
         Command::Tail {

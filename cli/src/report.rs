@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ringlog::Record;
+use ringlog::analyze::Merge;
 use ringlog::analyze::spikes::{Detector, Params, Point, Spike};
 use ringlog::units::parse_duration_ns;
 
@@ -70,6 +71,14 @@ impl PartialOrd for Slow {
 struct TopSlow {
     n: usize,
     heap: BinaryHeap<Reverse<Slow>>,
+}
+
+impl Merge for TopSlow {
+    fn merge(&mut self, o: TopSlow) {
+        for Reverse(x) in o.heap {
+            self.add(&x.r, x.shard);
+        }
+    }
 }
 
 impl TopSlow {
@@ -149,19 +158,21 @@ pub fn run(path: &Path, sel: &Select, a: &ReportArgs) -> Result<()> {
     let s = sel.resolve(&view, &names)?;
     let p = a.spikes.params()?;
     let base_len = parse_duration_ns(&a.baseline_window).context("--baseline-window")?;
-    let mut det = Detector::new(p);
-    let mut top = TopSlow {
-        n: a.top,
-        heap: BinaryHeap::with_capacity(a.top + 1),
-    };
-    scan(
+    let (det, top) = scan(
         &view,
         &s,
-        |r, shard| {
+        || {
+            let top = TopSlow {
+                n: a.top,
+                heap: BinaryHeap::with_capacity(a.top + 1),
+            };
+            (Detector::new(p), top)
+        },
+        |(det, top), r, shard| {
             det.add(r);
             top.add(r, shard);
         },
-        |_, _| {},
+        |_, _, _| {},
     );
     let (points, found) = det.finish();
     let explained = choose(&found, a.spike, a.max_spikes)?

@@ -2,7 +2,9 @@
 //! name <-> id helpers for dimensions.
 
 use anyhow::{Context, Result, bail};
-use ringlog::analyze::{Dim, Filter};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ringlog::analyze::{Dim, Filter, Merge};
 use ringlog::{Header, Item, NameKind, NameTable, Record, RingView};
 
 /// Selection flags.
@@ -215,19 +217,93 @@ pub fn label(names: &NameTable, d: Dim, v: u64) -> String {
     }
 }
 
+/// Threads a scan may use; 0 means every core (at most [`MAX_THREADS`]).
+/// Set once from `--threads` before any scan.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Cap on the automatic thread count.
+pub const MAX_THREADS: usize = 8;
+
+/// Below this many slots a scan runs on one thread (starting threads costs
+/// more than it saves).
+const PARALLEL_MIN_SLOTS: u64 = 1 << 18;
+
+/// Sets the thread count for scans (`--threads`; 0 = automatic).
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// How many parts a scan of `view` is cut into.
+fn parts(view: &RingView<'_>) -> usize {
+    let slots: u64 = (0..view.shards())
+        .map(|s| {
+            let (first, end) = view.range(s);
+            end - first
+        })
+        .sum();
+    if slots < PARALLEL_MIN_SLOTS {
+        return 1;
+    }
+    match THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS),
+        n => n,
+    }
+}
+
 /// Visits every selected record and every event in range, shard by shard
-/// (the aggregations are order-free, so no time merge is paid for).
-pub fn scan(
-    view: &RingView<'_>,
-    sel: &Selection,
-    mut rec: impl FnMut(&Record, u32),
-    mut ev: impl FnMut(&ringlog::Event, u32),
-) {
-    view.for_each_unordered(|e| match &e.item {
-        Item::Record(r) if sel.keep(r, e.shard) => rec(r, e.shard),
-        Item::Event(x) if x.time_ns >= sel.from && x.time_ns < sel.to => ev(x, e.shard),
-        _ => {}
-    });
+/// (the aggregations are order-free, so no time merge is paid for), and
+/// returns the accumulator. Large rings are cut into one part per thread;
+/// each part fills its own accumulator from `make`, and the parts are
+/// merged in order at the end.
+pub fn scan<A, M, R, E>(view: &RingView<'_>, sel: &Selection, make: M, rec: R, ev: E) -> A
+where
+    A: Merge + Send,
+    M: Fn() -> A + Sync,
+    R: Fn(&mut A, &Record, u32) + Sync,
+    E: Fn(&mut A, &ringlog::Event, u32) + Sync,
+{
+    let part = |k: usize, n: usize| {
+        let mut acc = make();
+        view.for_each_unordered_part(k, n, |e| match &e.item {
+            Item::Record(r) if sel.keep(r, e.shard) => rec(&mut acc, r, e.shard),
+            Item::Event(x) if x.time_ns >= sel.from && x.time_ns < sel.to => {
+                ev(&mut acc, x, e.shard)
+            }
+            _ => {}
+        });
+        acc
+    };
+    let n = parts(view);
+    if n <= 1 {
+        return part(0, 1);
+    }
+    std::thread::scope(|s| {
+        // Parts 1.. on their own threads (or here, if a thread cannot be
+        // started), part 0 on this one.
+        let handles: Vec<_> = (1..n)
+            .map(|k| {
+                std::thread::Builder::new()
+                    .name(format!("scan-{k}"))
+                    .spawn_scoped(s, move || part(k, n))
+                    .map_err(|_| k)
+            })
+            .collect();
+        let mut acc = part(0, n);
+        for h in handles {
+            let other = match h {
+                Ok(h) => match h.join() {
+                    Ok(a) => a,
+                    // A panic in a part is a bug; report it as this thread's.
+                    Err(p) => std::panic::resume_unwind(p),
+                },
+                Err(k) => part(k, n),
+            };
+            acc.merge(other);
+        }
+        acc
+    })
 }
 
 #[cfg(test)]

@@ -197,3 +197,122 @@ fn hist_export_and_filters() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("colour=red"));
 }
+
+/// A ring big enough that the scans run on several threads: the answers
+/// must be the ones a single thread gives (and find the injected culprit).
+#[test]
+fn threaded_scans_agree_with_one_thread() {
+    use ringlog::scenario::{Culprit, Scenario};
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("big.ring");
+    let mut sc = Scenario::random(0x07b2_ead5, Some(Culprit::Endpoint));
+    sc.rate = 8_000;
+    let w = RingWriter::create(&ring, 64 << 20, sc.workers).unwrap();
+    let truth = sc.write(&w).unwrap().unwrap();
+    drop(w);
+    let st: Value = serde_json::from_str(&run(&["stat", "--json"], &ring)).unwrap();
+    let kept = st["records_in_ring"].as_u64().unwrap();
+    // More than the single-thread cut-off (2^18 slots).
+    assert!(kept > 300_000, "{kept}");
+
+    let both = |args: &[&str]| -> (Value, Value) {
+        let mut one = vec!["--threads", "1"];
+        one.extend_from_slice(args);
+        let mut three = vec!["--threads", "3"];
+        three.extend_from_slice(args);
+        (
+            serde_json::from_str(&run(&one, &ring)).unwrap(),
+            serde_json::from_str(&run(&three, &ring)).unwrap(),
+        )
+    };
+
+    let (a, b) = both(&["hist", "--json", "--by", "endpoint,type"]);
+    let groups = |v: &Value| -> Vec<(String, u64, Value)> {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["group"].to_string(),
+                    g["records"].as_u64().unwrap(),
+                    g["quantiles"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(groups(&a), groups(&b));
+    assert!(groups(&a).len() > 10);
+    let total = |v: &Value| -> u64 {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["records"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total(&a), kept);
+
+    let (a, b) = both(&["spikes", "--json"]);
+    // Times and quantiles exactly; weighted sums up to float rounding.
+    let spikes = |v: &Value| -> Vec<(Value, Value, Value, Value, f64, f64)> {
+        v["spikes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let f = |k: &str| s[k].clone();
+                let x = |k: &str| (s[k].as_f64().unwrap() * 1e6).round();
+                (
+                    f("start_mono_ns"),
+                    f("end_mono_ns"),
+                    f("peak_ns"),
+                    f("baseline_ns"),
+                    x("requests"),
+                    x("affected"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(spikes(&a), spikes(&b));
+    let near = |sp: &Value| {
+        sp["start_mono_ns"]
+            .as_u64()
+            .unwrap()
+            .abs_diff(truth.from_ns)
+            <= SEC
+    };
+    assert!(
+        a["spikes"].as_array().unwrap().iter().any(near),
+        "{a} vs {truth:?}"
+    );
+
+    let (a, b) = both(&["why", "--json"]);
+    let labels = |v: &Value| -> Vec<(Value, Value)> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["label"].clone(), f["support"].clone()))
+            .collect()
+    };
+    assert_eq!(labels(&a), labels(&b));
+    assert_eq!(a["baseline_q_ns"], b["baseline_q_ns"]);
+    assert_eq!(a["events"], b["events"]);
+    assert_eq!(a["findings"][0]["dims"][0], "endpoint", "{a}");
+
+    // The report's slowest-requests table comes from per-thread heaps.
+    let (r1, r3) = (dir.path().join("r1.html"), dir.path().join("r3.html"));
+    for (t, out) in [("1", &r1), ("3", &r3)] {
+        run(
+            &["--threads", t, "report", "--out", out.to_str().unwrap()],
+            &ring,
+        );
+    }
+    let slowest = |p: &std::path::Path| -> String {
+        let html = std::fs::read_to_string(p).unwrap();
+        let at = html.find("Slowest").expect("slowest table");
+        html[at..].to_string()
+    };
+    assert_eq!(slowest(&r1), slowest(&r3));
+}

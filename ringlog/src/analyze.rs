@@ -158,6 +158,48 @@ impl std::hash::Hasher for FastHash {
 /// A HashMap with [`FastHash`].
 pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHash>>;
 
+/// A streaming accumulator that can be split over parts of the input (one
+/// per thread, say) and put back together: merging the parts gives what one
+/// accumulator fed every record would give, up to float rounding.
+pub trait Merge {
+    /// Adds everything `other` has seen.
+    fn merge(&mut self, other: Self);
+}
+
+impl<A: Merge, B: Merge> Merge for (A, B) {
+    fn merge(&mut self, other: Self) {
+        self.0.merge(other.0);
+        self.1.merge(other.1);
+    }
+}
+
+impl<T> Merge for Vec<T> {
+    fn merge(&mut self, mut other: Self) {
+        self.append(&mut other);
+    }
+}
+
+impl Merge for () {
+    fn merge(&mut self, _: Self) {}
+}
+
+/// Merges the values of `other` into `into`, combining those under the same
+/// key with `both`.
+pub(crate) fn merge_map<K: Eq + std::hash::Hash, V>(
+    into: &mut FastMap<K, V>,
+    other: FastMap<K, V>,
+    both: impl Fn(&mut V, V),
+) {
+    for (k, v) in other {
+        match into.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut e) => both(e.get_mut(), v),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
+        }
+    }
+}
+
 /// Index of the longest phase (ties: the earlier one).
 #[inline]
 pub fn dominant_phase(r: &Record) -> usize {

@@ -250,6 +250,10 @@ impl TypeCounters {
     }
 }
 
+/// Tickets per block when a scan is split into parts (256 KiB of slots:
+/// long enough for sequential reads, short enough to spread hot spots).
+pub const PART_BLOCK: u64 = 4096;
+
 /// A validated view over the words of a ring file.
 #[derive(Debug, Clone, Copy)]
 pub struct RingView<'a> {
@@ -376,20 +380,47 @@ impl<'a> RingView<'a> {
     /// Visits every accepted slot, shard by shard in ticket order (not
     /// merged by time): for aggregations that do not care about order, a
     /// straight sequential read of each shard. Returns the skipped slots.
-    pub fn for_each_unordered(&self, mut f: impl FnMut(&Entry)) -> SkipStats {
+    pub fn for_each_unordered(&self, f: impl FnMut(&Entry)) -> SkipStats {
+        self.for_each_unordered_part(0, 1, f)
+    }
+
+    /// Like [`RingView::for_each_unordered`], over part `part` of `parts`:
+    /// each shard's ticket range is cut into blocks of [`PART_BLOCK`]
+    /// tickets dealt round-robin to the parts, and this visits part `part`'s
+    /// blocks of every shard. Calling it for every part (e.g. one per
+    /// thread) visits each slot exactly once; dealing blocks rather than
+    /// halves keeps the parts even when the work is bunched in time (a
+    /// `--since` window, a spike). `parts` of 0 counts as 1; a `part` at or
+    /// past `parts` visits nothing.
+    pub fn for_each_unordered_part(
+        &self,
+        part: usize,
+        parts: usize,
+        mut f: impl FnMut(&Entry),
+    ) -> SkipStats {
         let mut skips = SkipStats::default();
+        let parts = parts.max(1) as u64;
+        let part = part as u64;
+        if part >= parts {
+            return skips;
+        }
+        let stride = PART_BLOCK.saturating_mul(parts);
         for shard in 0..self.shards() {
             let (first, end) = self.range(shard);
-            for ticket in first..end {
-                let r = self.read(shard, ticket);
-                skips.add(&r);
-                if let SlotRead::Item(item) = r {
-                    f(&Entry {
-                        shard,
-                        ticket,
-                        item,
-                    });
+            let mut block = first.saturating_add(part * PART_BLOCK);
+            while block < end {
+                for ticket in block..block.saturating_add(PART_BLOCK).min(end) {
+                    let r = self.read(shard, ticket);
+                    skips.add(&r);
+                    if let SlotRead::Item(item) = r {
+                        f(&Entry {
+                            shard,
+                            ticket,
+                            item,
+                        });
+                    }
                 }
+                block = block.saturating_add(stride);
             }
         }
         skips

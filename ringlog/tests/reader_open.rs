@@ -183,3 +183,51 @@ fn follower_does_not_stall_on_a_slot_left_in_progress() {
     assert_eq!(f.lost, 1);
     assert_eq!(out.len() as u64, slots - 1);
 }
+
+#[test]
+fn unordered_parts_visit_every_slot_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, w) = ring(dir.path());
+    // Uneven shards, and shard 0 wraps (1 MiB holds fewer slots than this).
+    let mut s0 = w.shard(0).unwrap();
+    for i in 0..20_000u64 {
+        s0.write(&Record {
+            start_ns: i,
+            ..Record::default()
+        });
+    }
+    let mut s1 = w.shard(1).unwrap();
+    for i in 0..7u64 {
+        s1.write(&Record {
+            start_ns: 1_000_000 + i,
+            ..Record::default()
+        });
+    }
+    let r = RingReader::open(&p).unwrap();
+    let v = r.view();
+    let mut whole = Vec::new();
+    v.for_each_unordered(|e| whole.push((e.shard, e.ticket)));
+    assert!(whole.len() < 20_007, "shard 0 should have wrapped");
+    for parts in [1, 2, 3, 8, 64] {
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        for part in 0..parts + 1 {
+            let before = got.len();
+            v.for_each_unordered_part(part, parts, |e| got.push((e.shard, e.ticket)));
+            sizes.push(got.len() - before);
+        }
+        got.sort_unstable();
+        let mut want = whole.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{parts} parts");
+        // Even: no part more than one block per shard above another, and
+        // the part past the end is empty.
+        let (lo, hi) = (sizes[..parts].iter().min(), sizes[..parts].iter().max());
+        let block = ringlog::reader::PART_BLOCK as usize;
+        assert!(
+            hi.unwrap() - lo.unwrap() <= 2 * block,
+            "{parts} parts: {sizes:?}"
+        );
+        assert_eq!(sizes[parts], 0);
+    }
+}

@@ -1,6 +1,6 @@
 //! `hist --by DIM[,DIM]`: count, rate and weighted quantiles per group.
 
-use super::{Dim, FastMap, Quantile, WHist};
+use super::{Dim, FastMap, Merge, Quantile, WHist};
 use crate::record::Record;
 
 /// Quantiles reported per group.
@@ -106,6 +106,14 @@ impl Hist {
     }
 }
 
+impl Merge for Hist {
+    fn merge(&mut self, o: Hist) {
+        super::merge_map(&mut self.groups, o.groups, |a, b| a.merge(&b));
+        self.first_ns = self.first_ns.min(o.first_ns);
+        self.last_ns = self.last_ns.max(o.last_ns);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +145,41 @@ mod tests {
         // One second of records.
         assert!((g[0].rate - 2000.0 / h.span_ns() as f64 * 1e9).abs() < 1e-6);
         assert!(g[1].quantiles[3].is_some());
+    }
+
+    #[test]
+    fn merged_parts_give_the_same_groups() {
+        let rec = |i: u64| Record {
+            start_ns: i * 1_000,
+            total_ns: crate::synth::mix(i) % 5_000_000,
+            route: (i % 3) as u16,
+            sample_p: if i.is_multiple_of(5) {
+                6_553
+            } else {
+                crate::record::P_ONE
+            },
+            ..Record::default()
+        };
+        let mut one = Hist::new(vec![Dim::Route]);
+        let mut parts: Vec<Hist> = (0..3).map(|_| Hist::new(vec![Dim::Route])).collect();
+        for i in 0..30_000u64 {
+            one.add(&rec(i), 0);
+            parts[(i % 3) as usize].add(&rec(i), 0);
+        }
+        let mut merged = parts.remove(0);
+        for p in parts {
+            merged.merge(p);
+        }
+        assert_eq!(merged.span_ns(), one.span_ns());
+        let (a, b) = (merged.finish(), one.finish());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (&x.key, x.records, x.max_ns, x.support),
+                (&y.key, y.records, y.max_ns, y.support)
+            );
+            assert_eq!(x.quantiles, y.quantiles);
+            assert!((x.requests - y.requests).abs() < 1e-6);
+        }
     }
 }

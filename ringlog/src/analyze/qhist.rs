@@ -67,6 +67,18 @@ fn upper(i: usize) -> u64 {
     lower.saturating_add((1u64 << shift) - 1)
 }
 
+/// A weight as kept with an exact tail value: weight 1 (p = 1) as 1, others
+/// rounded up so they are never mistaken for exact. Only computed for the
+/// few values that enter the tail.
+#[inline]
+fn tail_weight(weight: f64) -> u32 {
+    if weight <= 1.0 {
+        1
+    } else {
+        weight.ceil().min(f64::from(u32::MAX)) as u32
+    }
+}
+
 impl WHist {
     /// Empty histogram.
     pub fn new() -> WHist {
@@ -85,20 +97,13 @@ impl WHist {
         self.raw += 1;
         self.sum += weight * v as f64;
         self.max = self.max.max(v);
-        // Weight 1 is stored as 1 (p = 1); others as a ceiling so they are
-        // never mistaken for exact.
-        let w = if weight <= 1.0 {
-            1
-        } else {
-            weight.ceil().min(f64::from(u32::MAX)) as u32
-        };
         if self.tail.len() < TAIL_KEEP {
-            self.tail.push(Reverse((v, w)));
+            self.tail.push(Reverse((v, tail_weight(weight))));
         } else if let Some(Reverse((min, _))) = self.tail.peek()
             && v > *min
         {
             self.tail.pop();
-            self.tail.push(Reverse((v, w)));
+            self.tail.push(Reverse((v, tail_weight(weight))));
         }
     }
 

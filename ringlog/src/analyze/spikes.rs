@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::WHist;
+use super::{Merge, WHist};
 use crate::record::Record;
 
 /// Kept records above the baseline a bucket needs to be a spike.
@@ -174,11 +174,11 @@ impl Detector {
                 }
             }
         }
-        let spikes = self.merge(&points);
+        let spikes = self.windows(&points);
         (points, spikes)
     }
 
-    fn merge(&self, points: &[Point]) -> Vec<Spike> {
+    fn windows(&self, points: &[Point]) -> Vec<Spike> {
         let mut out: Vec<Spike> = Vec::new();
         let mut prev_end = None;
         for (pt, (_, b)) in points.iter().zip(&self.buckets) {
@@ -210,12 +210,38 @@ impl Detector {
     }
 }
 
+impl Merge for Detector {
+    /// Both detectors must have the same [`Params`]; `o`'s are ignored.
+    fn merge(&mut self, o: Detector) {
+        for (idx, b) in o.buckets {
+            match self.buckets.entry(idx) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    let a = e.get_mut();
+                    a.hist.merge(&b.hist);
+                    a.errors += b.errors;
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(b);
+                }
+            }
+        }
+        self.all.merge(&o.all);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn run(slow_from: u64, slow_to: u64) -> (Vec<Point>, Vec<Spike>) {
-        let mut d = Detector::new(Params::default());
+        run_parts(slow_from, slow_to, 1)
+    }
+
+    /// Records dealt round-robin to `parts` detectors, merged at the end.
+    fn run_parts(slow_from: u64, slow_to: u64, parts: u64) -> (Vec<Point>, Vec<Spike>) {
+        let mut ds: Vec<Detector> = (0..parts)
+            .map(|_| Detector::new(Params::default()))
+            .collect();
         let mut x = 12345u64;
         // 120 s at 2000 req/s; 1-2 ms, and 20-40 ms in the slow window for
         // 2% of requests (p99.9 goes up ~20x).
@@ -228,14 +254,35 @@ mod tests {
             } else {
                 1_000_000 + x % 1_000_000
             };
-            d.add(&Record {
+            ds[(i % parts) as usize].add(&Record {
                 start_ns: t,
                 total_ns: total,
                 sample_p: crate::record::P_ONE,
                 ..Record::default()
             });
         }
+        let mut d = ds.remove(0);
+        for o in ds {
+            d.merge(o);
+        }
         d.finish()
+    }
+
+    #[test]
+    fn merged_detectors_find_the_same_spikes() {
+        let (p1, s1) = run(60_000_000_000, 65_000_000_000);
+        let (p3, s3) = run_parts(60_000_000_000, 65_000_000_000, 3);
+        let at =
+            |p: &[Point]| -> Vec<_> { p.iter().map(|x| (x.start_ns, x.q_ns, x.spike)).collect() };
+        assert_eq!(at(&p1), at(&p3));
+        assert_eq!(s1.len(), s3.len());
+        for (a, b) in s1.iter().zip(&s3) {
+            assert_eq!(
+                (a.start_ns, a.end_ns, a.peak_ns),
+                (b.start_ns, b.end_ns, b.peak_ns)
+            );
+            assert!((a.requests - b.requests).abs() < 1e-6);
+        }
     }
 
     #[test]

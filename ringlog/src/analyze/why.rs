@@ -17,7 +17,7 @@
 //! between their O and B distributions. Phases partition each record's
 //! total, so the excess mean latency of O over B splits exactly by phase.
 
-use super::{Dim, FastMap, WHist};
+use super::{Dim, FastMap, Merge, WHist};
 use crate::record::{PHASES, Record};
 
 /// Slow records a value needs before it can be named.
@@ -116,6 +116,18 @@ impl Counts {
                 self.b_slow += w;
             }
         }
+    }
+}
+
+impl Counts {
+    fn merge(&mut self, o: Counts) {
+        self.w_all += o.w_all;
+        self.w_all_raw += o.w_all_raw;
+        self.w_slow += o.w_slow;
+        self.w_slow_raw += o.w_slow_raw;
+        self.b_all += o.b_all;
+        self.b_all_raw += o.b_all_raw;
+        self.b_slow += o.b_slow;
     }
 }
 
@@ -262,7 +274,10 @@ impl Attribution {
             }
         }
         // Each dimension's value once (the phase one scans the phases).
-        let vals = Dim::ALL.map(|d| d.value(r, shard));
+        let mut vals = [0u64; Dim::ALL.len()];
+        for (v, d) in vals.iter_mut().zip(Dim::ALL) {
+            *v = d.value(r, shard);
+        }
         for (d, v) in Dim::ALL.into_iter().zip(vals) {
             self.by.entry((d, v)).or_default().add(window, slow, wt);
         }
@@ -495,6 +510,29 @@ fn poisson_significant(obs: f64, expected: f64) -> bool {
     (obs - 0.5 - e) / e.sqrt() > 3.09
 }
 
+impl Merge for Threshold {
+    /// Both must be for the same windows.
+    fn merge(&mut self, o: Threshold) {
+        self.base.merge(&o.base);
+        self.window.merge(&o.window);
+    }
+}
+
+impl Merge for Attribution {
+    /// Both must be for the same windows and threshold.
+    fn merge(&mut self, o: Attribution) {
+        self.total.merge(o.total);
+        super::merge_map(&mut self.by, o.by, Counts::merge);
+        super::merge_map(&mut self.pairs, o.pairs, Counts::merge);
+        for (a, b) in self.slow_phase.iter_mut().zip(o.slow_phase) {
+            *a += b;
+        }
+        for (a, b) in self.base_phase.iter_mut().zip(o.base_phase) {
+            *a += b;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +556,12 @@ mod tests {
     /// 65 s at 2000 req/s over 4 endpoints; endpoint 3's first byte is
     /// slow in the window when `inject`.
     fn analyse(inject: bool) -> Report {
+        analyse_parts(inject, 1)
+    }
+
+    /// Like `analyse`, with the records dealt round-robin to `parts`
+    /// accumulators that are merged afterwards (as a threaded scan does).
+    fn analyse_parts(inject: bool, parts: usize) -> Report {
         let w = windows();
         let recs: Vec<(Record, u32)> = (0..130_000u64)
             .map(|i| {
@@ -546,12 +590,47 @@ mod tests {
                 (r, (x >> 8) as u32 % 2)
             })
             .collect();
+        let part = |k: usize| recs.iter().skip(k).step_by(parts);
         let mut th = Threshold::new(w);
-        recs.iter().for_each(|(r, _)| th.add(r));
+        part(0).for_each(|(r, _)| th.add(r));
+        for k in 1..parts {
+            let mut t = Threshold::new(w);
+            part(k).for_each(|(r, _)| t.add(r));
+            th.merge(t);
+        }
         let (tau, wq) = th.finish().unwrap();
         let mut a = Attribution::new(w, tau);
-        recs.iter().for_each(|(r, s)| a.add(r, *s));
+        part(0).for_each(|(r, s)| a.add(r, *s));
+        for k in 1..parts {
+            let mut b = Attribution::new(w, tau);
+            part(k).for_each(|(r, s)| b.add(r, *s));
+            a.merge(b);
+        }
         a.finish(wq)
+    }
+
+    #[test]
+    fn merged_parts_give_the_same_report() {
+        let one = analyse_parts(true, 1);
+        for parts in [2, 3] {
+            let r = analyse_parts(true, parts);
+            assert_eq!(r.baseline_q_ns, one.baseline_q_ns);
+            assert_eq!(r.window_q_ns, one.window_q_ns);
+            assert!((r.slow_requests - one.slow_requests).abs() < 1e-6);
+            let key = |f: &Finding| (f.dims.clone(), f.values.clone(), f.support);
+            assert_eq!(
+                r.findings.iter().map(key).collect::<Vec<_>>(),
+                one.findings.iter().map(key).collect::<Vec<_>>()
+            );
+            assert_eq!(r.pairs.len(), one.pairs.len());
+            for (a, b) in r.findings.iter().zip(&one.findings) {
+                assert!((a.excess_share - b.excess_share).abs() < 1e-9);
+                assert!((a.rr - b.rr).abs() < 1e-9 * b.rr.abs().max(1.0));
+            }
+            for (a, b) in r.phase_slow_ns.iter().zip(&one.phase_slow_ns) {
+                assert!((a - b).abs() < 1e-6 * b.abs().max(1.0));
+            }
+        }
     }
 
     #[test]
