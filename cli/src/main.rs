@@ -52,6 +52,8 @@ enum Command {
     Stat {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        select: select::Select,
     },
     /// Print the newest records and events (names resolved, one timeline);
     /// -f follows; --where/--since/--until select.
@@ -122,7 +124,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     select::set_threads(cli.threads);
     let result = match cli.command {
-        Command::Stat { common } => stat::run(&common.ring, common.json),
+        Command::Stat { common, select } => stat::run(&common.ring, common.json, &select),
         Command::Tail {
             common,
             lines,
@@ -146,7 +148,7 @@ fn main() -> ExitCode {
             common,
             select,
             args,
-        } => report::run(&common.ring, &select, &args),
+        } => report::run(&common.ring, common.json, &select, &args),
         Command::Export {
             common,
             select,

@@ -151,7 +151,7 @@ fn choose(found: &[Spike], spike: Option<usize>, max: usize) -> Result<Vec<usize
 }
 
 /// `ringlog report`.
-pub fn run(path: &Path, sel: &Select, a: &ReportArgs) -> Result<()> {
+pub fn run(path: &Path, json_out: bool, sel: &Select, a: &ReportArgs) -> Result<()> {
     let reader = open(path)?;
     let view = reader.view();
     let names = view.names();
@@ -205,6 +205,23 @@ pub fn run(path: &Path, sel: &Select, a: &ReportArgs) -> Result<()> {
     let tmp = a.out.with_extension("html.tmp");
     std::fs::write(&tmp, html.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    if json_out {
+        let verdicts: Vec<serde_json::Value> = data
+            .explained
+            .iter()
+            .map(|e| match &e.why {
+                Ok((_, v)) => serde_json::json!({ "spike": e.n, "verdict": v }),
+                Err(err) => serde_json::json!({ "spike": e.n, "error": err }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "out": a.out.display().to_string(), "bytes": html.len(),
+                                "buckets": data.points.len(), "spikes": data.spikes.len(),
+                                "explained": verdicts })
+        );
+        return Ok(());
+    }
     println!(
         "wrote {} ({} buckets, {} spikes, {} explained, {} KiB)",
         a.out.display(),

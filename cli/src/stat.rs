@@ -11,6 +11,7 @@ use ringlog::units::{format_ns, format_size};
 use ringlog::{Item, RingReader, SkipStats};
 use serde::Serialize;
 
+use crate::select::Select;
 use crate::show::type_name;
 
 #[derive(Debug, Serialize)]
@@ -28,6 +29,9 @@ struct Stat {
     name_capacity: u64,
     span: Option<Span>,
     records_in_ring: u64,
+    /// Present when --since, --until or --where narrowed the view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selected: Option<Selected>,
     events_in_ring: u64,
     written: u64,
     overwritten: u64,
@@ -41,6 +45,48 @@ struct Span {
     from: String,
     to: String,
     seconds: f64,
+}
+
+/// Earliest and latest time seen (monotonic ns).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    lo: u64,
+    hi: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            lo: u64::MAX,
+            hi: 0,
+        }
+    }
+}
+
+impl Bounds {
+    fn add(&mut self, from: u64, to: u64) {
+        self.lo = self.lo.min(from);
+        self.hi = self.hi.max(to);
+    }
+    fn span(self, h: &ringlog::Header) -> Option<Span> {
+        (self.lo <= self.hi).then(|| Span {
+            from: rfc3339(h.wall_ns(self.lo)),
+            to: rfc3339(h.wall_ns(self.hi)),
+            seconds: (self.hi - self.lo) as f64 / 1e9,
+        })
+    }
+}
+
+/// What `--since/--until/--where` keep.
+#[derive(Debug, Serialize, Default)]
+struct Selected {
+    records: u64,
+    /// Requests the records stand for (sum of weights).
+    requests: f64,
+    /// Of those, errors (status >= 500 or a local error).
+    errors: f64,
+    events: u64,
+    span: Option<Span>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,34 +117,55 @@ struct TypeRow {
     raw: TypeCounters,
 }
 
-pub fn run(path: &Path, json: bool) -> Result<()> {
+pub fn run(path: &Path, json: bool, sel: &Select) -> Result<()> {
     let reader = RingReader::open(path)?;
     let view = reader.view();
     let h = *view.header();
     let names = view.names();
+    let narrowed = sel.since.is_some() || sel.until.is_some() || sel.filter.is_some();
+    let selection = if narrowed {
+        Some(sel.resolve(&view, &names)?)
+    } else {
+        None
+    };
 
     let (mut records, mut events) = (0u64, 0u64);
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    let mut snap = view.snapshot();
-    for e in &mut snap {
-        match e.item {
-            Item::Record(r) => {
-                records += 1;
-                lo = lo.min(r.start_ns);
-                hi = hi.max(r.end_ns());
-            }
-            Item::Event(ev) => {
-                events += 1;
-                lo = lo.min(ev.time_ns);
-                hi = hi.max(ev.time_ns);
+    let mut all = Bounds::default();
+    let mut chosen = Selected::default();
+    let mut chosen_bounds = Bounds::default();
+    // Counting needs no time order: a straight read of each shard.
+    let skips: SkipStats = view.for_each_unordered(|e| match &e.item {
+        Item::Record(r) => {
+            records += 1;
+            all.add(r.start_ns, r.end_ns());
+            if let Some(s) = &selection
+                && s.keep(r, e.shard)
+            {
+                chosen.records += 1;
+                let w = r.weight();
+                chosen.requests += w;
+                if r.status >= 500 || r.flags.has(ringlog::record::Flags::ERROR) {
+                    chosen.errors += w;
+                }
+                chosen_bounds.add(r.start_ns, r.end_ns());
             }
         }
-    }
-    let skips: SkipStats = snap.skips();
-    let span = (lo <= hi).then(|| Span {
-        from: rfc3339(h.wall_ns(lo)),
-        to: rfc3339(h.wall_ns(hi)),
-        seconds: (hi - lo) as f64 / 1e9,
+        Item::Event(ev) => {
+            events += 1;
+            all.add(ev.time_ns, ev.time_ns);
+            if let Some(s) = &selection
+                && ev.time_ns >= s.from
+                && ev.time_ns < s.to
+            {
+                chosen.events += 1;
+                chosen_bounds.add(ev.time_ns, ev.time_ns);
+            }
+        }
+    });
+    let span = all.span(&h);
+    let selected = selection.map(|_| Selected {
+        span: chosen_bounds.span(&h),
+        ..chosen
     });
 
     let mut per_shard = Vec::new();
@@ -154,6 +221,7 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
         name_capacity: h.layout.name_capacity,
         span,
         records_in_ring: records,
+        selected,
         events_in_ring: events,
         written: per_shard
             .iter()
@@ -208,6 +276,16 @@ fn print_text(s: &Stat) {
         "entries   {} records + {} events in the ring; {} written, {} overwritten",
         s.records_in_ring, s.events_in_ring, s.written, s.overwritten
     );
+    if let Some(x) = &s.selected {
+        let when = match &x.span {
+            Some(sp) => format!("{} .. {}", sp.from, sp.to),
+            None => "nothing".into(),
+        };
+        println!(
+            "selected  {} records ({:.0} requests, {:.0} errors) + {} events: {when}",
+            x.records, x.requests, x.errors, x.events
+        );
+    }
     let k = &s.skipped;
     println!(
         "skipped   in_progress {}, torn {}, overwritten during read {}, stale {}, corrupt {}, empty {}",

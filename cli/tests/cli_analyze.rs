@@ -109,6 +109,26 @@ fn spikes_and_why_find_the_slow_endpoint() {
     let text = run(&["why"], &ring);
     assert!(text.contains("endpoint=10.0.3.7:8080"), "{text}");
 
+    // report --json says what it wrote and each spike's verdict.
+    let page = dir.path().join("r.html");
+    let rep: Value = serde_json::from_str(&run(
+        &["report", "--json", "--out", page.to_str().unwrap()],
+        &ring,
+    ))
+    .unwrap();
+    assert_eq!(rep["spikes"], 1, "{rep}");
+    assert_eq!(
+        rep["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&page).unwrap().len()
+    );
+    assert!(
+        rep["explained"][0]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("10.0.3.7:8080"),
+        "{rep}"
+    );
+
     // tail --where keeps only matching records (events still interleave).
     let tailed = run(
         &[

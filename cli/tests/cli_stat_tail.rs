@@ -73,6 +73,35 @@ fn stat_and_tail_report_what_was_written() {
     assert_eq!(market["counters"]["seen"], 100);
     assert_eq!(market["counters"]["kept_sampled"], 100);
     assert_eq!(market["counters"]["dropped"], 0);
+    assert!(j.get("selected").is_none(), "{j}");
+
+    // --since / --where narrow what `selected` counts (the rest stays the
+    // whole ring). The newest entry is the event at 2 ms, so -950us starts
+    // at 1.05 ms: records 50..100 and the event.
+    let stat_sel = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["stat", "--json"])
+            .args(args)
+            .arg("--ring")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let j = stat_sel(&["--since", "-950us"]);
+    assert_eq!(j["records_in_ring"], 100);
+    assert_eq!(j["selected"]["records"], 50, "{j}");
+    assert_eq!(j["selected"]["events"], 1, "{j}");
+    let j = stat_sel(&["--where", "endpoint=10.0.0.7:8080,total>400ns"]);
+    assert_eq!(j["selected"]["records"], 100, "{j}");
+    assert_eq!(j["selected"]["requests"], 100.0, "{j}");
+    let j = stat_sel(&["--where", "status>=500"]);
+    assert_eq!(j["selected"]["records"], 0, "{j}");
 
     let out = Command::new(BIN)
         .args(["tail", "-n", "3", "--json", "--ring"])
