@@ -49,17 +49,22 @@ fn stat_and_tail_report_what_was_written() {
     }
     s0.write_event(&Event::new(EventKind::ConfigApplied, 2_000_000));
 
-    let out = Command::new(BIN)
-        .args(["stat", "--json", "--ring"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stat = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["stat", "--json"])
+            .args(args)
+            .arg("--ring")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let j = stat(&[]);
     assert_eq!(j["records_in_ring"], 100);
     assert_eq!(j["events_in_ring"], 1);
     assert_eq!(j["written"], 101);
@@ -78,29 +83,14 @@ fn stat_and_tail_report_what_was_written() {
     // --since / --where narrow what `selected` counts (the rest stays the
     // whole ring). The newest entry is the event at 2 ms, so -950us starts
     // at 1.05 ms: records 50..100 and the event.
-    let stat_sel = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(BIN)
-            .args(["stat", "--json"])
-            .args(args)
-            .arg("--ring")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let j = stat_sel(&["--since", "-950us"]);
+    let j = stat(&["--since", "-950us"]);
     assert_eq!(j["records_in_ring"], 100);
     assert_eq!(j["selected"]["records"], 50, "{j}");
     assert_eq!(j["selected"]["events"], 1, "{j}");
-    let j = stat_sel(&["--where", "endpoint=10.0.0.7:8080,total>400ns"]);
+    let j = stat(&["--where", "endpoint=10.0.0.7:8080,total>400ns"]);
     assert_eq!(j["selected"]["records"], 100, "{j}");
     assert_eq!(j["selected"]["requests"], 100.0, "{j}");
-    let j = stat_sel(&["--where", "status>=500"]);
+    let j = stat(&["--where", "status>=500"]);
     assert_eq!(j["selected"]["records"], 0, "{j}");
 
     let out = Command::new(BIN)
