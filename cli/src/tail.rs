@@ -35,29 +35,46 @@ fn colour(e: &ringlog::Entry) -> Option<&'static str> {
 /// Poll interval of follow mode.
 const POLL: Duration = Duration::from_millis(100);
 
+/// Most entries `-n` prints; the first batch holds up to this many per
+/// shard in memory. `export` streams any number.
+pub const MAX_LINES: u64 = 100_000;
+
 pub fn run(path: &Path, json: bool, lines: u64, follow: bool, select: &Select) -> Result<()> {
     let mut reader = RingReader::open(path)?;
+    if lines > MAX_LINES {
+        eprintln!(
+            "ringlog: tail -n {lines}: printing the newest {MAX_LINES} (use `ringlog export` for more)"
+        );
+    }
+    let lines = lines.min(MAX_LINES);
     // Times resolve once (a relative --since does not slide while
     // following); the filter re-resolves as the name table grows.
     let base = select.resolve(&reader.view(), &reader.view().names())?;
     let color = !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut follower = Follower::from_last(&reader.view(), lines);
+    // Start far enough back that each shard has `lines` selected entries
+    // ahead (with no selection, simply its last `lines` slots).
+    let mut follower = Follower::from_last_matching(&reader.view(), lines, |e| selected(&base, e));
     let mut batch = Vec::new();
     let mut first = true;
     loop {
         let view = reader.view();
         let names = view.names();
-        batch.clear();
-        // When following, read in bounded chunks so output starts promptly.
-        while follower.poll(&view, &mut batch, 65_536) > 0 && batch.len() < 1 << 20 {}
         let sel = Selection {
             filter: select.filter(&names)?,
             ..base.clone()
         };
-        batch.retain(|e| selected(&sel, e));
+        batch.clear();
+        // Read in chunks and keep only the selected entries; when following,
+        // stop at a bounded batch so output starts promptly.
+        while follower.poll_where(&view, &mut batch, 65_536, |e| selected(&sel, e)) > 0
+            && (first || batch.len() < 1 << 20)
+        {}
         let skip = if first {
+            // Chunks merge by time within themselves; put the whole first
+            // batch in order before taking its newest `lines`.
+            batch.sort_by_key(|e| (e.item.time_key(), e.shard));
             batch.len().saturating_sub(lines as usize)
         } else {
             0

@@ -126,6 +126,57 @@ fn stat_and_tail_report_what_was_written() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("EVENT config_applied"));
 }
 
+/// `tail -n N --where F` prints the newest N entries that match F, even
+/// when they are sparse among the newest slots (and merges both shards).
+#[test]
+fn tail_n_counts_matching_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.ring");
+    let w = RingWriter::create(&path, 1 << 20, 2).unwrap();
+    let busy = w.intern(NameKind::Route, "busy", 1).unwrap();
+    let rare = w.intern(NameKind::Route, "rare", 1).unwrap();
+    let mut shards = [w.shard(0).unwrap(), w.shard(1).unwrap()];
+    // 4000 records; every 100th is `rare` (40 in all), alternating shards.
+    for i in 0..4000u64 {
+        let route = if i % 100 == 7 { rare } else { busy };
+        shards[(i / 100 % 2) as usize].write(&record(route, 0, 0, i));
+    }
+    let tail = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["tail", "--json"])
+            .args(args)
+            .arg("--ring")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    };
+    let got = tail(&["-n", "25", "--where", "route=rare"]);
+    assert_eq!(got.len(), 25);
+    assert!(got.iter().all(|v| v["route"] == "rare"));
+    // The newest 25 of the 40, oldest first.
+    let starts: Vec<u64> = got
+        .iter()
+        .map(|v| v["start_mono_ns"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (15..40).map(|k| 1_000_000 + (k * 100 + 7) * 1000).collect();
+    assert_eq!(starts, want);
+    // Asking for more than exist gives all of them.
+    assert_eq!(tail(&["-n", "100", "--where", "route=rare"]).len(), 40);
+    // Without a filter: the newest slots, as before.
+    let plain = tail(&["-n", "3"]);
+    assert_eq!(plain.len(), 3);
+    assert_eq!(plain[2]["start_mono_ns"], 1_000_000 + 3999 * 1000);
+}
+
 #[test]
 fn tail_follows_a_file_being_written() {
     let dir = tempfile::tempdir().unwrap();
