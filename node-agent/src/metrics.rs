@@ -44,9 +44,12 @@ pub enum Driver {
     SplicedBytes = 9,
     /// L4 tunnels that could not get a pipe and copied instead.
     SpliceFallbacks = 10,
+    /// Requests sent again on a new connection because their pooled
+    /// connection closed before any response byte.
+    StaleRetries = 11,
 }
 
-const DRIVER_NAMES: [&str; 11] = [
+const DRIVER_NAMES: [&str; 12] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -58,6 +61,7 @@ const DRIVER_NAMES: [&str; 11] = [
     "accepted",
     "spliced_bytes",
     "splice_fallbacks",
+    "stale_retries",
 ];
 
 /// One worker's counters (single writer).

@@ -60,6 +60,9 @@ pub struct Connect {
     pub addr: SocketAddr,
     /// Connect timeout, ns.
     pub timeout_ns: u64,
+    /// Open a new connection even if the pool holds one for `addr` (the
+    /// retry after a pooled connection turned out closed).
+    pub fresh: bool,
 }
 
 /// What the driver must do after a call. Fields are consumed (taken) by

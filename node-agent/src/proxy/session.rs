@@ -107,6 +107,15 @@ struct Exchange {
     /// Index in `Out::to_up` where this exchange's bytes start, while they
     /// have not left this call yet (so a late rejection can withdraw them).
     uncommitted: Option<usize>,
+    /// Where the upstream connection goes (for a retry).
+    connect: Option<Connect>,
+    /// The upstream connection came from the pool (it may have been closed
+    /// by the upstream while idle).
+    reused: bool,
+    /// The whole upstream request (head, no body) of an idempotent request,
+    /// kept to send again if a pooled connection turns out closed before
+    /// any response byte.
+    replay: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +418,9 @@ impl Session {
             connect_deadline: u64::MAX,
             request_deadline: u64::MAX,
             uncommitted: None,
+            connect: None,
+            reused: false,
+            replay: None,
         }
     }
 
@@ -493,6 +505,16 @@ impl Session {
                 }
             },
         };
+        if matches!(ex.req, ReqBody::Done)
+            && !ex.upgrade
+            && !ex.connect_method
+            && idempotent(head.method)
+        {
+            // One small copy of the rewritten head per such request: the
+            // price of answering a stale pooled connection with a retry
+            // instead of a 502.
+            ex.replay = Some(up_head.clone());
+        }
         ex.uncommitted = Some(out.to_up.len());
         out.to_up.push(Chunk::Owned(up_head));
         connect_to(&mut ex, target, cx.now, out);
@@ -548,10 +570,21 @@ fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
     ex.record.arm = target.arm;
     ex.connect_deadline = now.saturating_add(target.connect_timeout_ns);
     ex.request_deadline = now.saturating_add(target.request_timeout_ns);
-    out.connect = Some(Connect {
+    let c = Connect {
         addr: target.addr,
         timeout_ns: target.connect_timeout_ns,
-    });
+        fresh: false,
+    };
+    ex.connect = Some(c);
+    out.connect = Some(c);
+}
+
+/// Methods a client may send again without changing the outcome
+/// (RFC 9110 section 9.2.2).
+fn idempotent(method: &str) -> bool {
+    ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
 }
 
 #[cfg(test)]

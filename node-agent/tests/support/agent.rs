@@ -144,7 +144,7 @@ ring: {{ path: "{}", size: 4MiB }}
 
 impl Agent {
     /// Starts the agent on a config made by `make(listen_port, ring_path)`.
-    pub fn start(make: impl FnOnce(u16, &Path) -> String, extra: &[&str]) -> Agent {
+    pub fn start(make: impl Fn(u16, &Path) -> String, extra: &[&str]) -> Agent {
         Agent::start_via(&[], make, extra)
     }
 
@@ -152,19 +152,39 @@ impl Agent {
     /// its arguments, e.g. a seccomp filter).
     pub fn start_via(
         wrapper: &[&str],
-        make: impl FnOnce(u16, &Path) -> String,
+        make: impl Fn(u16, &Path) -> String,
         extra: &[&str],
     ) -> Agent {
         Agent::start_full(wrapper, "127.0.0.1", make, extra)
     }
 
     /// Like [`Agent::start_via`], with the admin listener on `admin_ip`.
+    /// A port picked by [`free_port`] can be taken by someone else before
+    /// the agent binds it; that one case is retried with new ports.
     pub fn start_full(
         wrapper: &[&str],
         admin_ip: &str,
-        make: impl FnOnce(u16, &Path) -> String,
+        make: impl Fn(u16, &Path) -> String,
         extra: &[&str],
     ) -> Agent {
+        for attempt in 1..=3 {
+            match Agent::try_start(wrapper, admin_ip, &make, extra) {
+                Ok(a) => return a,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    eprintln!("port taken before the agent bound it, retrying: {log}");
+                }
+                Err(log) => panic!("agent exited: {log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(
+        wrapper: &[&str],
+        admin_ip: &str,
+        make: &impl Fn(u16, &Path) -> String,
+        extra: &[&str],
+    ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin = free_port();
@@ -199,10 +219,10 @@ impl Agent {
             if let Ok(r) = try_request_at(admin_ip, admin, "GET /ready HTTP/1.1\r\nHost: t\r\n\r\n")
                 && r.status == 200
             {
-                break;
+                return Ok(a);
             }
             if let Ok(Some(st)) = a.child.try_wait() {
-                panic!("agent exited with {st}: {}", a.log());
+                return Err(format!("{st}: {}", a.log()));
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
@@ -211,7 +231,6 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        a
     }
 
     pub fn log(&self) -> String {

@@ -230,7 +230,7 @@ impl Worker {
             if let Some(o) = owner
                 && let Some(Slot::Down(d)) = self.slab.get_mut(o)
             {
-                d.session.on_up_ready(self.core.now);
+                d.session.on_up_ready(self.core.now, false);
                 self.core.todo.push(o);
             }
             self.arm_recv(j);
@@ -480,15 +480,19 @@ impl Worker {
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
-        if let Some(j) = self.core.pool_take(c.addr)
+        if !c.fresh
+            && let Some(j) = self.core.pool_take(c.addr)
             && let Some(Slot::Up(u)) = self.slab.get_mut(j)
         {
             u.owner = Some(i);
             if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
                 d.up = Some(j);
-                d.session.on_up_ready(self.core.now);
+                d.session.on_up_ready(self.core.now, true);
             }
             return;
+        }
+        if c.fresh {
+            self.core.stats().driver(Driver::StaleRetries, 1);
         }
         self.core.stats().driver(Driver::Connects, 1);
         let sock = match super::super::upstream_socket(c.addr, self.core.shared.upstream_mark) {

@@ -30,6 +30,8 @@ struct H {
     down: Vec<u8>,
     records: Vec<Finished>,
     connects: usize,
+    /// `fresh` of every connect asked for.
+    fresh: Vec<bool>,
     releases: Vec<bool>,
     closed: bool,
     now: u64,
@@ -55,6 +57,7 @@ impl H {
             down: Vec::new(),
             records: Vec::new(),
             connects: 0,
+            fresh: Vec::new(),
             releases: Vec::new(),
             closed: false,
             now: 1000,
@@ -78,6 +81,7 @@ impl H {
             self.down.extend_from_slice(c.bytes(input));
         }
         self.connects += usize::from(out.connect.is_some());
+        self.fresh.extend(out.connect.map(|c| c.fresh));
         self.releases.extend(out.release_up);
         self.closed |= out.close_down;
         self.records.append(&mut out.records);
@@ -96,7 +100,13 @@ impl H {
 
     fn ready(&mut self) {
         self.now += 100;
-        self.s.on_up_ready(self.now);
+        self.s.on_up_ready(self.now, false);
+    }
+
+    /// The upstream is ready from the pool.
+    fn ready_pooled(&mut self) {
+        self.now += 100;
+        self.s.on_up_ready(self.now, true);
     }
 
     fn text(v: &[u8]) -> String {
@@ -254,6 +264,85 @@ fn upstream_failures_map_to_503_504_502() {
     h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
     assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
     assert_eq!(h.records[0].record.reason, Reason::UpstreamProtocol);
+}
+
+#[test]
+fn stale_pooled_connection_is_retried_once_on_a_new_one() {
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n");
+    let first = H::text(&h.up);
+    h.ready_pooled();
+    // The pooled connection closes before any response byte.
+    h.run(b"", |s, cx, out| s.on_up_eof(cx, false, out));
+    assert!(h.down.is_empty(), "{}", H::text(&h.down));
+    assert_eq!(h.releases, vec![false], "the stale one is closed");
+    assert_eq!(h.fresh, vec![false, true], "the retry skips the pool");
+    assert_eq!(
+        H::text(&h.up),
+        format!("{first}{first}"),
+        "the same head again"
+    );
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 200 OK"));
+    let r = h.records[0].record;
+    assert_eq!((r.status, r.retries), (200, 1));
+    assert_eq!(r.flags.0 & (Flags::ERROR | Flags::RESET), 0);
+    assert_eq!(r.phases_ns.iter().sum::<u64>(), r.total_ns);
+
+    // Only once: the new connection failing the same way is a 502.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready_pooled();
+    h.run(b"", |s, cx, out| s.on_up_eof(cx, true, out));
+    h.ready();
+    h.run(b"", |s, cx, out| s.on_up_eof(cx, true, out));
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    assert_eq!(h.records[0].record.retries, 1);
+}
+
+#[test]
+fn no_retry_when_unsafe_or_already_answering() {
+    let stale = |req: &[u8], pooled: bool, partial: &[u8]| -> H {
+        let mut h = H::new(Protocol::Http);
+        h.down(req);
+        if pooled {
+            h.ready_pooled();
+        } else {
+            h.ready();
+        }
+        if !partial.is_empty() {
+            h.upstream(partial);
+        }
+        h.run(b"", |s, cx, out| s.on_up_eof(cx, false, out));
+        h
+    };
+    // Not idempotent, even without a body.
+    let h = stale(
+        b"POST /api/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        true,
+        b"",
+    );
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    assert_eq!(h.fresh, vec![false]);
+    // A body was streamed (and is gone).
+    let h = stale(
+        b"PUT /api/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",
+        true,
+        b"",
+    );
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    // A new connection that closes is not a stale pool entry.
+    let h = stale(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", false, b"");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    // Part of a response head already arrived.
+    let h = stale(
+        b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n",
+        true,
+        b"HTTP/1.1 200",
+    );
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    assert_eq!(h.fresh, vec![false]);
 }
 
 #[test]

@@ -9,17 +9,52 @@ use ringlog::record::Flags;
 use super::{Exchange, Framed, ReqBody, Resp, Session};
 use crate::http1::chunked::Decoder;
 use crate::http1::response::{self, Body};
-use crate::proxy::{Chunk, Cx, Finished, Out};
+use crate::proxy::{Chunk, Connect, Cx, Finished, Out};
 
 impl Session {
-    /// The upstream connection is ready (connected, or taken from the pool).
-    pub fn on_up_ready(&mut self, now: u64) {
+    /// The upstream connection is ready: connected, or taken from the pool
+    /// (`reused`).
+    pub fn on_up_ready(&mut self, now: u64, reused: bool) {
         if let Some(ex) = &mut self.ex
             && !ex.up_ready
         {
             ex.up_ready = true;
+            ex.reused = reused;
             ex.marks.upstream = now;
         }
+    }
+
+    /// A pooled connection closed before any byte of the response: the
+    /// upstream most likely timed it out while it sat idle, racing this
+    /// request. An idempotent request without a body is sent again, once,
+    /// on a new connection. True if it was.
+    fn retry_stale(&mut self, now: u64, out: &mut Out) -> bool {
+        let Some(ex) = &mut self.ex else {
+            return false;
+        };
+        let untouched = ex.reused
+            && !ex.tunnel
+            && !ex.down_started
+            && ex.marks.first_byte == 0
+            && matches!(ex.resp, Resp::Head)
+            && self.hold_up.is_empty();
+        let (Some(c), true) = (ex.connect, untouched) else {
+            return false;
+        };
+        let Some(bytes) = ex.replay.take() else {
+            return false;
+        };
+        out.release_up = Some(false);
+        out.to_up.push(Chunk::Owned(bytes));
+        out.connect = Some(Connect { fresh: true, ..c });
+        ex.reused = false;
+        ex.up_ready = false;
+        ex.up_eof = false;
+        ex.record.flags.0 &= !Flags::RESET;
+        ex.record.retries = ex.record.retries.saturating_add(1);
+        // The connect timeout runs again; the request deadline does not.
+        ex.connect_deadline = now.saturating_add(c.timeout_ns);
+        true
     }
 
     /// Connecting failed (`timeout`: the connect timeout expired).
@@ -225,6 +260,9 @@ impl Session {
 
     /// The upstream closed its side (`reset`: with an error).
     pub fn on_up_eof(&mut self, cx: &mut Cx<'_>, reset: bool, out: &mut Out) {
+        if self.retry_stale(cx.now, out) {
+            return;
+        }
         let Some(ex) = &mut self.ex else {
             return;
         };
