@@ -47,9 +47,11 @@ pub enum Driver {
     /// Requests sent again on a new connection because their pooled
     /// connection closed before any response byte.
     StaleRetries = 11,
+    /// Pooled upstream connections closed after `timeouts.idle` unused.
+    PoolExpired = 12,
 }
 
-const DRIVER_NAMES: [&str; 12] = [
+const DRIVER_NAMES: [&str; 13] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -62,6 +64,7 @@ const DRIVER_NAMES: [&str; 12] = [
     "spliced_bytes",
     "splice_fallbacks",
     "stale_retries",
+    "pool_expired",
 ];
 
 /// One worker's counters (single writer).

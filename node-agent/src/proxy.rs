@@ -63,6 +63,8 @@ pub struct Connect {
     /// Open a new connection even if the pool holds one for `addr` (the
     /// retry after a pooled connection turned out closed).
     pub fresh: bool,
+    /// How long the connection may then sit idle in the pool, ns.
+    pub idle_ns: u64,
 }
 
 /// What the driver must do after a call. Fields are consumed (taken) by

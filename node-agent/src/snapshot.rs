@@ -113,7 +113,7 @@ pub struct ClusterRt {
     pub connect_timeout_ns: u64,
     /// Whole-request timeout, ns.
     pub request_timeout_ns: u64,
-    /// Idle keep-alive timeout, ns.
+    /// How long an upstream connection may sit idle in a worker's pool, ns.
     pub idle_timeout_ns: u64,
 }
 
@@ -181,11 +181,13 @@ pub struct Target {
     pub connect_timeout_ns: u64,
     /// Whole-request timeout, ns.
     pub request_timeout_ns: u64,
+    /// How long its connection may sit idle in the pool, ns.
+    pub idle_timeout_ns: u64,
 }
 
 impl Target {
     /// An original destination (transparent capture): no cluster, default
-    /// timeouts (1 s connect, 5 s request).
+    /// timeouts (1 s connect, 5 s request, 60 s idle).
     pub fn passthrough(addr: SocketAddr) -> Target {
         Target {
             addr,
@@ -194,6 +196,7 @@ impl Target {
             arm: 0,
             connect_timeout_ns: 1_000_000_000,
             request_timeout_ns: 5_000_000_000,
+            idle_timeout_ns: 60_000_000_000,
         }
     }
 }
@@ -461,6 +464,7 @@ impl Snapshot {
             arm: p.arm,
             connect_timeout_ns: c.connect_timeout_ns,
             request_timeout_ns: c.request_timeout_ns,
+            idle_timeout_ns: c.idle_timeout_ns,
         })
     }
 }

@@ -1,8 +1,11 @@
-//! The agent's upstream keep-alive pool against an upstream that closes
-//! idle keep-alive connections the way real servers do when their idle
-//! timer fires: it reads the next request and closes without answering.
-//! An idempotent request on such a stale pooled connection is sent again,
-//! once, on a new connection; a POST is not (502 with a reason).
+//! The agent's upstream keep-alive pool:
+//! - against an upstream that closes idle keep-alive connections the way
+//!   real servers do when their idle timer fires (it reads the next request
+//!   and closes without answering), an idempotent request on such a stale
+//!   pooled connection is sent again, once, on a new connection; a POST is
+//!   not (502 with a reason);
+//! - a pooled connection unused for the cluster's `timeouts.idle` is closed
+//!   by the agent, and the next request opens a new one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/agent.rs"]
@@ -16,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Answers the first request on each connection (keep-alive, `x-conn: N`),
-/// then reads the next one and closes without a byte.
-struct OneShotUpstream {
+/// Answers the first `answers` requests on each connection (keep-alive,
+/// `x-conn: N`), then reads the next one and closes without a byte.
+struct TestUpstream {
     port: u16,
     conns: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -37,8 +40,8 @@ fn read_head(s: &mut TcpStream) -> bool {
     true
 }
 
-impl OneShotUpstream {
-    fn start() -> OneShotUpstream {
+impl TestUpstream {
+    fn start(answers: usize) -> TestUpstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
@@ -57,18 +60,23 @@ impl OneShotUpstream {
                 std::thread::spawn(move || {
                     s.set_nonblocking(false).unwrap();
                     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                    if !read_head(&mut s) {
-                        return;
+                    for _ in 0..answers {
+                        if !read_head(&mut s) {
+                            return;
+                        }
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nx-conn: {n}\r\nContent-Length: 2\r\n\r\nok"
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
                     }
-                    let resp =
-                        format!("HTTP/1.1 200 OK\r\nx-conn: {n}\r\nContent-Length: 2\r\n\r\nok");
-                    s.write_all(resp.as_bytes()).unwrap();
                     // The next request finds the connection "timed out".
                     read_head(&mut s);
                 });
             }
         });
-        OneShotUpstream {
+        TestUpstream {
             port,
             conns,
             stop,
@@ -77,7 +85,7 @@ impl OneShotUpstream {
     }
 }
 
-impl Drop for OneShotUpstream {
+impl Drop for TestUpstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -88,7 +96,7 @@ impl Drop for OneShotUpstream {
 
 #[test]
 fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
-    let up = OneShotUpstream::start();
+    let up = TestUpstream::start(1);
     let up_port = up.port;
     let agent = Agent::start(move |port, ring| config(port, &[up_port], "5s", ring), &[]);
     let mut s = connect(agent.port);
@@ -150,4 +158,41 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
             ("502".to_string(), 0),
         ]
     );
+}
+
+#[test]
+fn pooled_connection_closes_after_the_cluster_idle_timeout() {
+    let up = TestUpstream::start(usize::MAX);
+    let up_port = up.port;
+    // The same cluster with `timeouts.idle: 400ms`.
+    let agent = Agent::start(
+        move |port, ring| config(port, &[up_port], "5s", ring).replace("idle: 60s", "idle: 400ms"),
+        &[],
+    );
+    let get = |path: &str| -> String {
+        let r = request(
+            agent.port,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        );
+        assert_eq!(r.status, 200, "{}", r.head);
+        r.header("x-conn").unwrap()
+    };
+    // Back to back: the pooled connection is reused.
+    assert_eq!(get("/a"), "1");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(get("/b"), "1");
+    // Idle for longer than 400 ms (+ the 250 ms sweep): closed by the agent,
+    // so the next request opens connection 2.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let m = agent.metrics();
+    assert!(
+        m.contains("tailmesh_driver_events_total{event=\"pool_expired\"} 1"),
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("driver_events"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(get("/c"), "2");
+    assert_eq!(up.conns.load(Ordering::Relaxed), 2);
 }

@@ -46,7 +46,9 @@ pub struct Core {
     drain_timeout_ns: u64,
     drain_deadline: Option<u64>,
     /// Idle upstream connections (slots) by endpoint.
-    pool: HashMap<SocketAddr, Vec<usize>, BuildHasherDefault<AddrHasher>>,
+    pool: HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>,
+    /// When the pool is next swept for idle connections.
+    next_sweep: u64,
 }
 
 /// A multiply-rotate hasher for pool keys. The keys are endpoint addresses
@@ -85,6 +87,18 @@ impl std::hash::Hasher for AddrHasher {
 /// Idle upstream connections kept per endpoint.
 const POOL_MAX: usize = 256;
 
+/// How often the pool is swept for connections idle past their timeout:
+/// a pooled connection closes between `timeouts.idle` and this much later.
+pub const POOL_SWEEP_NS: u64 = 250_000_000;
+
+/// One idle upstream connection in the pool.
+#[derive(Debug, Clone, Copy)]
+struct Pooled {
+    slot: usize,
+    /// When it has been idle too long (monotonic ns).
+    expires: u64,
+}
+
 impl Core {
     /// Core state for a worker.
     pub fn new(init: WorkerInit) -> Core {
@@ -105,6 +119,7 @@ impl Core {
             drain_timeout_ns: init.drain_timeout_ns,
             drain_deadline: None,
             pool: HashMap::default(),
+            next_sweep: 0,
             shared: init.shared,
         }
     }
@@ -183,27 +198,58 @@ impl Core {
         ))
     }
 
-    /// An idle pooled upstream slot for `addr`, counted as a reuse.
+    /// An idle pooled upstream slot for `addr` (the most recently used),
+    /// counted as a reuse.
     pub fn pool_take(&mut self, addr: SocketAddr) -> Option<usize> {
-        let j = self.pool.get_mut(&addr).and_then(Vec::pop)?;
+        let p = self.pool.get_mut(&addr).and_then(Vec::pop)?;
         self.stats().driver(Driver::PoolReuse, 1);
-        Some(j)
+        Some(p.slot)
     }
 
-    /// Pools upstream slot `j`; false if the endpoint's pool is full.
-    pub fn pool_put(&mut self, addr: SocketAddr, j: usize) -> bool {
+    /// Pools upstream slot `j` for at most `idle_ns`; false if the
+    /// endpoint's pool is full.
+    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64) -> bool {
         let list = self.pool.entry(addr).or_default();
         if list.len() >= POOL_MAX {
             return false;
         }
-        list.push(j);
+        list.push(Pooled {
+            slot: j,
+            expires: self.now.saturating_add(idle_ns),
+        });
         true
     }
 
     /// Forgets slot `j` (being closed) if it is pooled.
     pub fn pool_forget(&mut self, addr: SocketAddr, j: usize) {
         if let Some(list) = self.pool.get_mut(&addr) {
-            list.retain(|&k| k != j);
+            list.retain(|p| p.slot != j);
+        }
+    }
+
+    /// Takes the pooled connections idle past their cluster's
+    /// `timeouts.idle` out of the pool into `out`, for the driver to close.
+    /// Sweeps at most every [`POOL_SWEEP_NS`].
+    pub fn pool_expired(&mut self, out: &mut Vec<usize>) {
+        if self.now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = self.now.saturating_add(POOL_SWEEP_NS);
+        let now = self.now;
+        let before = out.len();
+        for list in self.pool.values_mut() {
+            list.retain(|p| {
+                if p.expires <= now {
+                    out.push(p.slot);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let n = (out.len() - before) as u64;
+        if n > 0 {
+            self.stats().driver(Driver::PoolExpired, n);
         }
     }
 

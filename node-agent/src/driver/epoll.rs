@@ -67,6 +67,8 @@ struct Up {
     close_when_flushed: bool,
     /// Read 0 (FIN): read no more (a tunnel may still write).
     eof: bool,
+    /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
+    idle_ns: u64,
 }
 
 #[derive(Debug)]
@@ -425,6 +427,7 @@ impl Worker {
                     shut_wr: false,
                     close_when_flushed: false,
                     eof: false,
+                    idle_ns: c.idle_ns,
                 }));
                 self.core.ups += 1;
                 if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
@@ -446,7 +449,12 @@ impl Worker {
             return;
         };
         u.owner = None;
-        if reuse && u.connected && u.q.is_empty() && !u.shut_wr && self.core.pool_put(u.addr, j) {
+        if reuse
+            && u.connected
+            && u.q.is_empty()
+            && !u.shut_wr
+            && self.core.pool_put(u.addr, j, u.idle_ns)
+        {
             return;
         }
         if (reuse || u.eof) && !u.q.is_empty() {
@@ -735,6 +743,11 @@ impl Worker {
             if due {
                 self.with_session(i, &[], |s, cx, out| s.on_timer(cx, out));
             }
+        }
+        let mut expired = Vec::new();
+        self.core.pool_expired(&mut expired);
+        for j in expired {
+            self.close_up(j);
         }
         self.run_todo();
     }

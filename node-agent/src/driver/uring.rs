@@ -84,6 +84,8 @@ struct Up {
     connected: bool,
     connecting: bool,
     close_when_flushed: bool,
+    /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
+    idle_ns: u64,
 }
 
 #[derive(Debug)]

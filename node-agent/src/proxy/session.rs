@@ -574,6 +574,7 @@ fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
         addr: target.addr,
         timeout_ns: target.connect_timeout_ns,
         fresh: false,
+        idle_ns: target.idle_timeout_ns,
     };
     ex.connect = Some(c);
     out.connect = Some(c);

@@ -515,6 +515,7 @@ impl Worker {
             connected: false,
             connecting: true,
             close_when_flushed: false,
+            idle_ns: c.idle_ns,
         });
         let fd = Fd(up.io.sock.as_raw_fd());
         let (addr_ptr, addr_len) = match &up.io.addr {
@@ -554,7 +555,8 @@ impl Worker {
         };
         u.owner = None;
         let idle = u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err;
-        if reuse && u.connected && idle && !u.io.shut_wr && self.core.pool_put(u.addr, j) {
+        if reuse && u.connected && idle && !u.io.shut_wr && self.core.pool_put(u.addr, j, u.idle_ns)
+        {
             return;
         }
         // Also a tunnel whose upstream already sent its FIN: what the client
@@ -663,6 +665,11 @@ impl Worker {
             if due {
                 self.with_session(i, |s, cx, out| s.on_timer(cx, out));
             }
+        }
+        let mut expired = Vec::new();
+        self.core.pool_expired(&mut expired);
+        for j in expired {
+            self.close_up(j);
         }
         self.run_todo();
     }
