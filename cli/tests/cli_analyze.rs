@@ -8,6 +8,10 @@ use std::process::Command;
 use ringlog::{Event, EventKind, NameKind, Record, RingWriter};
 use serde_json::Value;
 
+#[path = "support/run.rs"]
+mod support;
+use support::ringlog as run;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ringlog");
 const SEC: u64 = 1_000_000_000;
 /// Monotonic start of the synthetic traffic.
@@ -55,21 +59,6 @@ fn write_ring(path: &std::path::Path) {
             shards[0].write_event(&ev);
         }
     }
-}
-
-fn run(args: &[&str], ring: &std::path::Path) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--ring")
-        .arg(ring)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -11,6 +11,10 @@ use ringlog::{Event, EventKind, NameKind, Record, RingWriter, Sampler, SamplerCo
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringlog");
 
+#[path = "support/run.rs"]
+mod support;
+use support::ringlog;
+
 fn record(route: u16, ep: u16, ty: u16, i: u64) -> Record {
     Record {
         start_ns: 1_000_000 + i * 1000,
@@ -50,19 +54,7 @@ fn stat_and_tail_report_what_was_written() {
     s0.write_event(&Event::new(EventKind::ConfigApplied, 2_000_000));
 
     let stat = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(BIN)
-            .args(["stat", "--json"])
-            .args(args)
-            .arg("--ring")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&ringlog(&[&["stat", "--json"], args].concat(), &path)).unwrap()
     };
     let j = stat(&[]);
     assert_eq!(j["records_in_ring"], 100);
@@ -142,21 +134,9 @@ fn tail_n_counts_matching_entries() {
         shards[(i / 100 % 2) as usize].write(&record(route, 0, 0, i));
     }
     let tail = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["tail", "--json"])
-            .args(args)
-            .arg("--ring")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        ringlog(&[&["tail", "--json"], args].concat(), &path)
             .lines()
-            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
     let got = tail(&["-n", "25", "--where", "route=rare"]);
