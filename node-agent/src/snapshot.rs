@@ -10,8 +10,10 @@
 //! port, path prefix, exact header values); a listener's `default_route`
 //! catches the rest. A route splits across its arms by weight on a per-request
 //! hash (the `hash_on` header when present, so a user sticks to one arm);
-//! each arm round-robins over the cluster endpoints its subset selects. The
-//! table keeps every field the full router and load balancers will need.
+//! each arm chooses among the cluster endpoints its subset selects by the
+//! cluster's `lb` (see [`lb`]).
+
+mod lb;
 
 use std::net::SocketAddr;
 
@@ -66,8 +68,10 @@ pub struct ArmRt {
     pub endpoints: Vec<usize>,
     /// Weight.
     pub weight: u32,
-    /// Index of this arm's round-robin counter ([`Snapshot::arm_count`]).
+    /// Index of this arm's counter ([`Snapshot::arm_count`]).
     pub slot: usize,
+    /// How it chooses among `endpoints` (the cluster's `lb`).
+    pub chooser: lb::Chooser,
 }
 
 /// A route.
@@ -216,7 +220,7 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterRt>,
     /// Request types, in match order.
     pub types: Vec<TypeRt>,
-    /// Number of round-robin counters a worker needs.
+    /// Number of per-arm counters a worker needs (round robin, weighted random).
     pub arm_count: usize,
     /// Request head limits.
     pub limits: Limits,
@@ -314,18 +318,21 @@ impl Snapshot {
                 let Some(ci) = config.clusters.iter().position(|c| c.name == a.cluster) else {
                     continue;
                 };
-                let endpoints = config.clusters[ci]
+                let cluster = &config.clusters[ci];
+                let chosen: Vec<(usize, &crate::config::schema::Endpoint)> = cluster
                     .endpoints
                     .iter()
                     .enumerate()
                     .filter(|(_, e)| a.subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                    .map(|(i, _)| i)
                     .collect();
+                let weights: Vec<u32> = chosen.iter().map(|(_, e)| e.weight).collect();
+                let keys: Vec<String> = chosen.iter().map(|(_, e)| e.addr.clone()).collect();
                 arms.push(ArmRt {
                     cluster: ci,
-                    endpoints,
+                    endpoints: chosen.iter().map(|(i, _)| *i).collect(),
                     weight: a.weight,
                     slot: arm_count,
+                    chooser: lb::Chooser::build(&cluster.lb, &weights, &keys),
                 });
                 arm_count += 1;
             }
@@ -402,7 +409,7 @@ impl Snapshot {
 
     /// Picks cluster and endpoint on `route`. `hash` splits between arms
     /// (replaced by a hash of the `hash_on` header when present); `rr` holds
-    /// the worker's round-robin counters (grown to `arm_count` here, so a
+    /// the worker's per-arm counters (grown to `arm_count` here, so a
     /// new snapshot with more arms needs nothing from the caller). None
     /// when the chosen arm has no endpoint.
     pub fn pick(
@@ -434,12 +441,8 @@ impl Snapshot {
                 }
             })?
         };
-        if arm.endpoints.is_empty() {
-            return None;
-        }
         let counter = rr.get_mut(arm.slot)?;
-        let i = *counter as usize % arm.endpoints.len();
-        *counter = counter.wrapping_add(1);
+        let i = arm.chooser.choose(arm.endpoints.len(), hash, counter)?;
         let arm_no = if r.arms.len() > 1 {
             (arm_no + 1).min(15) as u8
         } else {
@@ -448,7 +451,7 @@ impl Snapshot {
         Some(Pick {
             route,
             cluster: arm.cluster,
-            endpoint: arm.endpoints[i],
+            endpoint: *arm.endpoints.get(i)?,
             arm: arm_no,
         })
     }
@@ -563,6 +566,54 @@ request_types:
         for h in 0..50 {
             assert_eq!(s.pick(0, &req, h, &mut rr).unwrap().endpoint == 2, first);
         }
+    }
+
+    #[test]
+    fn cluster_lb_chooses_the_endpoint() {
+        let yaml = |lb: &str| {
+            CFG.replace(
+                "  - name: a\n    endpoints:",
+                &format!("  - name: a\n    lb: {lb}\n    endpoints:"),
+            )
+            .replace(
+                "{ addr: \"127.0.0.1:2\", labels",
+                "{ addr: \"127.0.0.1:2\", weight: 3, labels",
+            )
+        };
+        let none = |_: &str| None;
+        let req = view(None, "/api", &none);
+        // weighted_random: inside v1, endpoint 1 (weight 3) gets 3/4.
+        let s = snap(&yaml("weighted_random"));
+        let mut rr = Vec::new();
+        let mut per_ep = [0u32; 3];
+        for h in 0..20_000u64 {
+            let p = s.pick(0, &req, lb_mix(h), &mut rr).unwrap();
+            per_ep[p.endpoint] += 1;
+        }
+        let v1 = f64::from(per_ep[0] + per_ep[1]);
+        assert!(
+            (f64::from(per_ep[1]) / v1 - 0.75).abs() < 0.02,
+            "{per_ep:?}"
+        );
+        // ring_hash with hash_on: a user sticks to one endpoint, and users
+        // spread over every endpoint (both v1 ones and the v2 one).
+        let s = snap(&yaml("ring_hash"));
+        let mut seen = std::collections::BTreeSet::new();
+        for u in 0..200 {
+            let id = format!("user-{u}");
+            let hdr = |n: &str| (n == "x-user-id").then_some(id.as_bytes());
+            let req = view(None, "/api", &hdr);
+            let first = s.pick(0, &req, 1, &mut rr).unwrap().endpoint;
+            for h in 0..20 {
+                assert_eq!(s.pick(0, &req, h, &mut rr).unwrap().endpoint, first);
+            }
+            seen.insert(first);
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    fn lb_mix(h: u64) -> u64 {
+        h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! Endpoint choice inside a route arm, by the cluster's `lb`:
+//! - `round_robin`: the worker's counter for the arm, in turn (weights are
+//!   not used);
+//! - `weighted_random`: an endpoint drawn with probability weight / total,
+//!   from the request's hash and the worker's counter;
+//! - `ring_hash`: consistent hashing of the route's hash (the `hash_on`
+//!   header when present) on a ring of virtual nodes, as many per endpoint
+//!   as its share of the largest weight allows. Removing an endpoint moves
+//!   only the keys that were on it.
+//!
+//! `p2c_ewma` needs latency feedback the data path does not collect yet; it
+//! chooses like `round_robin` for now (docs/CONFIG.md says so).
+//!
+//! Everything here is a pure function of tables built with the snapshot,
+//! the request's hash and the counter: no clock, no I/O.
+
+use crate::config::schema::Lb;
+
+/// Virtual nodes of the heaviest endpoint on a hash ring.
+pub const RING_VNODES: u64 = 160;
+
+/// How an arm chooses among its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chooser {
+    /// In turn.
+    RoundRobin,
+    /// Cumulative weights, in the arm's endpoint order.
+    WeightedRandom {
+        /// `cum[i]` is the sum of the weights of endpoints 0..=i.
+        cum: Vec<u64>,
+    },
+    /// Sorted (point, endpoint position) pairs.
+    RingHash {
+        /// The ring.
+        ring: Vec<(u64, u32)>,
+    },
+}
+
+/// A 64-bit finaliser (splitmix64): spreads a hash or a counter over all
+/// bits so that taking it modulo a small number is fair.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Chooser {
+    /// The chooser for `lb` over endpoints with these `weights` and `keys`
+    /// (a stable name per endpoint, its address, that places it on a ring).
+    pub fn build(lb: &Lb, weights: &[u32], keys: &[String]) -> Chooser {
+        match lb {
+            Lb::RoundRobin | Lb::P2cEwma => Chooser::RoundRobin,
+            Lb::WeightedRandom => Chooser::WeightedRandom {
+                cum: weights
+                    .iter()
+                    .scan(0u64, |acc, w| {
+                        *acc += u64::from(*w).max(1);
+                        Some(*acc)
+                    })
+                    .collect(),
+            },
+            Lb::RingHash => {
+                let heaviest = u64::from(weights.iter().copied().max().unwrap_or(1).max(1));
+                let mut ring = Vec::new();
+                for (pos, (w, key)) in (0u32..).zip(weights.iter().zip(keys)) {
+                    let vnodes = (RING_VNODES * u64::from(*w) / heaviest).clamp(1, RING_VNODES);
+                    for k in 0..vnodes {
+                        let point = ringlog::sampler::hash_bytes(format!("{key}#{k}").as_bytes());
+                        ring.push((point, pos));
+                    }
+                }
+                ring.sort_unstable();
+                Chooser::RingHash { ring }
+            }
+        }
+    }
+
+    /// Position (0..n) of the endpoint for a request with `hash`; `counter`
+    /// is the worker's counter for this arm. None when `n` is 0.
+    pub fn choose(&self, n: usize, hash: u64, counter: &mut u32) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        let i = match self {
+            Chooser::RoundRobin => *counter as usize % n,
+            Chooser::WeightedRandom { cum } => {
+                let total = cum.last().copied().unwrap_or(0);
+                if total == 0 {
+                    *counter as usize % n
+                } else {
+                    let x = mix(hash ^ mix(u64::from(*counter))) % total;
+                    cum.partition_point(|&c| c <= x)
+                }
+            }
+            Chooser::RingHash { ring } => {
+                let key = mix(hash);
+                let at = ring.partition_point(|&(p, _)| p < key);
+                // Past the last point: wrap to the first.
+                match ring.get(at).or(ring.first()) {
+                    Some(&(_, pos)) => pos as usize,
+                    None => *counter as usize % n,
+                }
+            }
+        };
+        *counter = counter.wrapping_add(1);
+        (i < n).then_some(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
+    }
+
+    fn shares(c: &Chooser, n: usize, picks: u64) -> Vec<f64> {
+        let mut counts = vec![0u64; n];
+        let mut counter = 0;
+        for h in 0..picks {
+            let i = c.choose(n, mix(h ^ 0xabc), &mut counter).unwrap();
+            counts[i] += 1;
+        }
+        counts.iter().map(|&x| x as f64 / picks as f64).collect()
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let c = Chooser::build(&Lb::RoundRobin, &[1, 5, 1], &keys(3));
+        let mut counter = 0;
+        let got: Vec<usize> = (0..6)
+            .map(|_| c.choose(3, 42, &mut counter).unwrap())
+            .collect();
+        assert_eq!(got, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(c.choose(0, 42, &mut counter), None);
+    }
+
+    #[test]
+    fn weighted_random_follows_the_weights() {
+        let c = Chooser::build(&Lb::WeightedRandom, &[1, 3, 6], &keys(3));
+        let s = shares(&c, 3, 100_000);
+        for (got, want) in s.iter().zip([0.1, 0.3, 0.6]) {
+            assert!((got - want).abs() < 0.01, "{s:?}");
+        }
+        // The same request hash still spreads (the counter moves it on).
+        let mut counter = 0;
+        let same: std::collections::BTreeSet<usize> = (0..200)
+            .map(|_| c.choose(3, 7, &mut counter).unwrap())
+            .collect();
+        assert_eq!(same.len(), 3);
+    }
+
+    #[test]
+    fn ring_hash_is_sticky_weighted_and_consistent() {
+        let w = [1, 1, 2, 1];
+        let c = Chooser::build(&Lb::RingHash, &w, &keys(4));
+        // Sticky: the same key always lands on the same endpoint.
+        let mut counter = 0;
+        for h in 0..1000u64 {
+            let a = c.choose(4, h, &mut counter);
+            assert_eq!(a, c.choose(4, h, &mut counter));
+        }
+        // Roughly by weight (virtual nodes: within a few percent).
+        let s = shares(&c, 4, 200_000);
+        for (got, want) in s.iter().zip([0.2, 0.2, 0.4, 0.2]) {
+            assert!((got - want).abs() < 0.06, "{s:?}");
+        }
+        // Consistent: take endpoint 1 away; only its keys move.
+        let k = keys(4);
+        let rest = [k[0].clone(), k[2].clone(), k[3].clone()];
+        let c3 = Chooser::build(&Lb::RingHash, &[1, 2, 1], &rest);
+        let (mut moved, mut stayed) = (0, 0);
+        for h in 0..20_000u64 {
+            let before = &k[c.choose(4, h, &mut counter).unwrap()];
+            let after = &rest[c3.choose(3, h, &mut counter).unwrap()];
+            if before == &k[1] {
+                moved += 1;
+            } else {
+                assert_eq!(before, after, "key {h} moved without cause");
+                stayed += 1;
+            }
+        }
+        assert!(moved > 2_000 && stayed > 15_000, "{moved} {stayed}");
+    }
+
+    #[test]
+    fn p2c_ewma_is_round_robin_for_now() {
+        assert_eq!(
+            Chooser::build(&Lb::P2cEwma, &[1, 2], &keys(2)),
+            Chooser::RoundRobin
+        );
+    }
+}
