@@ -10,12 +10,13 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringlog::analyze::FastHash;
 use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
 use crate::config::schema::Mode;
 use crate::metrics::{Driver, WorkerStats};
-use crate::proxy::{Cx, IdGen, Out, Session};
+use crate::proxy::{Connect, Cx, IdGen, Out, Session};
 use crate::snapshot::Snapshot;
 use crate::worker::{Recorder, Shared, WorkerInit};
 
@@ -46,42 +47,11 @@ pub struct Core {
     drain_timeout_ns: u64,
     drain_deadline: Option<u64>,
     /// Idle upstream connections (slots) by endpoint.
-    pool: HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>,
+    /// Keyed by config endpoint addresses, never by client input, so the
+    /// unkeyed multiply-rotate hasher is safe and a few cycles per lookup.
+    pool: HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<FastHash>>,
     /// When the pool is next swept for idle connections.
     next_sweep: u64,
-}
-
-/// A multiply-rotate hasher for pool keys. The keys are endpoint addresses
-/// from the config, not from clients, so a keyed (SipHash) hasher buys no
-/// flooding resistance here; this one costs a few cycles per lookup instead
-/// of a few dozen, and the pool is looked up twice per request.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Idle upstream connections kept per endpoint.
@@ -198,12 +168,22 @@ impl Core {
         ))
     }
 
-    /// An idle pooled upstream slot for `addr` (the most recently used),
-    /// counted as a reuse.
-    pub fn pool_take(&mut self, addr: SocketAddr) -> Option<usize> {
-        let p = self.pool.get_mut(&addr).and_then(Vec::pop)?;
-        self.stats().driver(Driver::PoolReuse, 1);
-        Some(p.slot)
+    /// The upstream slot for connect `c`: an idle pooled one for its
+    /// address (the most recently used, counted as a reuse), or None when
+    /// the driver must open a new connection (counted as a connect, and as
+    /// a stale retry when `c.fresh` skipped the pool).
+    pub fn pool_take(&mut self, c: &Connect) -> Option<usize> {
+        if !c.fresh
+            && let Some(p) = self.pool.get_mut(&c.addr).and_then(Vec::pop)
+        {
+            self.stats().driver(Driver::PoolReuse, 1);
+            return Some(p.slot);
+        }
+        if c.fresh {
+            self.stats().driver(Driver::StaleRetries, 1);
+        }
+        self.stats().driver(Driver::Connects, 1);
+        None
     }
 
     /// Pools upstream slot `j` for at most `idle_ns`; false if the
@@ -228,29 +208,28 @@ impl Core {
     }
 
     /// Takes the pooled connections idle past their cluster's
-    /// `timeouts.idle` out of the pool into `out`, for the driver to close.
-    /// Sweeps at most every [`POOL_SWEEP_NS`].
-    pub fn pool_expired(&mut self, out: &mut Vec<usize>) {
+    /// `timeouts.idle` out of the pool, for the driver to close. Sweeps at
+    /// most every [`POOL_SWEEP_NS`] (and allocates only when one expired).
+    pub fn pool_expired(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
         if self.now < self.next_sweep {
-            return;
+            return out;
         }
         self.next_sweep = self.now.saturating_add(POOL_SWEEP_NS);
         let now = self.now;
-        let before = out.len();
         for list in self.pool.values_mut() {
             list.retain(|p| {
-                if p.expires <= now {
+                let expired = p.expires <= now;
+                if expired {
                     out.push(p.slot);
-                    false
-                } else {
-                    true
                 }
+                !expired
             });
         }
-        let n = (out.len() - before) as u64;
-        if n > 0 {
-            self.stats().driver(Driver::PoolExpired, n);
+        if !out.is_empty() {
+            self.stats().driver(Driver::PoolExpired, out.len() as u64);
         }
+        out
     }
 
     /// Samples and writes the finished requests in `out`.

@@ -13,10 +13,11 @@ use mio::{Events, Interest, Poll, Token};
 use super::core::Core;
 use super::{DriverError, SendQueue, send_chunks};
 use crate::metrics::Driver;
-use crate::proxy::{Connect, Cx, Out, Session};
+use crate::proxy::{Cx, Out, Session};
 use crate::worker::WorkerInit;
 
 mod splice;
+mod upstream;
 use splice::{Pipes, Tunnel};
 
 /// Read buffer size (one per worker).
@@ -387,245 +388,6 @@ impl Worker {
         }
     }
 
-    fn attach_up(&mut self, i: usize, c: Connect) {
-        if !c.fresh
-            && let Some(j) = self.core.pool_take(c.addr)
-            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-        {
-            u.owner = Some(i);
-            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-                d.up = Some(j);
-                d.session.on_up_ready(self.core.now, true);
-            }
-            return;
-        }
-        if c.fresh {
-            self.core.stats().driver(Driver::StaleRetries, 1);
-        }
-        self.core.stats().driver(Driver::Connects, 1);
-        let sock = super::connect_upstream(c.addr, self.core.shared.upstream_mark);
-        let j = self.alloc();
-        let registered = sock.and_then(|s| {
-            let mut s = TcpStream::from_std(s);
-            self.poll
-                .registry()
-                .register(&mut s, Token(j), Interest::READABLE | Interest::WRITABLE)
-                .map(|()| s)
-        });
-        match registered {
-            Ok(sock) => {
-                self.slab[j] = Slot::Up(Box::new(Up {
-                    sock,
-                    q: SendQueue::default(),
-                    owner: Some(i),
-                    addr: c.addr,
-                    connected: false,
-                    readable: false,
-                    rdhup: false,
-                    writable: false,
-                    w_interest: true,
-                    shut_wr: false,
-                    close_when_flushed: false,
-                    eof: false,
-                    idle_ns: c.idle_ns,
-                }));
-                self.core.ups += 1;
-                if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-                    d.up = Some(j);
-                }
-            }
-            Err(_) => {
-                self.free.push(j);
-                self.core.stats().driver(Driver::ConnectErrors, 1);
-                self.with_session(i, &[], |s, cx, out| s.on_up_failed(cx, false, out));
-            }
-        }
-    }
-
-    /// Detaches upstream `j`: pooled if reusable and idle, closed after its
-    /// queue drains if reusable but busy, else closed now.
-    fn release_up(&mut self, j: usize, reuse: bool) {
-        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-            return;
-        };
-        u.owner = None;
-        if reuse
-            && u.connected
-            && u.q.is_empty()
-            && !u.shut_wr
-            && self.core.pool_put(u.addr, j, u.idle_ns)
-        {
-            return;
-        }
-        if (reuse || u.eof) && !u.q.is_empty() {
-            // Bytes still in flight cannot be pooled: send them, then close.
-            u.close_when_flushed = true;
-            return;
-        }
-        self.close_up(j);
-    }
-
-    fn close_up(&mut self, j: usize) {
-        if let Some(Slot::Up(mut u)) = self
-            .slab
-            .get_mut(j)
-            .map(|s| std::mem::replace(s, Slot::Free))
-        {
-            let _ = self.poll.registry().deregister(&mut u.sock);
-            self.core.pool_forget(u.addr, j);
-            if let Some(o) = u.owner
-                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-                && d.up == Some(j)
-            {
-                d.up = None;
-            }
-            self.free.push(j);
-            self.core.ups -= 1;
-        }
-    }
-
-    /// Readiness on an upstream: finish a connect, then pump.
-    fn up_event(&mut self, j: usize) {
-        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-            return;
-        };
-        if !u.connected && (u.writable || u.readable) {
-            let failed = match u.sock.take_error() {
-                Ok(Some(_)) | Err(_) => true,
-                Ok(None) => match u.sock.peer_addr() {
-                    Ok(_) => false,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(_) => true,
-                },
-            };
-            let owner = u.owner;
-            if failed {
-                self.core.stats().driver(Driver::ConnectErrors, 1);
-                self.close_up(j);
-                if let Some(o) = owner {
-                    self.with_session(o, &[], |s, cx, out| s.on_up_failed(cx, false, out));
-                }
-                return;
-            }
-            u.connected = true;
-            if let Some(o) = owner
-                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-            {
-                d.session.on_up_ready(self.core.now, false);
-                self.core.todo.push(o);
-            }
-        }
-        self.core.todo.push(j);
-    }
-
-    fn owner_queue_empty(&self, owner: Option<usize>) -> bool {
-        match owner.and_then(|o| self.slab.get(o)) {
-            Some(Slot::Down(d)) => d.q.is_empty(),
-            _ => true,
-        }
-    }
-
-    /// Moves bytes on upstream `j`: flush its queue, read while the
-    /// downstream can take more.
-    fn pump_up(&mut self, j: usize) {
-        if let Some(Slot::Up(u)) = self.slab.get(j)
-            && let Some(o) = u.owner
-            && let Some(Slot::Down(d)) = self.slab.get(o)
-            && d.tunnel.is_some()
-        {
-            self.core.todo.push(o); // a spliced tunnel is pumped from its downstream
-            return;
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        while let Some(Slot::Up(u)) = self.slab.get_mut(j) {
-            if !u.connected {
-                break;
-            }
-            if u.writable && !u.q.is_empty() {
-                match u.q.flush(&mut u.sock) {
-                    Ok(true) => {
-                        if let Some(o) = u.owner {
-                            self.core.todo.push(o); // downstream reads may resume
-                        }
-                    }
-                    Ok(false) => u.writable = false,
-                    Err(_) => {
-                        u.q = SendQueue::default();
-                        u.readable = true;
-                    }
-                }
-            }
-            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-                break;
-            };
-            if u.q.is_empty() {
-                if u.shut_wr {
-                    let _ = u.sock.shutdown(Shutdown::Write);
-                }
-                if u.close_when_flushed {
-                    self.close_up(j);
-                    break;
-                }
-            }
-            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-                break;
-            };
-            let owner = u.owner;
-            if !u.readable || u.eof {
-                break;
-            }
-            if owner.is_some() && !self.owner_queue_empty(owner) {
-                break; // backpressure: the downstream is slower
-            }
-            let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-                break;
-            };
-            match u.sock.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    u.readable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) if owner.is_none() => {
-                    self.close_up(j);
-                    break;
-                }
-                Ok(0) => {
-                    u.readable = false;
-                    u.eof = true;
-                    let o = owner.unwrap_or(usize::MAX);
-                    // A tunnel's upstream half-closed: keep it for the
-                    // client's remaining bytes (the session releases it).
-                    let half =
-                        matches!(self.slab.get(o), Some(Slot::Down(d)) if d.session.is_tunnel());
-                    if !half {
-                        self.close_up(j);
-                    }
-                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, false, out));
-                    break;
-                }
-                Ok(n) => {
-                    // A short read drained the socket; new bytes bring a
-                    // new edge (saves the read that would see EAGAIN).
-                    // Not once a FIN was seen: read on until 0.
-                    if n < buf.len() && !u.rdhup {
-                        u.readable = false;
-                    }
-                    let o = owner.unwrap_or(usize::MAX);
-                    self.with_session(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
-                }
-                Err(_) => {
-                    let o = owner.unwrap_or(usize::MAX);
-                    self.close_up(j);
-                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, true, out));
-                    break;
-                }
-            }
-        }
-        self.buf = buf;
-        self.sync_interest(j);
-    }
-
     fn up_queue_empty(&self, up: Option<usize>) -> bool {
         match up.and_then(|j| self.slab.get(j)) {
             Some(Slot::Up(u)) => u.q.is_empty(),
@@ -744,9 +506,7 @@ impl Worker {
                 self.with_session(i, &[], |s, cx, out| s.on_timer(cx, out));
             }
         }
-        let mut expired = Vec::new();
-        self.core.pool_expired(&mut expired);
-        for j in expired {
+        for j in self.core.pool_expired() {
             self.close_up(j);
         }
         self.run_todo();

@@ -14,6 +14,8 @@
 //! Everything here is a pure function of tables built with the snapshot,
 //! the request's hash and the counter: no clock, no I/O.
 
+use ringlog::synth::mix;
+
 use crate::config::schema::Lb;
 
 /// Virtual nodes of the heaviest endpoint on a hash ring.
@@ -34,15 +36,6 @@ pub enum Chooser {
         /// The ring.
         ring: Vec<(u64, u32)>,
     },
-}
-
-/// A 64-bit finaliser (splitmix64): spreads a hash or a counter over all
-/// bits so that taking it modulo a small number is fair.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl Chooser {

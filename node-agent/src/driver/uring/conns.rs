@@ -480,8 +480,7 @@ impl Worker {
     }
 
     fn attach_up(&mut self, i: usize, c: Connect) {
-        if !c.fresh
-            && let Some(j) = self.core.pool_take(c.addr)
+        if let Some(j) = self.core.pool_take(&c)
             && let Some(Slot::Up(u)) = self.slab.get_mut(j)
         {
             u.owner = Some(i);
@@ -491,10 +490,6 @@ impl Worker {
             }
             return;
         }
-        if c.fresh {
-            self.core.stats().driver(Driver::StaleRetries, 1);
-        }
-        self.core.stats().driver(Driver::Connects, 1);
         let sock = match super::super::upstream_socket(c.addr, self.core.shared.upstream_mark) {
             Ok(s) => s,
             Err(_) => {
@@ -666,9 +661,7 @@ impl Worker {
                 self.with_session(i, |s, cx, out| s.on_timer(cx, out));
             }
         }
-        let mut expired = Vec::new();
-        self.core.pool_expired(&mut expired);
-        for j in expired {
+        for j in self.core.pool_expired() {
             self.close_up(j);
         }
         self.run_todo();

@@ -29,19 +29,17 @@ impl Session {
     /// request. An idempotent request without a body is sent again, once,
     /// on a new connection. True if it was.
     fn retry_stale(&mut self, now: u64, out: &mut Out) -> bool {
+        // No response byte yet (every one sets `first_byte` before it is
+        // parsed, so nothing is held or sent downstream either); `replay`
+        // is only kept for a bodyless idempotent request that is not a
+        // tunnel, and only until its one retry.
         let Some(ex) = &mut self.ex else {
             return false;
         };
-        let untouched = ex.reused
-            && !ex.tunnel
-            && !ex.down_started
-            && ex.marks.first_byte == 0
-            && matches!(ex.resp, Resp::Head)
-            && self.hold_up.is_empty();
-        let (Some(c), true) = (ex.connect, untouched) else {
+        if !ex.reused || ex.marks.first_byte != 0 {
             return false;
-        };
-        let Some(bytes) = ex.replay.take() else {
+        }
+        let (Some(c), Some(bytes)) = (ex.connect, ex.replay.take()) else {
             return false;
         };
         out.release_up = Some(false);
