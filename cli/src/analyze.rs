@@ -590,14 +590,7 @@ pub fn export(path: &Path, sel: &Select, format: &str) -> Result<()> {
         )?;
     }
     let h = *view.header();
-    for e in view.snapshot() {
-        let keep = match &e.item {
-            ringlog::Item::Record(r) => s.keep(r, e.shard),
-            ringlog::Item::Event(x) => x.time_ns >= s.from && x.time_ns < s.to,
-        };
-        if !keep {
-            continue;
-        }
+    for e in view.snapshot().filter(|e| s.keep_entry(e)) {
         let line = if csv {
             csv_line(&h, &names, &e)
         } else {
@@ -620,17 +613,17 @@ fn csv_field(s: &str) -> String {
 }
 
 fn csv_line(h: &ringlog::Header, names: &NameTable, e: &ringlog::Entry) -> String {
-    use ringlog::NameKind as K;
+    let names3 = |route, cluster, endpoint| {
+        crate::show::subject(names, route, cluster, endpoint).map(|n| csv_field(&n))
+    };
     match &e.item {
         ringlog::Item::Record(r) => {
             let p = r.phases_ns;
+            let [route, cluster, endpoint] = names3(r.route, r.cluster, r.endpoint);
             format!(
-                "record,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},",
+                "record,{},{},{route},{cluster},{endpoint},{},{},{},{},{},{},{},{},{},{},{},{},",
                 ringlog::clock::rfc3339(h.wall_ns(r.start_ns)),
                 e.shard,
-                csv_field(&names.display(K::Route, u32::from(r.route))),
-                csv_field(&names.display(K::Cluster, u32::from(r.cluster))),
-                csv_field(&names.display(K::Endpoint, u32::from(r.endpoint))),
                 csv_field(&crate::show::type_name(names, r.req_type)),
                 r.status,
                 r.reason.name(),
@@ -645,15 +638,15 @@ fn csv_line(h: &ringlog::Header, names: &NameTable, e: &ringlog::Entry) -> Strin
                 r.generation
             )
         }
-        ringlog::Item::Event(x) => format!(
-            "event,{},{},{},{},{},,,,,,,,,,,,{},{}",
-            ringlog::clock::rfc3339(h.wall_ns(x.time_ns)),
-            e.shard,
-            csv_field(&names.display(K::Route, u32::from(x.route))),
-            csv_field(&names.display(K::Cluster, u32::from(x.cluster))),
-            csv_field(&names.display(K::Endpoint, u32::from(x.endpoint))),
-            x.generation,
-            x.kind.name()
-        ),
+        ringlog::Item::Event(x) => {
+            let [route, cluster, endpoint] = names3(x.route, x.cluster, x.endpoint);
+            format!(
+                "event,{},{},{route},{cluster},{endpoint},,,,,,,,,,,,{},{}",
+                ringlog::clock::rfc3339(h.wall_ns(x.time_ns)),
+                e.shard,
+                x.generation,
+                x.kind.name()
+            )
+        }
     }
 }

@@ -39,6 +39,20 @@ impl Selection {
     pub fn keep(&self, r: &Record, shard: u32) -> bool {
         r.start_ns >= self.from && r.start_ns < self.to && self.filter.keep(r, shard)
     }
+
+    /// Whether an event is selected (by time; `--where` is for records).
+    #[inline]
+    pub fn keep_event(&self, e: &ringlog::Event) -> bool {
+        e.time_ns >= self.from && e.time_ns < self.to
+    }
+
+    /// Whether an entry (record or event) is selected.
+    pub fn keep_entry(&self, e: &ringlog::Entry) -> bool {
+        match &e.item {
+            Item::Record(r) => self.keep(r, e.shard),
+            Item::Event(x) => self.keep_event(x),
+        }
+    }
 }
 
 /// The newest entry time (monotonic ns) in the ring, 0 if empty.
@@ -268,9 +282,7 @@ where
         let mut acc = make();
         view.for_each_unordered_part(k, n, |e| match &e.item {
             Item::Record(r) if sel.keep(r, e.shard) => rec(&mut acc, r, e.shard),
-            Item::Event(x) if x.time_ns >= sel.from && x.time_ns < sel.to => {
-                ev(&mut acc, x, e.shard)
-            }
+            Item::Event(x) if sel.keep_event(x) => ev(&mut acc, x, e.shard),
             _ => {}
         });
         acc

@@ -14,6 +14,16 @@ pub fn type_name(names: &NameTable, id: u16) -> String {
     }
 }
 
+/// Route, cluster and endpoint ids as names (what a record or an event
+/// is about).
+pub fn subject(names: &NameTable, route: u16, cluster: u16, endpoint: u16) -> [String; 3] {
+    [
+        names.display(NameKind::Route, u32::from(route)),
+        names.display(NameKind::Cluster, u32::from(cluster)),
+        names.display(NameKind::Endpoint, u32::from(endpoint)),
+    ]
+}
+
 fn flag_list(flags: Flags) -> Vec<&'static str> {
     Flags::NAMES
         .iter()
@@ -32,17 +42,15 @@ pub fn text(h: &Header, names: &NameTable, e: &Entry) -> String {
 }
 
 fn record_text(h: &Header, names: &NameTable, worker: &str, r: &Record) -> String {
+    let [route, cluster, endpoint] = subject(names, r.route, r.cluster, r.endpoint);
     let mut s = format!(
-        "{} {worker} {} route={} cluster={} endpoint={} type={} total={}",
+        "{} {worker} {} route={route} cluster={cluster} endpoint={endpoint} type={} total={}",
         ringlog::clock::rfc3339(h.wall_ns(r.start_ns)),
         if r.status == 0 {
             "-".to_string()
         } else {
             r.status.to_string()
         },
-        names.display(NameKind::Route, u32::from(r.route)),
-        names.display(NameKind::Cluster, u32::from(r.cluster)),
-        names.display(NameKind::Endpoint, u32::from(r.endpoint)),
         type_name(names, r.req_type),
         format_ns(r.total_ns),
     );
@@ -113,6 +121,7 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
     let worker = names.display(NameKind::Worker, e.shard);
     match &e.item {
         Item::Record(r) => {
+            let [route, cluster, endpoint] = subject(names, r.route, r.cluster, r.endpoint);
             let phases: serde_json::Map<String, Value> = Phase::ALL
                 .iter()
                 .map(|p| (p.name().to_string(), json!(r.phase(*p))))
@@ -125,9 +134,9 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
                 "shard": e.shard,
                 "ticket": e.ticket,
                 "worker": worker,
-                "route": names.display(NameKind::Route, u32::from(r.route)),
-                "cluster": names.display(NameKind::Cluster, u32::from(r.cluster)),
-                "endpoint": names.display(NameKind::Endpoint, u32::from(r.endpoint)),
+                "route": route,
+                "cluster": cluster,
+                "endpoint": endpoint,
                 "request_type": type_name(names, r.req_type),
                 "status": r.status,
                 "total_ns": r.total_ns,
@@ -142,7 +151,9 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
                 "generation": r.generation,
             })
         }
-        Item::Event(ev) => json!({
+        Item::Event(ev) => {
+            let [route, cluster, endpoint] = subject(names, ev.route, ev.cluster, ev.endpoint);
+            json!({
             "kind": "event",
             "event": ev.kind.name(),
             "event_code": ev.kind.code(),
@@ -153,14 +164,15 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
             "ticket": e.ticket,
             "worker": worker,
             "generation": ev.generation,
-            "route": names.display(NameKind::Route, u32::from(ev.route)),
-            "cluster": names.display(NameKind::Cluster, u32::from(ev.cluster)),
-            "endpoint": names.display(NameKind::Endpoint, u32::from(ev.endpoint)),
+            "route": route,
+            "cluster": cluster,
+            "endpoint": endpoint,
             "from": ev.from,
             "to": ev.to,
             "a": ev.a,
             "b": ev.b,
             "c": ev.c,
-        }),
+            })
+        }
     }
 }

@@ -154,8 +154,7 @@ pub fn run(path: &Path, json: bool, sel: &Select) -> Result<()> {
             events += 1;
             all.add(ev.time_ns, ev.time_ns);
             if let Some(s) = &selection
-                && ev.time_ns >= s.from
-                && ev.time_ns < s.to
+                && s.keep_event(ev)
             {
                 chosen.events += 1;
                 chosen_bounds.add(ev.time_ns, ev.time_ns);

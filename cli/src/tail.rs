@@ -14,13 +14,6 @@ use ringlog::{Follower, RingReader};
 use crate::select::{Select, Selection};
 use crate::show;
 
-fn selected(sel: &Selection, e: &ringlog::Entry) -> bool {
-    match &e.item {
-        ringlog::Item::Record(r) => sel.keep(r, e.shard),
-        ringlog::Item::Event(x) => x.time_ns >= sel.from && x.time_ns < sel.to,
-    }
-}
-
 /// ANSI colour for an entry's line, if any.
 fn colour(e: &ringlog::Entry) -> Option<&'static str> {
     match &e.item {
@@ -55,7 +48,7 @@ pub fn run(path: &Path, json: bool, lines: u64, follow: bool, select: &Select) -
     let mut out = BufWriter::new(stdout.lock());
     // Start far enough back that each shard has `lines` selected entries
     // ahead (with no selection, simply its last `lines` slots).
-    let mut follower = Follower::from_last_matching(&reader.view(), lines, |e| selected(&base, e));
+    let mut follower = Follower::from_last_matching(&reader.view(), lines, |e| base.keep_entry(e));
     let mut batch = Vec::new();
     let mut first = true;
     loop {
@@ -68,7 +61,7 @@ pub fn run(path: &Path, json: bool, lines: u64, follow: bool, select: &Select) -
         batch.clear();
         // Read in chunks and keep only the selected entries; when following,
         // stop at a bounded batch so output starts promptly.
-        while follower.poll_where(&view, &mut batch, 65_536, |e| selected(&sel, e)) > 0
+        while follower.poll_where(&view, &mut batch, 65_536, |e| sel.keep_entry(e)) > 0
             && (first || batch.len() < 1 << 20)
         {}
         let skip = if first {

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use ringlog::analyze::phase_name;
 use ringlog::record::PHASES;
 use ringlog::units::format_ns;
-use ringlog::{NameKind, NameTable, RingView};
+use ringlog::{NameTable, RingView};
 
 use super::svg::{Band, Chart, Scale, Series, chart};
 use super::{Data, Explained, esc};
@@ -106,14 +106,14 @@ fn charts(h: &mut String, view: &RingView<'_>, d: &Data) {
         })
         .collect();
     let xl = |x: f64| clock(view, x as u64);
-    let lat = Chart {
-        title: "Latency per bucket",
-        id: "latency",
+    let frame = |title, id, scale, y_label| Chart {
+        title,
+        id,
         x0,
         x1,
-        scale: Scale::Log,
+        scale,
         x_label: &xl,
-        y_label: &|y| format_ns(y as u64),
+        y_label,
     };
     let nz = |v: u64| (v > 0).then_some(v as f64);
     let series = [
@@ -133,37 +133,25 @@ fn charts(h: &mut String, view: &RingView<'_>, d: &Data) {
             points: line(&|p| nz(p.p999_ns)),
         },
     ];
+    let ns = |y: f64| format_ns(y as u64);
+    let lat = frame("Latency per bucket", "latency", Scale::Log, &ns);
     h.push_str(&chart(&lat, &series, &bands));
     let secs = d.params.bucket_ns as f64 / 1e9;
-    let rate = Chart {
-        title: "Requests per second",
-        id: "rps",
-        x0,
-        x1,
-        scale: Scale::Linear,
-        x_label: &xl,
-        y_label: &|y| format!("{y:.0}"),
-    };
+    let per_s = |y: f64| format!("{y:.0}");
     let rps = [Series {
         name: "req/s",
         color: "#5f3dc4",
         points: line(&|p| Some(p.requests / secs)),
     }];
+    let rate = frame("Requests per second", "rps", Scale::Linear, &per_s);
     h.push_str(&chart(&rate, &rps, &bands));
-    let err = Chart {
-        title: "Error rate",
-        id: "errors",
-        x0,
-        x1,
-        scale: Scale::Linear,
-        x_label: &xl,
-        y_label: &|y| format!("{y:.1}%"),
-    };
+    let pct = |y: f64| format!("{y:.1}%");
     let errs = [Series {
         name: "5xx or error flag",
         color: "#c92a2a",
         points: line(&|p| Some(100.0 * p.errors / p.requests.max(1e-9))),
     }];
+    let err = frame("Error rate", "errors", Scale::Linear, &pct);
     h.push_str(&chart(&err, &errs, &bands));
 }
 
@@ -278,14 +266,13 @@ fn slowest(h: &mut String, view: &RingView<'_>, names: &NameTable, d: &Data) {
     h.push_str("</tr>");
     for s in &d.slowest {
         let r = &s.r;
+        let [route, cluster, endpoint] =
+            crate::show::subject(names, r.route, r.cluster, r.endpoint).map(|n| esc(&n));
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td class=n>{}</td>",
+            "<tr><td>{}</td><td class=n>{}</td><td>{route}</td><td>{cluster}</td><td>{endpoint}</td><td>{}</td><td class=n>{}</td><td>{}</td><td class=n>{}</td>",
             esc(&wall(view, r.start_ns)),
             s.shard,
-            esc(&names.display(NameKind::Route, u32::from(r.route))),
-            esc(&names.display(NameKind::Cluster, u32::from(r.cluster))),
-            esc(&names.display(NameKind::Endpoint, u32::from(r.endpoint))),
             esc(&crate::show::type_name(names, r.req_type)),
             r.status,
             esc(&r.reason.name()),
