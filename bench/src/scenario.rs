@@ -35,16 +35,14 @@ pub struct Args {
 }
 
 fn culprit(s: &str) -> Result<Option<Culprit>> {
-    Ok(Some(match s {
-        "route" => Culprit::Route,
-        "endpoint" => Culprit::Endpoint,
-        "type" => Culprit::Type,
-        "arm" => Culprit::Arm,
-        "worker" => Culprit::Worker,
-        "phase" => Culprit::Phase,
-        "none" => return Ok(None),
-        other => bail!("--culprit {other}: route, endpoint, type, arm, worker, phase or none"),
-    }))
+    if s == "none" {
+        return Ok(None);
+    }
+    // Each kind is named by the dimension that should find it.
+    match Culprit::ALL.into_iter().find(|c| c.dim().name() == s) {
+        Some(c) => Ok(Some(c)),
+        None => bail!("--culprit {s}: route, endpoint, type, arm, worker, phase or none"),
+    }
 }
 
 pub fn run(a: &Args) -> Result<()> {

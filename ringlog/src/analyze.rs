@@ -108,9 +108,11 @@ impl Dim {
     }
 }
 
-/// Hasher for the aggregation maps: a multiply-rotate mix (FxHash-like),
-/// several times cheaper than SipHash per lookup. Keys are small ids from
-/// the ring file the operator chose to read, so flooding is not a concern.
+/// Unkeyed hasher for maps whose keys no client chooses: a multiply-rotate
+/// mix (FxHash-like), several times cheaper than SipHash per lookup. Used
+/// for the aggregation maps (small ids from the ring file the operator
+/// chose to read) and for the agent's upstream pool (config addresses); no
+/// flooding resistance is needed for either.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastHash(u64);
 
