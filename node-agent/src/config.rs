@@ -159,6 +159,21 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         if let Some(d) = l.default_route.as_deref().filter(|d| !routes.contains(d)) {
             r.add(&key, "default_route", format!("no route named {d:?}"));
         }
+        if l.max_connections == Some(0) {
+            r.add(&key, "max_connections", "must be at least 1");
+        }
+        let t = &l.timeouts;
+        for (field, d) in [
+            ("timeouts.header_read", t.header_read),
+            ("timeouts.body_read", t.body_read),
+            ("timeouts.write", t.write),
+            ("timeouts.idle", t.idle),
+            ("timeouts.tunnel_idle", t.tunnel_idle),
+        ] {
+            if d.0 == 0 {
+                r.add(&key, field, "must be positive");
+            }
+        }
     }
     for c in &cfg.clusters {
         check_cluster(&mut r, c);
@@ -266,8 +281,12 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
         }
     }
     let t = &c.timeouts;
-    if t.connect.0 == 0 || t.request.0 == 0 {
-        r.add(&key, "timeouts", "connect and request must be positive");
+    if t.connect.0 == 0 || t.read.0 == 0 || t.request.is_some_and(|d| d.0 == 0) {
+        r.add(
+            &key,
+            "timeouts",
+            "connect, read and request must be positive",
+        );
     }
     if let Some(rt) = &c.retry {
         if rt.attempts > 10 {

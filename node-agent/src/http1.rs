@@ -80,6 +80,19 @@ pub(crate) fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `addr` as a Host value: `ip:port`, IPv6 in brackets.
+pub(crate) fn write_addr(addr: std::net::SocketAddr, out: &mut Vec<u8>) {
+    if addr.is_ipv6() {
+        out.push(b'[');
+        write_ip(addr.ip(), out);
+        out.push(b']');
+    } else {
+        write_ip(addr.ip(), out);
+    }
+    out.push(b':');
+    write_u64(u64::from(addr.port()), out);
+}
+
 /// A Content-Length value: `1*DIGIT` only (no sign, spaces inside, or list),
 /// at most 19 digits so it fits in u64. Requests and responses share this
 /// rule so both sides frame bodies identically.

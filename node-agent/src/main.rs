@@ -16,7 +16,6 @@ use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use node_agent::driver::{self, epoll, uring};
 use node_agent::metrics::WorkerStats;
-use node_agent::proxy::SessionLimits;
 use node_agent::snapshot::Snapshot;
 use node_agent::worker::{self, Recorder, Shared, WorkerInit};
 use ringlog::record::{Event, EventKind};
@@ -50,6 +49,12 @@ struct Cli {
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, default_value = "5s")]
     drain_timeout: String,
+    /// Most open client connections on the whole agent; excess ones are
+    /// accepted and closed at once (tailmesh_driver_events_total
+    /// {event="conn_limit"}). Default: seven eighths of the open-file
+    /// limit (the rest stays for upstream connections).
+    #[arg(long)]
+    max_connections: Option<u64>,
     /// etcd endpoints, comma separated (config from etcd, watched).
     #[arg(long)]
     etcd: Option<String>,
@@ -183,6 +188,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .listeners
         .iter()
         .any(|l| l.mode == node_agent::config::schema::Mode::Transparent);
+    if cli.max_connections == Some(0) {
+        bail!("--max-connections must be at least 1");
+    }
+    let listener_count = config.listeners.len();
     let snap = Snapshot::build(config, 1, |kind, name| {
         ring.intern(kind, name, 1).map_err(|e| e.to_string())
     })?;
@@ -197,7 +206,9 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         fell_back: AtomicBool::new(fell_back),
         config_rejected: AtomicU64::new(0),
         upstream_mark: if transparent { UPSTREAM_MARK } else { 0 },
-        limits: SessionLimits::default(),
+        max_connections: cli.max_connections.unwrap_or_else(default_max_connections),
+        open_connections: AtomicU64::new(0),
+        listener_open: (0..listener_count).map(|_| AtomicU64::new(0)).collect(),
     });
     let source = match &cli.config {
         Some(path) => format!("file:{}", path.display()),
@@ -224,6 +235,16 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     }
     eprintln!("node-agent: drained, exiting");
     Ok(())
+}
+
+/// Seven eighths of the open-file limit: the last eighth stays for
+/// upstream connections (pooled ones are shared by many clients),
+/// listeners, the ring and the admin server, so accept never starves them.
+fn default_max_connections() -> u64 {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    (soft / 8 * 7).max(1)
 }
 
 type WorkerHandle = std::thread::JoinHandle<Result<(), node_agent::driver::DriverError>>;

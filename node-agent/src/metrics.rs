@@ -16,7 +16,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Number of reason codes tracked.
-const REASONS: usize = 16;
+const REASONS: usize = 20;
 
 /// Driver counters, indexed by [`Driver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,17 @@ pub enum Driver {
     StaleRetries = 11,
     /// Pooled upstream connections closed after `timeouts.idle` unused.
     PoolExpired = 12,
+    /// Connections accepted over `max_connections` (listener or agent) and
+    /// closed at once.
+    ConnLimit = 13,
+    /// accept(2) failed for lack of descriptors (EMFILE, ENFILE) or memory;
+    /// accepting pauses for 100 ms.
+    AcceptErrors = 14,
+    /// Idle pooled upstream connections closed to make room (LRU).
+    PoolEvicted = 15,
 }
 
-const DRIVER_NAMES: [&str; 13] = [
+const DRIVER_NAMES: [&str; 16] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -65,6 +73,9 @@ const DRIVER_NAMES: [&str; 13] = [
     "splice_fallbacks",
     "stale_retries",
     "pool_expired",
+    "conn_limit",
+    "accept_errors",
+    "pool_evicted",
 ];
 
 /// One worker's counters (single writer).

@@ -86,6 +86,9 @@ pub struct Out {
     pub shutdown_down: bool,
     /// Close the downstream once its queue drains.
     pub close_down: bool,
+    /// Close the downstream now, dropping what its queue still holds (a
+    /// client that stopped reading).
+    pub reset_down: bool,
     /// Finished requests (the driver samples and records them).
     pub records: Vec<Finished>,
 }
@@ -100,6 +103,7 @@ impl Out {
         self.shutdown_up = false;
         self.shutdown_down = false;
         self.close_down = false;
+        self.reset_down = false;
         self.records.clear();
     }
 }

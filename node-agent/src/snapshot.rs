@@ -22,6 +22,7 @@ use ringlog::NameKind;
 use crate::config::schema::{Match, Mode, Protocol};
 use crate::config::{Config, Problem};
 use crate::http1::Limits;
+use crate::proxy::SessionLimits;
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,10 @@ pub struct ListenerRt {
     pub protocol: Protocol,
     /// Index of the default route.
     pub default_route: Option<usize>,
+    /// Client-side timeouts for its sessions.
+    pub limits: SessionLimits,
+    /// Most open connections on this listener, agent-wide (0: no limit).
+    pub max_connections: u32,
 }
 
 /// One weighted arm of a route.
@@ -93,6 +98,8 @@ pub struct RouteRt {
     pub total_weight: u64,
     /// Header whose value picks the arm (`hash_on: "header:NAME"`).
     pub hash_header: Option<String>,
+    /// CONNECT requests may use this route.
+    pub allow_connect: bool,
 }
 
 /// An upstream endpoint.
@@ -115,8 +122,10 @@ pub struct ClusterRt {
     pub endpoints: Vec<EndpointRt>,
     /// Connect timeout, ns.
     pub connect_timeout_ns: u64,
-    /// Whole-request timeout, ns.
+    /// Whole-exchange timeout, ns (0: none).
     pub request_timeout_ns: u64,
+    /// Upstream read-idle timeout, ns.
+    pub read_timeout_ns: u64,
     /// How long an upstream connection may sit idle in a worker's pool, ns.
     pub idle_timeout_ns: u64,
 }
@@ -183,15 +192,17 @@ pub struct Target {
     pub arm: u8,
     /// Connect timeout, ns.
     pub connect_timeout_ns: u64,
-    /// Whole-request timeout, ns.
+    /// Whole-exchange timeout, ns (0: none).
     pub request_timeout_ns: u64,
+    /// Upstream read-idle timeout, ns.
+    pub read_timeout_ns: u64,
     /// How long its connection may sit idle in the pool, ns.
     pub idle_timeout_ns: u64,
 }
 
 impl Target {
-    /// An original destination (transparent capture): no cluster, default
-    /// timeouts (1 s connect, 5 s request, 60 s idle).
+    /// An original destination (transparent capture): no cluster, the
+    /// default timeouts (1 s connect, 60 s read-idle, no total, 60 s idle).
     pub fn passthrough(addr: SocketAddr) -> Target {
         Target {
             addr,
@@ -199,7 +210,8 @@ impl Target {
             endpoint: 0,
             arm: 0,
             connect_timeout_ns: 1_000_000_000,
-            request_timeout_ns: 5_000_000_000,
+            request_timeout_ns: 0,
+            read_timeout_ns: 60_000_000_000,
             idle_timeout_ns: 60_000_000_000,
         }
     }
@@ -306,7 +318,8 @@ impl Snapshot {
                 id: name(NameKind::Cluster, &c.name)?,
                 endpoints,
                 connect_timeout_ns: c.timeouts.connect.0,
-                request_timeout_ns: c.timeouts.request.0,
+                request_timeout_ns: c.timeouts.request.map_or(0, |d| d.0),
+                read_timeout_ns: c.timeouts.read.0,
                 idle_timeout_ns: c.timeouts.idle.0,
             });
         }
@@ -349,6 +362,7 @@ impl Snapshot {
                     .as_deref()
                     .and_then(|h| h.strip_prefix("header:"))
                     .map(str::to_ascii_lowercase),
+                allow_connect: r.allow_connect,
             });
         }
         let mut listeners = Vec::new();
@@ -366,6 +380,8 @@ impl Snapshot {
                     .default_route
                     .as_ref()
                     .and_then(|d| routes.iter().position(|r| &r.name == d)),
+                limits: SessionLimits::from(&l.timeouts),
+                max_connections: l.max_connections.unwrap_or(0),
             });
         }
         let mut types = Vec::new();
@@ -467,6 +483,7 @@ impl Snapshot {
             arm: p.arm,
             connect_timeout_ns: c.connect_timeout_ns,
             request_timeout_ns: c.request_timeout_ns,
+            read_timeout_ns: c.read_timeout_ns,
             idle_timeout_ns: c.idle_timeout_ns,
         })
     }

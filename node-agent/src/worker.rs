@@ -12,7 +12,7 @@ use ringlog::writer::{RingWriter, ShardWriter};
 
 use crate::config::schema::Sampling;
 use crate::metrics::WorkerStats;
-use crate::proxy::{Finished, SessionLimits};
+use crate::proxy::Finished;
 use crate::snapshot::Snapshot;
 
 /// The I/O backend in use (numbering as in the ring's `io_fallback` event).
@@ -43,8 +43,12 @@ pub struct Shared {
     pub config_rejected: AtomicU64,
     /// SO_MARK for upstream sockets (0 = none).
     pub upstream_mark: u32,
-    /// Connection-level timeouts.
-    pub limits: SessionLimits,
+    /// Most open client connections on the agent (`--max-connections`).
+    pub max_connections: u64,
+    /// Open client connections, all workers.
+    pub open_connections: AtomicU64,
+    /// Open client connections per listener index, all workers.
+    pub listener_open: Vec<AtomicU64>,
 }
 
 impl Shared {

@@ -165,8 +165,17 @@ numbered! {
         DownstreamReset = 13 => "downstream_reset",
         /// Refused while draining.
         Draining = 14 => "draining",
-        /// Whole-request timeout.
+        /// The client was too slow: a request head or body not received in time.
         RequestTimeout = 15 => "request_timeout",
+        /// `Connection` named a field that frames the message or names its
+        /// target (Content-Length, Transfer-Encoding, Host).
+        BadConnectionHeader = 16 => "bad_connection_header",
+        /// The method is not allowed here (CONNECT on a route without `allow_connect`).
+        MethodNotAllowed = 17 => "method_not_allowed",
+        /// The client stopped reading: queued response bytes not taken in time.
+        WriteTimeout = 18 => "write_timeout",
+        /// A tunnel (L4 or upgraded) moved no byte for its idle timeout.
+        IdleTimeout = 19 => "idle_timeout",
     }
 }
 

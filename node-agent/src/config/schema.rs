@@ -123,6 +123,62 @@ pub struct Listener {
     /// Route for requests no route matches (HTTP) or all traffic (TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<String>,
+    /// Most open client connections on this listener per agent (each
+    /// worker gets its share); excess connections are accepted and closed
+    /// at once. None: only the agent-wide `--max-connections` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Client-side timeouts.
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+}
+
+/// Client-side timeouts of a listener (every wait on a client ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTimeouts {
+    /// A request head must be complete this long after its first byte (408).
+    #[serde(default = "header_read_default")]
+    pub header_read: Dur,
+    /// Longest gap between two reads of a request body (408, or a cut).
+    #[serde(default = "body_read_default")]
+    pub body_read: Dur,
+    /// Longest time queued response bytes may wait for a client that does
+    /// not read; then the connection is closed.
+    #[serde(default = "write_default")]
+    pub write: Dur,
+    /// An idle keep-alive client connection is closed after this.
+    #[serde(default = "idle_default")]
+    pub idle: Dur,
+    /// A tunnel (L4, Upgrade, CONNECT) that moves no byte either way for
+    /// this long is closed.
+    #[serde(default = "tunnel_idle_default")]
+    pub tunnel_idle: Dur,
+}
+
+fn header_read_default() -> Dur {
+    Dur(10_000_000_000)
+}
+fn body_read_default() -> Dur {
+    Dur(60_000_000_000)
+}
+fn write_default() -> Dur {
+    Dur(30_000_000_000)
+}
+fn tunnel_idle_default() -> Dur {
+    Dur(3_600_000_000_000)
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> ListenerTimeouts {
+        ListenerTimeouts {
+            header_read: header_read_default(),
+            body_read: body_read_default(),
+            write: write_default(),
+            idle: idle_default(),
+            tunnel_idle: tunnel_idle_default(),
+        }
+    }
 }
 
 /// Load-balancing policy.
@@ -230,9 +286,14 @@ pub struct Timeouts {
     /// Upstream connect.
     #[serde(default = "connect_default")]
     pub connect: Dur,
-    /// Whole request.
-    #[serde(default = "request_default")]
-    pub request: Dur,
+    /// Whole exchange, from the request head to the last response byte.
+    /// None (the default): no total limit; `read` bounds every wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Dur>,
+    /// Upstream read-idle: the longest wait for the first response byte,
+    /// and between two reads of the response (nginx `proxy_read_timeout`).
+    #[serde(default = "read_default")]
+    pub read: Dur,
     /// Idle keep-alive connection.
     #[serde(default = "idle_default")]
     pub idle: Dur,
@@ -241,8 +302,8 @@ pub struct Timeouts {
 fn connect_default() -> Dur {
     Dur(1_000_000_000)
 }
-fn request_default() -> Dur {
-    Dur(5_000_000_000)
+fn read_default() -> Dur {
+    Dur(60_000_000_000)
 }
 fn idle_default() -> Dur {
     Dur(60_000_000_000)
@@ -252,7 +313,8 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             connect: connect_default(),
-            request: request_default(),
+            request: None,
+            read: read_default(),
             idle: idle_default(),
         }
     }
@@ -369,6 +431,10 @@ pub struct Route {
     /// Rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Accept `CONNECT` requests on this route (tunnelled to the route's
+    /// cluster). Off by default: elsewhere CONNECT is answered 405.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_connect: bool,
 }
 
 /// A request type.

@@ -8,6 +8,7 @@ use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringlog::analyze::FastHash;
@@ -46,16 +47,40 @@ pub struct Core {
     pub ups: u64,
     drain_timeout_ns: u64,
     drain_deadline: Option<u64>,
-    /// Idle upstream connections (slots) by endpoint.
-    /// Keyed by config endpoint addresses, never by client input, so the
-    /// unkeyed multiply-rotate hasher is safe and a few cycles per lookup.
+    /// Idle upstream connections (slots) by endpoint. Keyed by endpoint
+    /// addresses; on transparent listeners a client picks the destination,
+    /// but the pool never holds more than [`POOL_TOTAL`] entries, which
+    /// bounds what colliding keys can cost the unkeyed multiply-rotate
+    /// hasher (a few cycles per lookup otherwise).
     pool: HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<FastHash>>,
     /// When the pool is next swept for idle connections.
     next_sweep: u64,
+    /// Connections in `pool`, all lists.
+    pooled: usize,
+    /// Accepting is paused until then (descriptors ran out).
+    accept_resume: Option<u64>,
 }
 
-/// Idle upstream connections kept per endpoint.
-const POOL_MAX: usize = 256;
+/// Idle upstream connections kept per endpoint, per worker.
+pub const POOL_MAX: usize = 256;
+/// Idle upstream connections kept in all, per worker.
+pub const POOL_TOTAL: usize = 1024;
+/// Backpressure, the same rule on both drivers: a side is not read while
+/// the other side's send queue holds this many bytes (epoll: copied bytes
+/// the socket did not take; io_uring: bytes queued or in flight).
+pub const QUEUE_CAP: usize = 64 * 1024;
+/// How long accepting pauses after accept(2) ran out of descriptors.
+pub const ACCEPT_BACKOFF_NS: u64 = 100_000_000;
+
+/// What [`Core::pool_put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolPut {
+    /// Pooled.
+    Pooled,
+    /// Pooled, and this older idle slot was taken out to make room: the
+    /// driver closes it.
+    Evicted(usize),
+}
 
 /// How often the pool is swept for connections idle past their timeout:
 /// a pooled connection closes between `timeouts.idle` and this much later.
@@ -65,6 +90,8 @@ pub const POOL_SWEEP_NS: u64 = 250_000_000;
 #[derive(Debug, Clone, Copy)]
 struct Pooled {
     slot: usize,
+    /// When it went idle (monotonic ns): the LRU order.
+    since: u64,
     /// When it has been idle too long (monotonic ns).
     expires: u64,
 }
@@ -90,6 +117,8 @@ impl Core {
             drain_deadline: None,
             pool: HashMap::default(),
             next_sweep: 0,
+            pooled: 0,
+            accept_resume: None,
             shared: init.shared,
         }
     }
@@ -143,9 +172,13 @@ impl Core {
         f(session, &mut cx, out);
     }
 
-    /// A session for a connection from `peer` accepted on listener `idx`
-    /// (None if the listener is gone from the snapshot). On a transparent
-    /// listener the original destination is read from the socket.
+    /// A session for a connection from `peer` accepted on listener `idx`.
+    /// None: the driver closes the socket at once (the listener is gone
+    /// from the snapshot, or the listener's or the agent's
+    /// `max_connections` is reached, counted as `conn_limit`). On a
+    /// transparent listener the original destination is read from the
+    /// socket. A session returned here is counted open until
+    /// [`Core::down_closed`].
     pub fn accept_session(
         &mut self,
         idx: usize,
@@ -154,18 +187,67 @@ impl Core {
     ) -> Option<Session> {
         self.stats().driver(Driver::Accepted, 1);
         let l = self.snap.listeners.get(idx)?;
+        let sh = &self.shared;
+        let per_listener = sh.listener_open.get(idx);
+        let listener_full = l.max_connections > 0
+            && per_listener
+                .is_some_and(|c| c.load(Ordering::Relaxed) >= u64::from(l.max_connections));
+        if listener_full || sh.open_connections.load(Ordering::Relaxed) >= sh.max_connections {
+            self.stats().driver(Driver::ConnLimit, 1);
+            return None;
+        }
+        sh.open_connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = per_listener {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.downs += 1;
         let orig = match l.mode {
             Mode::Transparent => super::original_dst(sock, l.bind).filter(|a| *a != l.bind),
             Mode::Normal => None,
         };
         Some(Session::new(
-            self.now,
-            idx,
-            l.protocol,
-            peer,
-            orig,
-            self.shared.limits,
+            self.now, idx, l.protocol, peer, orig, l.limits,
         ))
+    }
+
+    /// A downstream connection of listener `idx` (from an
+    /// [`Core::accept_session`]) closed.
+    pub fn down_closed(&mut self, idx: usize) {
+        self.downs = self.downs.saturating_sub(1);
+        let sh = &self.shared;
+        let _ = sh
+            .open_connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        if let Some(c) = sh.listener_open.get(idx) {
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    /// accept(2) failed with `errno`. Out of descriptors or memory, the
+    /// listener is paused for [`ACCEPT_BACKOFF_NS`] (counted) instead of
+    /// being retried in a spin; the driver resumes it when
+    /// [`Core::accept_resume_due`] says so. Returns whether to pause.
+    pub fn accept_failed(&mut self, errno: i32) -> bool {
+        let scarce = matches!(
+            errno,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+        );
+        if scarce {
+            self.stats().driver(Driver::AcceptErrors, 1);
+            self.accept_resume = Some(self.now.saturating_add(ACCEPT_BACKOFF_NS));
+        }
+        scarce
+    }
+
+    /// True once, when a paused accept may be tried again.
+    pub fn accept_resume_due(&mut self) -> bool {
+        match self.accept_resume {
+            Some(t) if mono_ns() >= t => {
+                self.accept_resume = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The upstream slot for connect `c`: an idle pooled one for its
@@ -174,8 +256,13 @@ impl Core {
     /// a stale retry when `c.fresh` skipped the pool).
     pub fn pool_take(&mut self, c: &Connect) -> Option<usize> {
         if !c.fresh
-            && let Some(p) = self.pool.get_mut(&c.addr).and_then(Vec::pop)
+            && let Some(list) = self.pool.get_mut(&c.addr)
+            && let Some(p) = list.pop()
         {
+            self.pooled -= 1;
+            if list.is_empty() {
+                self.pool.remove(&c.addr);
+            }
             self.stats().driver(Driver::PoolReuse, 1);
             return Some(p.slot);
         }
@@ -186,25 +273,69 @@ impl Core {
         None
     }
 
-    /// Pools upstream slot `j` for at most `idle_ns`; false if the
-    /// endpoint's pool is full.
-    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64) -> bool {
-        let list = self.pool.entry(addr).or_default();
-        if list.len() >= POOL_MAX {
-            return false;
+    /// Pools upstream slot `j` for at most `idle_ns`. The pool holds at
+    /// most [`POOL_MAX`] idle connections per destination and
+    /// [`POOL_TOTAL`] in all: when full, the least recently used one is
+    /// evicted to make room (counted as `pool_evicted`).
+    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64) -> PoolPut {
+        let mut evicted = None;
+        let same_full = self.pool.get(&addr).is_some_and(|l| l.len() >= POOL_MAX);
+        if same_full {
+            if let Some(list) = self.pool.get_mut(&addr) {
+                evicted = Some(list.remove(0).slot);
+                self.pooled -= 1;
+            }
+        } else if self.pooled >= POOL_TOTAL {
+            evicted = self.pool_evict_lru();
         }
-        list.push(Pooled {
+        if evicted.is_some() {
+            self.stats().driver(Driver::PoolEvicted, 1);
+        }
+        self.pool.entry(addr).or_default().push(Pooled {
             slot: j,
+            since: self.now,
             expires: self.now.saturating_add(idle_ns),
         });
-        true
+        self.pooled += 1;
+        match evicted {
+            Some(slot) => PoolPut::Evicted(slot),
+            None => PoolPut::Pooled,
+        }
+    }
+
+    /// Takes the least recently pooled connection of all out of the pool.
+    fn pool_evict_lru(&mut self) -> Option<usize> {
+        // Each list is oldest first, so only the heads compete.
+        let (&addr, _) = self
+            .pool
+            .iter()
+            .filter_map(|(a, l)| l.first().map(|p| (a, p.since)))
+            .min_by_key(|&(_, since)| since)?;
+        let list = self.pool.get_mut(&addr)?;
+        let slot = list.remove(0).slot;
+        self.pooled -= 1;
+        if list.is_empty() {
+            self.pool.remove(&addr);
+        }
+        Some(slot)
     }
 
     /// Forgets slot `j` (being closed) if it is pooled.
     pub fn pool_forget(&mut self, addr: SocketAddr, j: usize) {
         if let Some(list) = self.pool.get_mut(&addr) {
+            let before = list.len();
             list.retain(|p| p.slot != j);
+            self.pooled -= before - list.len();
+            if list.is_empty() {
+                // Transparent destinations come and go: keep the map small.
+                self.pool.remove(&addr);
+            }
         }
+    }
+
+    /// Idle connections in the pool (all destinations).
+    pub fn pooled(&self) -> usize {
+        self.pooled
     }
 
     /// Takes the pooled connections idle past their cluster's
@@ -226,6 +357,8 @@ impl Core {
                 !expired
             });
         }
+        self.pooled -= out.len();
+        self.pool.retain(|_, l| !l.is_empty());
         if !out.is_empty() {
             self.stats().driver(Driver::PoolExpired, out.len() as u64);
         }
@@ -242,7 +375,7 @@ impl Core {
 
     /// How long the next wait may last.
     pub fn wait_timeout(&self) -> Duration {
-        let cap = if self.drain_deadline.is_some() {
+        let cap = if self.drain_deadline.is_some() || self.accept_resume.is_some() {
             10_000_000
         } else {
             100_000_000
@@ -256,7 +389,11 @@ impl Core {
     }
 
     /// Keeps the heap in step with a session's deadline; `armed` is the
-    /// deadline already in the heap for this connection.
+    /// deadline already in the heap for this connection. A deadline that
+    /// moved later (activity) pushes nothing: the earlier entry fires, the
+    /// session finds nothing due, and the driver arms again. So the heap
+    /// gets an entry per wait, not per byte or request; entries of closed
+    /// connections are dropped by [`Core::compact_timers`].
     pub fn arm(
         &mut self,
         slot: usize,
@@ -264,12 +401,35 @@ impl Core {
         armed: &mut Option<u64>,
         deadline: Option<u64>,
     ) {
-        if deadline != *armed {
-            *armed = deadline;
-            if let Some(t) = deadline {
+        match (deadline, *armed) {
+            (None, _) => *armed = None,
+            (Some(t), Some(a)) if a <= t => {}
+            (Some(t), _) => {
+                *armed = Some(t);
                 self.timers.push(Reverse((t, slot, serial)));
             }
         }
+    }
+
+    /// Drops heap entries that can no longer fire (their connection closed
+    /// or re-armed), once the heap holds more than twice the live
+    /// connections: the heap stays proportional to them. `live(slot,
+    /// serial, t)` says whether an entry still stands.
+    pub fn compact_timers(&mut self, live: impl Fn(usize, u64, u64) -> bool) {
+        let conns = (self.downs as usize).saturating_mul(2);
+        if self.timers.len() <= conns.max(1024) {
+            return;
+        }
+        let heap = std::mem::take(&mut self.timers);
+        self.timers = heap
+            .into_iter()
+            .filter(|Reverse((t, slot, serial))| live(*slot, *serial, *t))
+            .collect();
+    }
+
+    /// Entries in the timer heap.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     /// Pops the next due timer: (slot, serial, deadline). The caller checks

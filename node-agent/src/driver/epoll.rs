@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::core::Core;
+use super::core::{Core, QUEUE_CAP};
 use super::{DriverError, SendQueue, send_chunks};
 use crate::metrics::Driver;
 use crate::proxy::{Cx, Out, Session};
@@ -213,10 +213,15 @@ impl Worker {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // EMFILE and friends: try again on the next readiness.
-                Err(_) => return,
+                // Out of descriptors: the core pauses accepting (the
+                // edge-triggered listener is retried when it resumes).
+                Err(e) => {
+                    self.core.accept_failed(e.raw_os_error().unwrap_or(0));
+                    return;
+                }
             };
             let _ = sock.set_nodelay(true);
+            // None: over a connection limit; dropping the socket closes it.
             let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
                 continue;
             };
@@ -228,6 +233,7 @@ impl Worker {
                 .is_err()
             {
                 self.free.push(i);
+                self.core.down_closed(idx);
                 continue;
             }
             let serial = self.core.next_serial();
@@ -246,7 +252,6 @@ impl Worker {
                 armed: None,
                 tunnel: None,
             }));
-            self.core.downs += 1;
             self.with_session(i, &[], |s, cx, out| s.start(cx, out));
             self.core.todo.push(i);
         }
@@ -304,6 +309,13 @@ impl Worker {
         d.shut_wr |= out.shutdown_down;
         d.close |= out.close_down;
         self.core.record_all(out);
+        if out.reset_down {
+            // A client that stopped reading: close now, queue and all.
+            out.to_up.clear();
+            out.connect = None;
+            self.close_down(i);
+            return;
+        }
         // After the downstream bytes: a synchronous connect failure answers
         // 503 and that answer must follow what was already queued.
         if let Some(c) = out.connect.take() {
@@ -395,6 +407,15 @@ impl Worker {
         }
     }
 
+    /// Whether upstream `up`'s send queue can take more (the backpressure
+    /// rule shared with io_uring: [`QUEUE_CAP`] bytes).
+    fn up_has_room(&self, up: Option<usize>) -> bool {
+        match up.and_then(|j| self.slab.get(j)) {
+            Some(Slot::Up(u)) => u.q.len() < QUEUE_CAP,
+            _ => true,
+        }
+    }
+
     /// Moves bytes on downstream `i`: flush, finish records, read while the
     /// session and the upstream can take more.
     fn pump_down(&mut self, i: usize) {
@@ -450,7 +471,7 @@ impl Worker {
             if !d.readable || !d.session.wants_down_data() {
                 break;
             }
-            if !self.up_queue_empty(up) {
+            if !self.up_has_room(up) {
                 break; // backpressure: the upstream is slower
             }
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
@@ -485,9 +506,16 @@ impl Worker {
         self.arm(i);
     }
 
-    /// Keeps the timer heap in step with the session's deadline.
+    /// Tells the session what its queues hold, then keeps the timer heap
+    /// in step with its deadline.
     fn arm(&mut self, i: usize) {
+        let up_waits = match self.slab.get(i) {
+            Some(Slot::Down(d)) => !self.up_queue_empty(d.up),
+            _ => return,
+        };
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            let down_waits = d.owes_bytes();
+            d.session.set_backlog(self.core.now, down_waits, up_waits);
             let dl = d.session.deadline();
             self.core.arm(i, d.serial, &mut d.armed, dl);
         }
@@ -508,6 +536,18 @@ impl Worker {
         }
         for j in self.core.pool_expired() {
             self.close_up(j);
+        }
+        let slab = &self.slab;
+        self.core.compact_timers(|i, serial, t| {
+            matches!(slab.get(i), Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t))
+        });
+        if self.core.accept_resume_due() {
+            let listeners: Vec<usize> = (0..self.slab.len())
+                .filter(|&i| matches!(self.slab[i], Slot::Listener(..)))
+                .collect();
+            for li in listeners {
+                self.accept(li);
+            }
         }
         self.run_todo();
     }
@@ -533,7 +573,7 @@ impl Worker {
                 self.close_up(j);
             }
             self.free.push(i);
-            self.core.downs -= 1;
+            self.core.down_closed(d.session.listener());
         }
     }
 

@@ -43,8 +43,6 @@ const BUF_COUNT: u16 = 128;
 const BUF_SIZE: usize = 32 * 1024;
 /// Received buffers a connection may hold before its recv is paused.
 const RX_CAP: usize = 4;
-/// Queued sends after which the other side stops being read.
-const TX_CAP: usize = 8;
 
 const OP_ACCEPT: u64 = 1;
 const OP_RECV: u64 = 2;
@@ -62,6 +60,8 @@ struct Listener {
     sock: socket2::Socket,
     idx: usize,
     armed: bool,
+    /// Not re-armed after an accept error until the core resumes it.
+    paused: bool,
     inflight: u32,
     closing: bool,
 }
@@ -200,6 +200,7 @@ impl Worker {
                 sock: socket2::Socket::from(l),
                 idx,
                 armed: false,
+                paused: false,
                 inflight: 0,
                 closing: false,
             });

@@ -120,6 +120,51 @@ pub fn parse<'h, 'b: 'h>(
     Ok(Some(head))
 }
 
+/// How far [`head_ready`] has checked a head that is still arriving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadScan {
+    /// Bytes checked so far.
+    checked: usize,
+    /// The request line's LF was seen.
+    line_seen: bool,
+}
+
+/// Incremental check of a head still arriving: `buf` holds the bytes so
+/// far; `scan` remembers what earlier calls checked. Looks only at the new
+/// bytes (and three before them), so a head that arrives a byte per read
+/// costs linear time, not quadratic. `Ok(true)`: the head is complete, call
+/// [`parse`]. Errors are the ones [`parse`] would give on the same bytes.
+pub fn head_ready(buf: &[u8], scan: &mut HeadScan, limits: &Limits) -> Result<bool, Reject> {
+    let from = scan.checked.min(buf.len());
+    scan.checked = buf.len();
+    if !scan.line_seen {
+        match buf[from..].iter().position(|&b| b == b'\n') {
+            Some(i) if from + i > limits.max_request_line + 1 => return Err(uri_too_long()),
+            Some(_) => scan.line_seen = true,
+            None if buf.len() > limits.max_request_line + 1 => return Err(uri_too_long()),
+            None => {}
+        }
+    }
+    let back = from.saturating_sub(3);
+    let end = buf[back..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + back + 4);
+    match end {
+        Some(e) if e > limits.max_head => Err(head_too_large()),
+        Some(_) => Ok(true),
+        None if buf.len() > limits.max_head => Err(head_too_large()),
+        None => {
+            // Start one byte early: a CR that ended the last read may have
+            // been waiting for its LF (one more byte of context before it).
+            let start = from.saturating_sub(1);
+            let ctx = start.saturating_sub(1);
+            check_line_endings_from(&buf[ctx..], start - ctx, false)?;
+            Ok(false)
+        }
+    }
+}
+
 fn uri_too_long() -> Reject {
     Reject {
         status: 414,
@@ -144,7 +189,13 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 /// Every CR must start a CRLF and every LF must end one. `complete`: the
 /// slice is a whole head, so a trailing lone CR is also an error.
 pub(crate) fn check_line_endings(head: &[u8], complete: bool) -> Result<(), Reject> {
-    for (i, &b) in head.iter().enumerate() {
+    check_line_endings_from(head, 0, complete)
+}
+
+/// [`check_line_endings`] for the bytes from `skip` on (the ones before
+/// are context for a CR or LF at `skip`).
+fn check_line_endings_from(head: &[u8], skip: usize, complete: bool) -> Result<(), Reject> {
+    for (i, &b) in head.iter().enumerate().skip(skip) {
         match b {
             b'\r' => match head.get(i + 1) {
                 Some(b'\n') => {}
@@ -207,6 +258,13 @@ fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
     for h in head.headers() {
         if h.name.eq_ignore_ascii_case("connection") {
             for t in token_list(h.value) {
+                if names_framing(t) {
+                    return Err(Reject {
+                        status: 400,
+                        reason: Reason::BadConnectionHeader,
+                        detail: "Connection names a field that frames the request or names its target",
+                    });
+                }
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && head.minor == 0 {
@@ -230,6 +288,9 @@ fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
     head.close = close;
     head.expect_continue = expect_continue;
     head.tunnel |= upgrade && head.header("upgrade").is_some();
+    if head.method == "CONNECT" && !authority_form(head.target) {
+        return Err(Reject::bad("CONNECT target must be host:port"));
+    }
     if head.minor == 1 && head.header("host").is_none() {
         return Err(Reject::bad("missing Host header"));
     }
@@ -243,6 +304,28 @@ fn vet(head: &mut RequestHead<'_>) -> Result<(), Reject> {
         return Err(Reject::bad("more than one Host header"));
     }
     Ok(())
+}
+
+/// Fields that frame a message or name its target. Removing one because
+/// `Connection` lists it would change what the next hop reads as the
+/// message (request smuggling), so such a `Connection` is refused.
+const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// True if the `Connection` token `t` names a framing field.
+pub(crate) fn names_framing(t: &[u8]) -> bool {
+    FRAMING.iter().any(|f| t.eq_ignore_ascii_case(f.as_bytes()))
+}
+
+/// `host:port` (RFC 9112 section 3.2.3): a non-empty host without `/`, `?`,
+/// `#` or `@`, and a port of 1 to 5 digits.
+fn authority_form(target: &str) -> bool {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !host.bytes().any(|b| matches!(b, b'/' | b'?' | b'#' | b'@'))
+        && (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -287,6 +370,80 @@ mod tests {
             ok(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(h.tunnel);
         assert!(ok(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").tunnel);
+    }
+
+    #[test]
+    fn connection_naming_a_framing_field_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: keep-alive, Content-Length\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 5\r\nconnection: CONTENT-LENGTH\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n",
+        ] {
+            let e = parse(raw, &Limits::default(), &mut header_slots()).unwrap_err();
+            assert_eq!(
+                (e.status, e.reason),
+                (400, Reason::BadConnectionHeader),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn connect_needs_an_authority_target() {
+        assert_eq!(status(b"CONNECT /app/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"CONNECT a:b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"CONNECT u@a:1 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"CONNECT a.b:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(
+            status(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            200
+        );
+    }
+
+    #[test]
+    fn byte_by_byte_scanning_agrees_with_a_whole_parse() {
+        let cases: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r",
+        ];
+        for raw in cases {
+            let mut verdict = Ok(false);
+            let mut scan = HeadScan::default();
+            for n in 1..=raw.len() {
+                verdict = head_ready(&raw[..n], &mut scan, &Limits::default());
+                if !matches!(verdict, Ok(false)) {
+                    break;
+                }
+            }
+            let whole = match parse(raw, &Limits::default(), &mut header_slots()) {
+                Ok(Some(_)) => Ok(true),
+                Ok(None) => Ok(false),
+                Err(e) => Err(e.status),
+            };
+            assert_eq!(
+                verdict.map_err(|e| e.status),
+                whole,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        let mut got = Ok(false);
+        let mut scan = HeadScan::default();
+        for n in (1..=long.len()).step_by(7) {
+            got = head_ready(&long.as_bytes()[..n], &mut scan, &Limits::default());
+            if got.is_err() {
+                break;
+            }
+        }
+        assert_eq!(got.map_err(|e| e.status), Err(414));
     }
 
     #[test]

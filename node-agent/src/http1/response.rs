@@ -38,6 +38,23 @@ pub struct ResponseHead<'a> {
     pub body: Body,
     /// The upstream will close after this response.
     pub close: bool,
+    /// The Content-Length value, if one was sent (also on HEAD and 304
+    /// answers, where it describes a body that is not there).
+    pub length: Option<u64>,
+    /// Transfer-Encoding lists a coding other than `chunked` (gzip, ...).
+    pub other_codings: bool,
+}
+
+/// What the downstream connection does after a response, as its head
+/// tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 keep-alive (the default: nothing to say).
+    Keep,
+    /// An HTTP/1.0 client that asked for keep-alive: `connection: keep-alive`.
+    KeepHttp10,
+    /// `connection: close`, then the agent closes.
+    Close,
 }
 
 impl<'a> ResponseHead<'a> {
@@ -98,8 +115,11 @@ pub fn parse<'h, 'b: 'h>(
         headers,
         body: Body::None,
         close: minor == 0,
+        length: None,
+        other_codings: false,
     };
     let (mut length, mut te, mut chunked_last) = (None::<u64>, false, false);
+    let mut other_codings = false;
     let mut close = r.close;
     for h in r.headers() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -112,6 +132,7 @@ pub fn parse<'h, 'b: 'h>(
             te = true;
             for t in token_list(h.value) {
                 chunked_last = t.eq_ignore_ascii_case(b"chunked");
+                other_codings |= !chunked_last;
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for t in token_list(h.value) {
@@ -124,6 +145,8 @@ pub fn parse<'h, 'b: 'h>(
         }
     }
     r.close = close;
+    r.length = length;
+    r.other_codings = other_codings;
     if te && length.is_some() {
         return Err(bad_upstream("both Content-Length and Transfer-Encoding"));
     }
@@ -144,26 +167,45 @@ pub fn parse<'h, 'b: 'h>(
     Ok(Some(r))
 }
 
-const HOP_BY_HOP: [&str; 5] = [
+/// Fields that describe the upstream hop, or that the agent writes itself
+/// (framing), and so are never copied downstream as received.
+const NOT_COPIED: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "transfer-encoding",
     "trailer",
+    "content-length",
 ];
 
-/// Writes the head sent downstream for `resp`: hop-by-hop fields removed,
-/// `transfer-encoding: chunked` kept for a chunked body (forwarded as is),
-/// `connection: close` when the downstream connection closes afterwards.
-/// A close-delimited body is forwarded close-delimited.
-pub fn downstream_head(resp: &ResponseHead<'_>, close: bool, out: &mut Vec<u8>) {
+/// Writes the head sent downstream for `resp`. Hop-by-hop fields and the
+/// fields the upstream's `Connection` names are removed; the framing is
+/// written from what the parser decided: one `content-length`, or the
+/// upstream's transfer codings (a chunked body is forwarded as is, other
+/// codings are kept, never dropped while their bytes pass through). With
+/// `dechunk` the body goes out de-chunked and close-delimited (for an
+/// HTTP/1.0 client). `persist` says what the connection does next; a
+/// close-delimited body always closes.
+pub fn downstream_head(
+    resp: &ResponseHead<'_>,
+    persist: Persist,
+    dechunk: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     super::write_u64(u64::from(resp.status), out);
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let named = |name: &str| {
+        resp.headers()
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| token_list(h.value))
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    };
     for h in resp.headers() {
-        if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+        if NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || named(h.name) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -171,26 +213,59 @@ pub fn downstream_head(resp: &ResponseHead<'_>, close: bool, out: &mut Vec<u8>) 
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if resp.body == Body::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    let coded = resp.body == Body::Chunked || (resp.body == Body::UntilClose && resp.other_codings);
+    if coded && !dechunk {
+        for h in resp
+            .headers()
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            out.extend_from_slice(b"transfer-encoding: ");
+            out.extend_from_slice(h.value.trim_ascii());
+            out.extend_from_slice(b"\r\n");
+        }
+    } else if let (Some(n), false) = (resp.length, coded) {
+        out.extend_from_slice(b"content-length: ");
+        super::write_u64(n, out);
+        out.extend_from_slice(b"\r\n");
     }
-    if close || resp.body == Body::UntilClose {
+    let close = persist == Persist::Close || dechunk || resp.body == Body::UntilClose;
+    if close {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if persist == Persist::KeepHttp10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response the agent makes itself: status, `x-tailmesh-reason`, a one-line
-/// plain-text body, and `connection: close` when `close`.
-pub fn local(status: u16, reason: Reason, detail: &str, close: bool, out: &mut Vec<u8>) {
+/// A response the agent makes itself: status, `x-tailmesh-reason`, a
+/// one-line plain-text body (none for a HEAD request: `head_only`; its
+/// content-length still says what a GET would get), and the connection
+/// header `persist` calls for.
+pub fn local(
+    status: u16,
+    reason: Reason,
+    detail: &str,
+    persist: Persist,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) {
     let body_len = detail.len() + 1;
+    let conn = match persist {
+        Persist::Keep => "",
+        Persist::KeepHttp10 => "connection: keep-alive\r\n",
+        Persist::Close => "connection: close\r\n",
+    };
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nx-tailmesh-reason: {}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\n{}\r\n{detail}\n",
+        "HTTP/1.1 {status} {}\r\nx-tailmesh-reason: {}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\n{conn}\r\n",
         phrase(status),
         reason.name(),
-        if close { "connection: close\r\n" } else { "" }
     );
+    if !head_only {
+        out.extend_from_slice(detail.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 /// Standard reason phrases for the statuses the agent produces.
@@ -200,6 +275,7 @@ pub fn phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -299,7 +375,7 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, false, &mut out);
+        downstream_head(&r, Persist::Keep, false, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nX-A: 1\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -309,7 +385,8 @@ mod tests {
             503,
             Reason::UpstreamConnect,
             "upstream connect failed",
-            true,
+            Persist::Close,
+            false,
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();
@@ -321,5 +398,56 @@ mod tests {
         );
         assert!(text.ends_with("connection: close\r\n\r\nupstream connect failed\n"));
         assert!(text.contains("content-length: 24\r\n"));
+        let mut out = Vec::new();
+        local(
+            404,
+            Reason::NoRoute,
+            "no route",
+            Persist::KeepHttp10,
+            true,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("content-length: 9\r\nconnection: keep-alive\r\n\r\n"),
+            "a HEAD answer has no body: {text}"
+        );
+    }
+
+    #[test]
+    fn downstream_framing_connection_names_and_codings() {
+        // Connection-named fields go; duplicate equal lengths become one.
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: x-secret, content-length\r\nX-Secret: s\r\n\
+Content-Length: 2\r\ncontent-length: 2\r\nX-B: 2\r\n\r\n";
+        let r = p(raw, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, Persist::KeepHttp10, false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-B: 2\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n"
+        );
+        // Other codings are kept with their bytes; chunked is kept as sent.
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        let r = p(raw, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, Persist::Keep, false, &mut out);
+        assert!(out.ends_with(b"transfer-encoding: gzip, chunked\r\n\r\n"));
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        let r = p(raw, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, Persist::Keep, false, &mut out);
+        assert!(out.ends_with(b"transfer-encoding: gzip\r\nconnection: close\r\n\r\n"));
+        // De-chunked for an HTTP/1.0 client: no framing field, close.
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = p(raw, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, Persist::KeepHttp10, true, &mut out);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+        // HEAD keeps the length it describes.
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
+        let r = p(raw, "HEAD").unwrap().unwrap();
+        let mut out = Vec::new();
+        downstream_head(&r, Persist::Keep, false, &mut out);
+        assert!(out.ends_with(b"content-length: 7\r\n\r\n"));
     }
 }

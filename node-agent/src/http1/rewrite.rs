@@ -55,6 +55,23 @@ pub fn upstream_head(
     for h in head.headers() {
         let name = h.name;
         let lower_is = |n: &str| name.eq_ignore_ascii_case(n);
+        // The framing is written once below from what the parser decided
+        // (several identical Content-Length fields become one).
+        if lower_is("content-length") {
+            continue;
+        }
+        let named = connection_named
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()));
+        // A field the client made hop-by-hop is dropped before it can
+        // count: a Connection-named x-request-id is treated as absent.
+        // (Connection naming a framing field never gets here: the parser
+        // refuses it.)
+        let hop = HOP_BY_HOP.iter().any(|n| lower_is(n)) || named;
+        let keep_for_tunnel = head.tunnel && (lower_is("upgrade") || lower_is("connection"));
+        if hop && !keep_for_tunnel {
+            continue;
+        }
         if lower_is("x-forwarded-for") {
             xff.push(h.value.trim_ascii());
             continue;
@@ -62,21 +79,19 @@ pub fn upstream_head(
         if lower_is("x-request-id") && request_id.is_none() {
             request_id = Some(h.value);
         }
-        let hop = HOP_BY_HOP.iter().any(|n| lower_is(n))
-            || connection_named
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()));
-        let keep_for_tunnel = head.tunnel && (lower_is("upgrade") || lower_is("connection"));
-        if hop && !keep_for_tunnel {
-            continue;
-        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if head.body == Body::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match head.body {
+        Body::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Body::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            super::write_u64(n, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        Body::None => {}
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for v in xff.iter().filter(|v| !v.is_empty()) {
@@ -111,6 +126,17 @@ pub fn upstream_head(
         generated_id,
         sampling_hash,
     }
+}
+
+/// Adds `name: value` to a finished head in `out` (before its blank line).
+pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`);
@@ -195,6 +221,25 @@ TE: trailers\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.1.1.1\r\nx-forw
             None
         );
         assert_eq!(trace_id(b"garbage"), None);
+    }
+
+    #[test]
+    fn framing_is_written_once_and_connection_named_ids_do_not_count() {
+        let (h, m) = rewrite(
+            b"POST /a HTTP/1.1\r\nHost: s\r\nContent-Length: 3\r\ncontent-length: 3\r\n\
+Connection: x-request-id, x-forwarded-for\r\nX-Request-Id: evil\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+        );
+        assert_eq!(h.matches("content-length: 3\r\n").count(), 1, "{h}");
+        assert!(
+            !h.to_ascii_lowercase()
+                .contains("content-length: 3\r\ncontent-length")
+        );
+        assert!(!h.contains("evil") && !h.contains("6.6.6.6"), "{h}");
+        assert!(h.contains("x-forwarded-for: 10.1.2.3\r\n"), "{h}");
+        assert!(m.generated_id);
+        let mut out = b"GET / HTTP/1.1\r\nA: 1\r\n\r\n".to_vec();
+        add_field(&mut out, b"host", b"10.0.0.1:80");
+        assert_eq!(out, b"GET / HTTP/1.1\r\nA: 1\r\nhost: 10.0.0.1:80\r\n\r\n");
     }
 
     #[test]

@@ -14,26 +14,43 @@ use ringlog::record::{Flags, Record};
 
 use super::sniff::{Sniffed, sniff};
 use super::{Chunk, Connect, Cx, Marks, Out};
-use crate::config::schema::Protocol;
+use crate::config::schema::{ListenerTimeouts, Protocol};
 use crate::http1::chunked::Decoder;
-use crate::http1::request::{self, Body, RequestHead};
+use crate::http1::request::{self, Body, HeadScan, RequestHead};
+use crate::http1::response::Persist;
 use crate::http1::{Reject, response, rewrite};
 use crate::snapshot::{RequestView, Target};
 
-/// Connection-level timeouts that do not belong to a cluster.
+/// Client-side timeouts of a session (its listener's `timeouts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
     /// A request head must arrive within this after its first byte (408).
     pub head_timeout_ns: u64,
+    /// Longest gap between two reads of a request body (408, or a cut).
+    pub body_timeout_ns: u64,
+    /// Longest time response bytes may wait for a client that stopped
+    /// reading; then the connection is reset.
+    pub write_timeout_ns: u64,
     /// An idle keep-alive downstream connection is closed after this.
     pub idle_timeout_ns: u64,
+    /// A tunnel that moves nothing either way for this long is closed.
+    pub tunnel_idle_ns: u64,
 }
 
 impl Default for SessionLimits {
     fn default() -> SessionLimits {
+        SessionLimits::from(&ListenerTimeouts::default())
+    }
+}
+
+impl From<&ListenerTimeouts> for SessionLimits {
+    fn from(t: &ListenerTimeouts) -> SessionLimits {
         SessionLimits {
-            head_timeout_ns: 10_000_000_000,
-            idle_timeout_ns: 60_000_000_000,
+            head_timeout_ns: t.header_read.0,
+            body_timeout_ns: t.body_read.0,
+            write_timeout_ns: t.write.0,
+            idle_timeout_ns: t.idle.0,
+            tunnel_idle_ns: t.tunnel_idle.0,
         }
     }
 }
@@ -76,6 +93,9 @@ enum ReqBody {
 enum Resp {
     Head,
     Body(Framed),
+    /// A chunked body sent on de-chunked (close-delimited) to an HTTP/1.0
+    /// client.
+    Dechunk(Decoder),
     UntilClose,
     Done,
 }
@@ -91,6 +111,9 @@ struct Exchange {
     head_method: bool,
     connect_method: bool,
     upgrade: bool,
+    /// The client speaks HTTP/1.0 (no chunked, no 1xx, keep-alive only
+    /// when asked for).
+    http10: bool,
     /// Bytes already went downstream for this exchange (a local error
     /// response is no longer possible).
     down_started: bool,
@@ -102,8 +125,19 @@ struct Exchange {
     down_eof: bool,
     /// Close the downstream after this exchange.
     close_after: bool,
+    /// The upstream said it closes after this response: never pool it.
+    /// (The client's connection is another hop and stays open.)
+    up_close: bool,
     connect_deadline: u64,
+    /// Whole-exchange deadline (`timeouts.request`; u64::MAX: none).
     request_deadline: u64,
+    /// Upstream read-idle timeout (`timeouts.read`), ns.
+    read_ns: u64,
+    /// Last sign of life of the upstream side (connected, a response
+    /// byte), or of either side of a tunnel: the idle timers count from it.
+    active: u64,
+    /// Last request body byte from the client (the body-read timer).
+    body_active: u64,
     /// Index in `Out::to_up` where this exchange's bytes start, while they
     /// have not left this call yet (so a late rejection can withdraw them).
     uncommitted: Option<usize>,
@@ -144,6 +178,13 @@ pub struct Session {
     pending: Vec<Exchange>,
     closing: bool,
     down_eof: bool,
+    /// How far the partial request head in `hold_down` has been checked.
+    scan: HeadScan,
+    /// Since when response bytes wait for the client (write timer).
+    down_backlog: Option<u64>,
+    /// Since when request bytes wait for the upstream (pauses the
+    /// body-read timer: the client is not the slow side then).
+    up_backlog: Option<u64>,
 }
 
 impl Session {
@@ -175,6 +216,42 @@ impl Session {
             pending: Vec::new(),
             closing: false,
             down_eof: false,
+            scan: HeadScan::default(),
+            down_backlog: None,
+            up_backlog: None,
+        }
+    }
+
+    /// The listener index this session was accepted on.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// The driver's send queues: `down` response bytes wait for the
+    /// client, `up` request bytes wait for the upstream. A client that
+    /// keeps response bytes waiting for `timeouts.write` is reset; while
+    /// one side waits, the timer that would blame the other is paused
+    /// (its clock restarts when the wait ends).
+    pub fn set_backlog(&mut self, now: u64, down: bool, up: bool) {
+        match (self.down_backlog, down) {
+            (None, true) => self.down_backlog = Some(now),
+            (Some(_), false) => {
+                self.down_backlog = None;
+                if let Some(ex) = &mut self.ex {
+                    ex.active = ex.active.max(now);
+                }
+            }
+            _ => {}
+        }
+        match (self.up_backlog, up) {
+            (None, true) => self.up_backlog = Some(now),
+            (Some(_), false) => {
+                self.up_backlog = None;
+                if let Some(ex) = &mut self.ex {
+                    ex.body_active = ex.body_active.max(now);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -211,13 +288,15 @@ impl Session {
         matches!(&self.ex, Some(ex) if ex.tunnel)
     }
 
-    /// Upstream bytes of a raw tunnel were moved by the driver at `now`
-    /// (first byte mark for the record).
-    pub fn on_tunnel_up_bytes(&mut self, now: u64) {
-        if let Some(ex) = &mut self.ex
-            && ex.marks.first_byte == 0
-        {
-            ex.marks.first_byte = now;
+    /// The driver moved bytes of a raw tunnel at `now` (`up`: some came
+    /// from the upstream, the record's first byte mark). Keeps the tunnel's
+    /// idle timer from firing.
+    pub fn on_tunnel_bytes(&mut self, now: u64, up: bool) {
+        if let Some(ex) = &mut self.ex {
+            ex.active = ex.active.max(now);
+            if up && ex.marks.first_byte == 0 {
+                ex.marks.first_byte = now;
+            }
         }
     }
 
@@ -240,21 +319,54 @@ impl Session {
     }
 
     /// The next deadline (CLOCK_MONOTONIC ns) at which [`Session::on_timer`]
-    /// must be called, if any.
+    /// must be called, if any. A deadline may move later without a new
+    /// call here (activity); a timer that fires early finds nothing due.
     pub fn deadline(&self) -> Option<u64> {
-        if self.closing {
-            return None;
+        let write = self
+            .down_backlog
+            .map(|t| t.saturating_add(self.limits.write_timeout_ns));
+        let own = if self.closing {
+            None
+        } else {
+            self.wait_deadline()
+        };
+        match (write, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        match &self.ex {
-            None if self.hold_down.is_empty() => {
-                Some(self.next_start.saturating_add(self.limits.idle_timeout_ns))
+    }
+
+    /// The deadline of what the session waits for, not counting the
+    /// client's reading (see [`Session::set_backlog`]).
+    fn wait_deadline(&self) -> Option<u64> {
+        let l = &self.limits;
+        let Some(ex) = &self.ex else {
+            let (from, limit) = if self.hold_down.is_empty() {
+                (self.next_start, l.idle_timeout_ns)
+            } else {
+                (self.next_start, l.head_timeout_ns)
+            };
+            return Some(from.saturating_add(limit));
+        };
+        if !ex.up_ready {
+            return Some(ex.connect_deadline);
+        }
+        if ex.tunnel {
+            return Some(ex.active.saturating_add(l.tunnel_idle_ns));
+        }
+        let mut d = u64::MAX;
+        if !matches!(ex.resp, Resp::Done) {
+            d = d.min(ex.request_deadline);
+            // Read-idle runs once the whole request went out (an upload
+            // has its own timer), and not while the client holds things up.
+            if self.down_backlog.is_none() && matches!(ex.req, ReqBody::Done) {
+                d = d.min(ex.active.saturating_add(ex.read_ns));
             }
-            None => Some(self.next_start.saturating_add(self.limits.head_timeout_ns)),
-            Some(ex) if ex.tunnel => None,
-            Some(ex) if !ex.up_ready => Some(ex.connect_deadline),
-            Some(ex) if !matches!(ex.resp, Resp::Done) => Some(ex.request_deadline),
-            Some(_) => None,
         }
+        if matches!(ex.req, ReqBody::Body(_)) && self.up_backlog.is_none() {
+            d = d.min(ex.body_active.saturating_add(l.body_timeout_ns));
+        }
+        (d != u64::MAX).then_some(d)
     }
 
     /// Downstream bytes arrived.
@@ -325,6 +437,16 @@ impl Session {
                 continue;
             }
             let Some(ex) = &mut self.ex else {
+                // Check only the new bytes of a partial head; parse once.
+                match request::head_ready(&buf[pos..], &mut self.scan, &cx.snap.limits) {
+                    Ok(false) => return pos,
+                    Ok(true) => {}
+                    Err(rej) => {
+                        self.reject_head(cx.now, &rej, out);
+                        return buf.len();
+                    }
+                }
+                self.scan = HeadScan::default();
                 let mut slots = request::header_slots();
                 match request::parse(&buf[pos..], &cx.snap.limits, &mut slots) {
                     Ok(None) => return pos,
@@ -343,18 +465,21 @@ impl Session {
                 if ex.down_eof {
                     return buf.len();
                 }
+                ex.active = ex.active.max(cx.now);
                 out.to_up.push(Chunk::of(input, buf, pos..buf.len()));
                 return buf.len();
             }
             let ReqBody::Body(body) = &mut ex.req else {
                 return pos; // held until the response completes (pipelining)
             };
+            ex.body_active = cx.now;
             match body.take(&buf[pos..]) {
                 Ok((n, done)) => {
                     out.to_up.push(Chunk::of(input, buf, pos..pos + n));
                     pos += n;
                     if done {
                         ex.req = ReqBody::Done;
+                        ex.active = ex.active.max(cx.now);
                     }
                 }
                 Err(rej) => {
@@ -395,6 +520,17 @@ impl Session {
         }
     }
 
+    /// What the client's connection does after `ex`, as its head says.
+    fn persist(ex: &Exchange) -> Persist {
+        if ex.close_after {
+            Persist::Close
+        } else if ex.http10 {
+            Persist::KeepHttp10
+        } else {
+            Persist::Keep
+        }
+    }
+
     fn new_exchange(&mut self, now: u64, req: ReqBody) -> Exchange {
         Exchange {
             marks: Marks {
@@ -409,14 +545,19 @@ impl Session {
             head_method: false,
             connect_method: false,
             upgrade: false,
+            http10: false,
             down_started: false,
             up_ready: false,
             tunnel: false,
             up_eof: false,
             down_eof: false,
             close_after: false,
+            up_close: false,
             connect_deadline: u64::MAX,
             request_deadline: u64::MAX,
+            read_ns: u64::MAX,
+            active: now,
+            body_active: now,
             uncommitted: None,
             connect: None,
             reused: false,
@@ -437,7 +578,8 @@ impl Session {
         // A request body that was not consumed cannot be skipped safely.
         ex.close_after |= !matches!(ex.req, ReqBody::Done);
         let mut bytes = Vec::with_capacity(160 + detail.len());
-        response::local(status, reason, detail, ex.close_after, &mut bytes);
+        let persist = Session::persist(&ex);
+        response::local(status, reason, detail, persist, ex.head_method, &mut bytes);
         out.to_down.push(Chunk::Owned(bytes));
         ex.down_started = true;
         ex.record.status = status;
@@ -477,13 +619,27 @@ impl Session {
         ex.record.req_type = snap.request_type(&view);
         ex.head_method = head.method.eq_ignore_ascii_case("HEAD");
         ex.connect_method = head.method.eq_ignore_ascii_case("CONNECT");
-        ex.upgrade = head.tunnel;
+        ex.upgrade = head.tunnel && !ex.connect_method;
+        ex.http10 = head.minor == 0;
         ex.close_after = head.close;
         let mut up_head = Vec::with_capacity(head.len + 128);
         let ids = &mut *cx.ids;
         let meta = rewrite::upstream_head(head, self.client, || ids.next_id(), &mut up_head);
         ex.hash = meta.sampling_hash;
-        let target = match snap.route(self.listener, &view) {
+        let route = snap.route(self.listener, &view);
+        if ex.connect_method
+            && !route.is_some_and(|r| snap.routes.get(r).is_some_and(|r| r.allow_connect))
+        {
+            // A tunnel nobody allowed would carry later requests past
+            // routing and the records. The client may already be sending
+            // tunnel bytes: close.
+            ex.record.route = route.and_then(|r| snap.routes.get(r)).map_or(0, |r| r.id);
+            ex.close_after = true;
+            let msg = "CONNECT is not allowed on this route";
+            self.local(ex, cx.now, 405, Reason::MethodNotAllowed, msg, out);
+            return;
+        }
+        let target = match route {
             Some(r) => {
                 ex.record.route = snap.routes.get(r).map_or(0, |r| r.id);
                 let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr);
@@ -505,6 +661,13 @@ impl Session {
                 }
             },
         };
+        if head.header("host").is_none() {
+            // An HTTP/1.0 request may lack Host; HTTP/1.1 upstream requires
+            // it. Name the destination the request was routed to.
+            let mut host = Vec::with_capacity(48);
+            crate::http1::write_addr(target.addr, &mut host);
+            rewrite::add_field(&mut up_head, b"host", &host);
+        }
         if matches!(ex.req, ReqBody::Done)
             && !ex.upgrade
             && !ex.connect_method
@@ -569,7 +732,11 @@ fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
     ex.record.endpoint = target.endpoint;
     ex.record.arm = target.arm;
     ex.connect_deadline = now.saturating_add(target.connect_timeout_ns);
-    ex.request_deadline = now.saturating_add(target.request_timeout_ns);
+    ex.request_deadline = match target.request_timeout_ns {
+        0 => u64::MAX,
+        t => now.saturating_add(t),
+    };
+    ex.read_ns = target.read_timeout_ns;
     let c = Connect {
         addr: target.addr,
         timeout_ns: target.connect_timeout_ns,

@@ -317,8 +317,10 @@ impl Worker {
             }
         }
         self.core.stats().driver(Driver::SplicedBytes, moved);
-        if first_up && let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            d.session.on_tunnel_up_bytes(self.core.now);
+        if (moved > 0 || first_up)
+            && let Some(Slot::Down(d)) = self.slab.get_mut(i)
+        {
+            d.session.on_tunnel_bytes(self.core.now, first_up);
         }
         for ev in events {
             match ev {

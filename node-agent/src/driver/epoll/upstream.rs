@@ -10,6 +10,7 @@ use mio::{Interest, Token};
 
 use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
+use crate::driver::core::{PoolPut, QUEUE_CAP};
 use crate::metrics::Driver;
 use crate::proxy::Connect;
 
@@ -71,12 +72,10 @@ impl Worker {
             return;
         };
         u.owner = None;
-        if reuse
-            && u.connected
-            && u.q.is_empty()
-            && !u.shut_wr
-            && self.core.pool_put(u.addr, j, u.idle_ns)
-        {
+        if reuse && u.connected && u.q.is_empty() && !u.shut_wr && !u.eof {
+            if let PoolPut::Evicted(old) = self.core.pool_put(u.addr, j, u.idle_ns) {
+                self.close_up(old);
+            }
             return;
         }
         if (reuse || u.eof) && !u.q.is_empty() {
@@ -140,9 +139,11 @@ impl Worker {
         self.core.todo.push(j);
     }
 
-    pub(super) fn owner_queue_empty(&self, owner: Option<usize>) -> bool {
+    /// Whether the owner's send queue can take more ([`QUEUE_CAP`] bytes,
+    /// as on io_uring).
+    pub(super) fn owner_has_room(&self, owner: Option<usize>) -> bool {
         match owner.and_then(|o| self.slab.get(o)) {
-            Some(Slot::Down(d)) => d.q.is_empty(),
+            Some(Slot::Down(d)) => d.q.len() < QUEUE_CAP,
             _ => true,
         }
     }
@@ -196,7 +197,7 @@ impl Worker {
             if !u.readable || u.eof {
                 break;
             }
-            if owner.is_some() && !self.owner_queue_empty(owner) {
+            if owner.is_some() && !self.owner_has_room(owner) {
                 break; // backpressure: the downstream is slower
             }
             let Some(Slot::Up(u)) = self.slab.get_mut(j) else {

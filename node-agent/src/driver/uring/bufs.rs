@@ -132,7 +132,13 @@ impl Bufs {
         let Some(r) = self.refs.get_mut(usize::from(bid)) else {
             return false;
         };
-        *r = r.saturating_sub(1);
+        if *r == 0 {
+            // Released more often than held: a driver bug. Never give the
+            // kernel the same buffer twice (two recvs would share it).
+            debug_assert!(false, "buffer {bid} released twice");
+            return false;
+        }
+        *r -= 1;
         if *r == 0 {
             self.push_entry(bid);
             true
@@ -145,14 +151,23 @@ impl Bufs {
         let mask = self.count - 1;
         let idx = usize::from(self.tail & mask);
         let addr = self.mem as u64 + (usize::from(bid) * self.size) as u64;
-        // SAFETY: `idx < count`, so the entry lies inside the ring allocation
-        // (count entries). The kernel only reads entries between its head and
-        // the published tail; this one is past the published tail until
-        // `publish`, so nobody else reads it while we write.
-        let entry = unsafe { &mut *self.ring.add(idx) };
-        entry.set_addr(addr);
-        entry.set_len(self.size as u32);
-        entry.set_bid(bid);
+        // The entry is `struct io_uring_buf { u64 addr; u32 len; u16 bid;
+        // u16 resv; }`, and entry 0's `resv` is the ring tail the kernel
+        // reads: no `&mut` to an entry is ever made (it would alias that
+        // shared field); the three fields are written through raw pointers.
+        const _: () = assert!(std::mem::size_of::<BufRingEntry>() == 16);
+        // SAFETY: `idx < count`, so the 16-byte entry lies inside the ring
+        // allocation (count entries, page-aligned, so every field offset is
+        // aligned for its type). The kernel only reads entries between its
+        // head and the published tail; this one is past the published tail
+        // until `publish`, so nobody reads these three fields while we
+        // write them, and `resv` (offset 14) is not touched.
+        unsafe {
+            let e = self.ring.add(idx).cast::<u8>();
+            e.cast::<u64>().write(addr);
+            e.add(8).cast::<u32>().write(self.size as u32);
+            e.add(12).cast::<u16>().write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -201,5 +216,27 @@ mod tests {
         assert_eq!(b.data(5, 10).len(), 10);
         assert_eq!(b.data(5, 1000).len(), 64);
         assert!(Bufs::new(6, 64).is_err());
+    }
+
+    #[test]
+    fn entries_are_written_without_touching_the_shared_tail() {
+        let mut b = Bufs::new(4, 64).unwrap();
+        let before = b.tail;
+        b.take(2);
+        assert!(b.release(2));
+        assert_eq!(b.tail, before.wrapping_add(1));
+        // The entry just written is the one at the old tail: bid 2, and the
+        // tail field (entry 0's resv) was only changed by `publish`.
+        b.publish();
+        // SAFETY: test-only read of our own ring memory; no kernel here.
+        let (bid, tail) = unsafe {
+            let e = b.ring.add(usize::from(before & 3)).cast::<u8>();
+            (
+                e.add(12).cast::<u16>().read(),
+                b.ring.cast::<u8>().add(14).cast::<u16>().read(),
+            )
+        };
+        assert_eq!(bid, 2);
+        assert_eq!(tail, b.tail);
     }
 }

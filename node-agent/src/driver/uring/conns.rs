@@ -2,22 +2,38 @@
 //! events, session actions turned into operations, and closing.
 
 use super::*;
+use crate::driver::core::{PoolPut, QUEUE_CAP};
+use crate::driver::uring::io::Rx;
 
-/// Turns session chunks into queued sends: owned bytes move, ranges of the
-/// receive buffer `bid` are held and sent from that buffer.
-fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, bid: Option<u16>) {
+/// Where the input of a session call came from.
+#[derive(Debug, Clone, Copy)]
+enum Src<'a> {
+    /// No input.
+    None,
+    /// Receive buffer `bid`: input ranges are sent from it (held).
+    Ring(u16),
+    /// Owned bytes (a spilled receive): input ranges are copied.
+    Copy(&'a [u8]),
+}
+
+/// Turns session chunks into queued sends: owned bytes move, ranges of a
+/// receive buffer are held and sent from that buffer, ranges of spilled
+/// bytes are copied.
+fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, src: Src<'_>) {
     for c in chunks.drain(..) {
-        match c {
-            Chunk::Owned(v) if !v.is_empty() => io.tx.push_back(Tx::Owned(v, 0)),
-            Chunk::Input(r) if !r.is_empty() => {
-                if let Some(b) = bid {
-                    bufs.hold(b);
-                    io.tx.push_back(Tx::Buf {
-                        bid: b,
-                        start: r.start,
-                        end: r.end,
-                    });
-                }
+        match (c, src) {
+            (Chunk::Owned(v), _) if !v.is_empty() => io.tx.push_back(Tx::Owned(v, 0)),
+            (Chunk::Input(r), Src::Ring(b)) if !r.is_empty() => {
+                bufs.hold(b);
+                io.tx.push_back(Tx::Buf {
+                    bid: b,
+                    start: r.start,
+                    end: r.end,
+                });
+            }
+            (Chunk::Input(r), Src::Copy(bytes)) if !r.is_empty() => {
+                let copy = bytes.get(r).unwrap_or_default().to_vec();
+                io.tx.push_back(Tx::Owned(copy, 0));
             }
             _ => {}
         }
@@ -29,7 +45,7 @@ impl Worker {
         let Some(Slot::Listener(l)) = self.slab.get_mut(li) else {
             return;
         };
-        if l.armed || l.closing {
+        if l.armed || l.closing || l.paused {
             return;
         }
         l.armed = true;
@@ -57,9 +73,27 @@ impl Worker {
             if !closing {
                 self.new_down(idx, sock);
             }
+        } else if self.core.accept_failed(-res) {
+            // Out of descriptors: re-arming now would spin on the same
+            // error. The core resumes accepting after a pause.
+            if let Some(Slot::Listener(l)) = self.slab.get_mut(li) {
+                l.paused = true;
+            }
+            return;
         }
         if !closing {
             self.arm_accept(li);
+        }
+    }
+
+    /// Re-arms listeners paused by an accept error.
+    pub(super) fn resume_accepts(&mut self) {
+        for li in 0..self.slab.len() {
+            if let Slot::Listener(l) = &mut self.slab[li]
+                && std::mem::take(&mut l.paused)
+            {
+                self.arm_accept(li);
+            }
         }
     }
 
@@ -68,6 +102,7 @@ impl Worker {
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return;
         };
+        // None: over a connection limit; dropping the socket closes it.
         let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
             return;
         };
@@ -81,7 +116,6 @@ impl Worker {
             serial,
             armed: None,
         }));
-        self.core.downs += 1;
         self.arm_recv(i);
         self.with_session(i, |s, cx, out| s.start(cx, out));
         self.core.todo.push(i);
@@ -119,7 +153,7 @@ impl Worker {
         if res > 0 {
             if let Some(bid) = cqueue::buffer_select(flags) {
                 self.bufs.take(bid);
-                io.rx.push_back((bid, res as usize));
+                io.rx.push_back(Rx::Ring(bid, res as usize));
             }
         } else if res == 0 {
             io.eof = true;
@@ -203,6 +237,9 @@ impl Worker {
             io.sent(res as usize, &mut self.bufs)
         };
         if short {
+            // The peer's socket buffer is full: what waits must not keep
+            // shared receive buffers while it reads (or never does).
+            io.spill_tx(&mut self.bufs);
             self.core.stats().driver(Driver::ShortSends, 1);
         }
         if res < 0 && is_down {
@@ -281,11 +318,26 @@ impl Worker {
         }
     }
 
+    /// Whether slot `i`'s send queue can take more (the backpressure rule
+    /// shared with epoll: [`QUEUE_CAP`] bytes).
     fn has_room(&self, i: Option<usize>) -> bool {
         match i.and_then(|i| self.slab.get(i)) {
-            Some(Slot::Down(d)) => d.io.tx.len() < TX_CAP,
-            Some(Slot::Up(u)) => u.io.tx.len() < TX_CAP,
+            Some(Slot::Down(d)) => d.io.tx_bytes() < QUEUE_CAP,
+            Some(Slot::Up(u)) => u.io.tx_bytes() < QUEUE_CAP,
             _ => true,
+        }
+    }
+
+    /// Slot `i` stops being read because its peer is slow: its unconsumed
+    /// receive buffers are copied out and given back.
+    fn stall(&mut self, i: usize) {
+        let io = match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => &mut d.io,
+            Some(Slot::Up(u)) => &mut u.io,
+            _ => return,
+        };
+        if io.rx.iter().any(|r| matches!(r, Rx::Ring(..))) {
+            io.spill_rx(&mut self.bufs);
         }
     }
 
@@ -318,15 +370,18 @@ impl Worker {
                 return;
             };
             let up = d.up;
-            if !d.session.wants_down_data() || !self.has_room(up) {
+            if !d.session.wants_down_data() {
+                break;
+            }
+            if !self.has_room(up) {
+                self.stall(i);
                 break;
             }
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 return;
             };
-            if let Some((bid, len)) = d.io.rx.pop_front() {
-                self.feed(i, bid, len, false);
-                self.bufs.release(bid);
+            if let Some(rx) = d.io.rx.pop_front() {
+                self.feed(i, rx, false);
             } else if (d.io.eof || d.io.err) && !d.io.reported {
                 d.io.reported = true;
                 if d.io.err {
@@ -379,14 +434,14 @@ impl Worker {
                 return;
             };
             if !self.has_room(Some(o)) {
+                self.stall(j);
                 return; // backpressure: the downstream is slower
             }
             let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
                 return;
             };
-            if let Some((bid, len)) = u.io.rx.pop_front() {
-                self.feed(o, bid, len, true);
-                self.bufs.release(bid);
+            if let Some(rx) = u.io.rx.pop_front() {
+                self.feed(o, rx, true);
             } else if (u.io.eof || u.io.err) && !u.io.reported {
                 u.io.reported = true;
                 let reset = u.io.err;
@@ -406,12 +461,15 @@ impl Worker {
         }
     }
 
-    /// Feeds received buffer `bid` to down `i`'s session (as downstream
-    /// data, or as upstream data when `up`).
-    fn feed(&mut self, i: usize, bid: u16, len: usize, up: bool) {
+    /// Feeds received bytes to down `i`'s session (as downstream data, or
+    /// as upstream data when `up`), then gives their buffer back.
+    fn feed(&mut self, i: usize, rx: Rx, up: bool) {
         let mut out = self.core.take_out();
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            let input = self.bufs.data(bid, len);
+            let (input, src) = match &rx {
+                Rx::Ring(bid, len) => (self.bufs.data(*bid, *len), Src::Ring(*bid)),
+                Rx::Owned(v) => (v.as_slice(), Src::Copy(v)),
+            };
             if up {
                 self.core.call(&mut d.session, &mut out, |s, cx, o| {
                     s.on_up_data(cx, input, o)
@@ -421,7 +479,10 @@ impl Worker {
                     s.on_down_data(cx, input, o)
                 });
             }
-            self.apply(i, &mut out, Some(bid));
+            self.apply(i, &mut out, src);
+        }
+        if let Rx::Ring(bid, _) = rx {
+            self.bufs.release(bid);
         }
         self.core.put_out(out);
     }
@@ -431,14 +492,14 @@ impl Worker {
         let mut out = self.core.take_out();
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             self.core.call(&mut d.session, &mut out, f);
-            self.apply(i, &mut out, None);
+            self.apply(i, &mut out, Src::None);
         }
         self.core.put_out(out);
     }
 
     /// Carries out a session's actions for down `i`; input chunks refer to
-    /// receive buffer `bid`.
-    fn apply(&mut self, i: usize, out: &mut Out, bid: Option<u16>) {
+    /// `src`.
+    fn apply(&mut self, i: usize, out: &mut Out, src: Src<'_>) {
         if let Some(reuse) = out.release_up.take()
             && let Some(Slot::Down(d)) = self.slab.get_mut(i)
             && let Some(j) = d.up.take()
@@ -455,10 +516,17 @@ impl Worker {
         let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
             return;
         };
-        queue(&mut d.io, &mut self.bufs, &mut out.to_down, bid);
+        queue(&mut d.io, &mut self.bufs, &mut out.to_down, src);
         d.io.shut_wr |= out.shutdown_down;
         d.close |= out.close_down;
         self.core.record_all(out);
+        if out.reset_down {
+            // A client that stopped reading: close now, queue and all.
+            out.to_up.clear();
+            out.connect = None;
+            self.close_down(i);
+            return;
+        }
         // After the downstream bytes: a failed connect answers 503, and that
         // answer must follow what was already queued.
         if let Some(c) = out.connect.take() {
@@ -471,7 +539,7 @@ impl Worker {
         if let Some(j) = up
             && let Some(Slot::Up(u)) = self.slab.get_mut(j)
         {
-            queue(&mut u.io, &mut self.bufs, &mut out.to_up, bid);
+            queue(&mut u.io, &mut self.bufs, &mut out.to_up, src);
             u.io.shut_wr |= out.shutdown_up;
             self.core.todo.push(j);
         }
@@ -550,8 +618,10 @@ impl Worker {
         };
         u.owner = None;
         let idle = u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err;
-        if reuse && u.connected && idle && !u.io.shut_wr && self.core.pool_put(u.addr, j, u.idle_ns)
-        {
+        if reuse && u.connected && idle && !u.io.shut_wr {
+            if let PoolPut::Evicted(old) = self.core.pool_put(u.addr, j, u.idle_ns) {
+                self.close_up(old);
+            }
             return;
         }
         // Also a tunnel whose upstream already sent its FIN: what the client
@@ -617,10 +687,11 @@ impl Worker {
             return;
         }
         let up = d.up.take();
+        let listener = d.session.listener();
         if let Some(j) = up {
             self.close_up(j);
         }
-        self.core.downs -= 1;
+        self.core.down_closed(listener);
         self.begin_close(i, false);
     }
 
@@ -637,12 +708,28 @@ impl Worker {
         self.close_down(i);
     }
 
+    /// Tells the session what its queues hold, then keeps the timer heap
+    /// in step with its deadline.
     fn arm_timer(&mut self, i: usize) {
+        let up_waits = match self.slab.get(i) {
+            Some(Slot::Down(d)) => !self.has_room_idle(d.up),
+            _ => return,
+        };
         if let Some(Slot::Down(d)) = self.slab.get_mut(i)
             && !d.io.closing
         {
+            let down_waits = !d.io.tx_idle();
+            d.session.set_backlog(self.core.now, down_waits, up_waits);
             let dl = d.session.deadline();
             self.core.arm(i, d.serial, &mut d.armed, dl);
+        }
+    }
+
+    /// Whether upstream `j` has nothing queued to send.
+    fn has_room_idle(&self, j: Option<usize>) -> bool {
+        match j.and_then(|j| self.slab.get(j)) {
+            Some(Slot::Up(u)) => u.io.tx_idle(),
+            _ => true,
         }
     }
 
@@ -663,6 +750,13 @@ impl Worker {
         }
         for j in self.core.pool_expired() {
             self.close_up(j);
+        }
+        let slab = &self.slab;
+        self.core.compact_timers(|i, serial, t| {
+            matches!(slab.get(i), Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t))
+        });
+        if self.core.accept_resume_due() {
+            self.resume_accepts();
         }
         self.run_todo();
     }

@@ -42,13 +42,22 @@ impl Tx {
     }
 }
 
+/// Received bytes not yet consumed.
+#[derive(Debug)]
+pub enum Rx {
+    /// `len` bytes in provided buffer `bid`.
+    Ring(u16, usize),
+    /// A copy, made to give a buffer back while its consumer was stalled.
+    Owned(Vec<u8>),
+}
+
 /// A socket and its operations.
 #[derive(Debug)]
 pub struct Io {
     /// The socket (closed when the state is dropped).
     pub sock: socket2::Socket,
-    /// Received buffers not yet consumed: (buffer id, length).
-    pub rx: VecDeque<(u16, usize)>,
+    /// Received bytes not yet consumed, in order.
+    pub rx: VecDeque<Rx>,
     /// Waiting to be sent, in order.
     pub tx: VecDeque<Tx>,
     /// A send is in flight.
@@ -118,6 +127,40 @@ impl Io {
         self.tx.is_empty() && !self.sending
     }
 
+    /// Bytes queued to send, the send in flight included.
+    pub fn tx_bytes(&self) -> usize {
+        self.tx.iter().map(Tx::len).sum()
+    }
+
+    /// Copies the queued ranges of receive buffers that no send in flight
+    /// covers into owned memory and gives the buffers back: a peer that
+    /// does not read must not keep the worker's shared buffers.
+    pub fn spill_tx(&mut self, bufs: &mut Bufs) {
+        let skip = if self.sending { MAX_IOV } else { 0 };
+        for t in self.tx.iter_mut().skip(skip) {
+            if let Tx::Buf { bid, start, end } = *t {
+                let copy = bufs
+                    .data(bid, end)
+                    .get(start..)
+                    .unwrap_or_default()
+                    .to_vec();
+                *t = Tx::Owned(copy, 0);
+                bufs.release(bid);
+            }
+        }
+    }
+
+    /// Copies received buffers not yet consumed into owned memory and gives
+    /// them back (their consumer is stalled behind a slow peer).
+    pub fn spill_rx(&mut self, bufs: &mut Bufs) {
+        for r in self.rx.iter_mut() {
+            if let Rx::Ring(bid, len) = *r {
+                *r = Rx::Owned(bufs.data(bid, len).to_vec());
+                bufs.release(bid);
+            }
+        }
+    }
+
     /// Bytes of the send in flight.
     pub fn sending_len(&self) -> usize {
         self.sending_len
@@ -180,8 +223,10 @@ impl Io {
 
     /// Gives every held buffer back (the socket is being freed).
     pub fn release_all(&mut self, bufs: &mut Bufs) {
-        for (bid, _) in self.rx.drain(..) {
-            bufs.release(bid);
+        for r in self.rx.drain(..) {
+            if let Rx::Ring(bid, _) = r {
+                bufs.release(bid);
+            }
         }
         for t in self.tx.drain(..) {
             if let Tx::Buf { bid, .. } = t {

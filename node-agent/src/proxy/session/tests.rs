@@ -34,12 +34,17 @@ struct H {
     fresh: Vec<bool>,
     releases: Vec<bool>,
     closed: bool,
+    reset: bool,
     now: u64,
 }
 
 impl H {
     fn new(protocol: Protocol) -> H {
-        let cfg = crate::config::parse(CFG, false).unwrap();
+        H::with_cfg(protocol, CFG)
+    }
+
+    fn with_cfg(protocol: Protocol, yaml: &str) -> H {
+        let cfg = crate::config::parse(yaml, false).unwrap();
         let mut n = 0;
         let snap = Snapshot::build(cfg, 3, |_, _| {
             n += 1;
@@ -60,6 +65,7 @@ impl H {
             fresh: Vec::new(),
             releases: Vec::new(),
             closed: false,
+            reset: false,
             now: 1000,
         }
     }
@@ -84,6 +90,7 @@ impl H {
         self.fresh.extend(out.connect.map(|c| c.fresh));
         self.releases.extend(out.release_up);
         self.closed |= out.close_down;
+        self.reset |= out.reset_down;
         self.records.append(&mut out.records);
         let mut out = Out::default();
         self.s.on_down_flushed(self.now, &mut out);
@@ -128,7 +135,7 @@ fn keep_alive_exchange_rewrites_and_records() {
     h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
     assert_eq!(
         H::text(&h.down),
-        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
     );
     assert_eq!(h.releases, vec![true]);
     assert!(!h.closed);
@@ -417,7 +424,7 @@ fn raw_tunnel_only_once_connected_and_until_an_eof() {
     assert!(h.s.is_raw_tunnel());
     // Bytes moved by the driver (splice) still mark the first byte.
     h.now += 50;
-    h.s.on_tunnel_up_bytes(h.now);
+    h.s.on_tunnel_bytes(h.now, true);
     h.run(b"", |s, cx, out| s.on_up_eof(cx, false, out));
     assert!(h.s.is_tunnel() && !h.s.is_raw_tunnel(), "half-closed");
     h.run(b"", |s, cx, out| s.on_down_eof(cx, out));
@@ -441,4 +448,242 @@ fn slow_head_gets_408_and_idle_connection_closes() {
     h.now = d;
     h.run(b"", |s, cx, out| s.on_timer(cx, out));
     assert!(h.closed && h.down.is_empty() && h.records.is_empty());
+}
+
+/// A config without a total request timeout, and a route that allows
+/// CONNECT.
+const CFG_OPEN: &str = r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: r }
+clusters:
+  - name: c
+    endpoints: [ { addr: "127.0.0.1:9" } ]
+    timeouts: { connect: 1s, read: 2s }
+routes:
+  - { name: tun, match: { host: tunnel.svc }, to: [ { cluster: c } ], allow_connect: true }
+  - { name: r, match: { path_prefix: /api }, to: [ { cluster: c } ] }
+"#;
+
+#[test]
+fn connection_naming_content_length_never_reaches_the_upstream() {
+    for raw in [
+        &b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nConnection: content-length\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /api HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: Host\r\n\r\n",
+    ] {
+        let mut h = H::new(Protocol::Http);
+        h.down(raw);
+        assert_eq!(h.connects, 0);
+        assert!(h.up.is_empty());
+        let down = H::text(&h.down);
+        assert!(down.starts_with("HTTP/1.1 400 "), "{down}");
+        assert!(down.contains("x-tailmesh-reason: bad_connection_header"), "{down}");
+        assert!(h.closed);
+    }
+}
+
+#[test]
+fn local_replies_to_head_have_no_body() {
+    let mut h = H::new(Protocol::Http);
+    h.down(b"HEAD /api HTTP/1.1\r\nHost: x\r\n\r\nGET /api/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.run(b"", |s, cx, out| s.on_up_failed(cx, false, out));
+    let down = H::text(&h.down);
+    assert!(down.starts_with("HTTP/1.1 503 "), "{down}");
+    assert!(
+        down.ends_with("\r\n\r\n"),
+        "no body after the head: {down:?}"
+    );
+    assert!(!h.closed);
+    assert_eq!(h.connects, 2, "the pipelined GET is the next request");
+}
+
+#[test]
+fn http10_clients_get_readable_bodies_and_their_keep_alive() {
+    // Chunked upstream answer: de-chunked, close-delimited.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let up = H::text(&h.up);
+    assert!(up.contains("host: 127.0.0.1:9\r\n"), "Host supplied: {up}");
+    assert!(up.starts_with("GET /api HTTP/1.1\r\n"));
+    h.ready();
+    h.upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    let down = H::text(&h.down);
+    assert_eq!(down, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabcde");
+    assert!(h.closed);
+    assert_eq!(h.releases, vec![true], "the upstream is still reusable");
+    // Length-delimited answer: keep-alive said out loud.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+    assert_eq!(
+        H::text(&h.down),
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+        "no 1xx to a 1.0 client"
+    );
+    assert!(!h.closed);
+    // A plain 1.0 request closes.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api HTTP/1.0\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(H::text(&h.down).contains("connection: close\r\n"));
+    assert!(h.closed);
+}
+
+#[test]
+fn upstream_close_does_not_close_the_client() {
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    assert!(!h.closed);
+    assert_eq!(h.releases, vec![false], "that upstream is not pooled");
+    assert!(!H::text(&h.down).contains("close"), "{}", H::text(&h.down));
+    h.down(b"GET /api/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(h.connects, 2);
+}
+
+#[test]
+fn bytes_past_the_framed_response_close_the_upstream() {
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled");
+    assert_eq!(h.releases, vec![false], "never pooled");
+    assert_eq!(h.connects, 2, "the second request gets its own connection");
+    assert!(!H::text(&h.down).contains("smuggled"));
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2");
+    let down = H::text(&h.down);
+    assert!(down.ends_with("\r\n\r\n2"), "{down}");
+    assert_eq!(down.matches("HTTP/1.1 200").count(), 2);
+}
+
+#[test]
+fn upgrade_and_connect_rules() {
+    // Bytes right after an Upgrade head go out with the 101.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nEARLY");
+    assert!(!H::text(&h.up).contains("EARLY"));
+    h.ready();
+    h.upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert!(H::text(&h.up).ends_with("EARLY"), "{}", H::text(&h.up));
+    // A 101 nobody asked for is a protocol error.
+    let mut h = H::new(Protocol::Http);
+    h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
+    assert!(!h.s.is_tunnel());
+    // CONNECT with a path target is malformed.
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"CONNECT /api/x HTTP/1.1\r\nHost: tunnel.svc\r\n\r\n");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 400 "));
+    assert_eq!(h.connects, 0);
+    // CONNECT where no route allows it.
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"CONNECT db:5432 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let down = H::text(&h.down);
+    assert!(down.starts_with("HTTP/1.1 405 "), "{down}");
+    assert!(down.contains("method_not_allowed"));
+    assert!(h.closed && h.connects == 0);
+    // Allowed: a tunnel after 200.
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"CONNECT db:5432 HTTP/1.1\r\nHost: tunnel.svc\r\n\r\n");
+    assert_eq!(h.connects, 1);
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\n\r\n");
+    assert!(h.s.is_tunnel());
+}
+
+#[test]
+fn read_idle_timeout_moves_with_response_bytes() {
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+    // A trickle every 1.5 s for 9 s: past any 5 s total, within 2 s read-idle.
+    for _ in 0..6 {
+        h.now += 1_500_000_000;
+        let d = h.s.deadline().unwrap();
+        assert!(d > h.now, "not due while bytes keep coming");
+        h.run(b"", |s, cx, out| s.on_timer(cx, out));
+        h.upstream(b"0123456789");
+    }
+    assert!(!h.closed && h.records.is_empty());
+    // Then silence: 504 is impossible (bytes went down), so the cut.
+    h.now = h.s.deadline().unwrap();
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    assert!(h.closed);
+    assert_eq!(h.records[0].record.reason, Reason::UpstreamTimeout);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_reset_after_the_write_timeout() {
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxxxx");
+    h.s.set_backlog(h.now, true, false);
+    let d = h.s.deadline().unwrap();
+    assert_eq!(d, h.now + SessionLimits::default().write_timeout_ns);
+    h.now = d - 1000; // `run` advances the clock by 100 ns
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    assert!(!h.reset, "not yet");
+    h.now = d;
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    assert!(h.reset);
+    let r = h.records[0].record;
+    assert_eq!(r.reason, Reason::WriteTimeout);
+    assert!(r.flags.has(Flags::TIMEOUT));
+    assert_eq!(h.releases, vec![false]);
+}
+
+#[test]
+fn a_stalled_request_body_gets_408() {
+    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    h.down(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    h.ready();
+    let d = h.s.deadline().unwrap();
+    assert!(d <= h.now + SessionLimits::default().body_timeout_ns);
+    // Upstream backlog pauses the body timer: not the client's fault.
+    h.s.set_backlog(h.now, false, true);
+    assert!(h.s.deadline().is_none_or(|x| x > d));
+    h.s.set_backlog(h.now, false, false);
+    h.now = h.s.deadline().unwrap();
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    let down = H::text(&h.down);
+    assert!(down.starts_with("HTTP/1.1 408 "), "{down}");
+    assert!(h.closed);
+    assert_eq!(h.releases, vec![false]);
+}
+
+#[test]
+fn idle_tunnels_close() {
+    let mut h = H::new(Protocol::Tcp);
+    h.run(b"", |s, cx, out| s.start(cx, out));
+    h.ready();
+    h.down(b"ping");
+    let d = h.s.deadline().unwrap();
+    assert_eq!(d, h.now + SessionLimits::default().tunnel_idle_ns);
+    h.now = d;
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    assert!(h.closed);
+    assert_eq!(h.records[0].record.reason, Reason::IdleTimeout);
+}
+
+#[test]
+fn a_head_arriving_byte_by_byte_is_parsed_once() {
+    let mut h = H::new(Protocol::Http);
+    let raw = b"GET /api HTTP/1.1\r\nHost: x\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for b in raw.iter() {
+        h.down(std::slice::from_ref(b));
+    }
+    assert_eq!(h.connects, 1);
+    assert!(H::text(&h.up).starts_with("GET /api HTTP/1.1\r\n"));
 }

@@ -7,8 +7,9 @@ use ringlog::Reason;
 use ringlog::record::Flags;
 
 use super::{Exchange, Framed, ReqBody, Resp, Session};
+use crate::http1::Reject;
 use crate::http1::chunked::Decoder;
-use crate::http1::response::{self, Body};
+use crate::http1::response::{self, Body, Persist};
 use crate::proxy::{Chunk, Connect, Cx, Finished, Out};
 
 impl Session {
@@ -21,6 +22,7 @@ impl Session {
             ex.up_ready = true;
             ex.reused = reused;
             ex.marks.upstream = now;
+            ex.active = ex.active.max(now);
         }
     }
 
@@ -90,6 +92,7 @@ impl Session {
         if ex.marks.first_byte == 0 {
             ex.marks.first_byte = cx.now;
         }
+        ex.active = ex.active.max(cx.now);
         if self.hold_up.is_empty() {
             let n = self.process_up(cx, data, true, out);
             if n < data.len() && self.ex.is_some() {
@@ -102,6 +105,11 @@ impl Session {
             if self.ex.is_some() && n < held.len() {
                 self.hold_up = held[n..].to_vec();
             }
+        }
+        // Bytes the client sent right after an Upgrade/CONNECT head waited
+        // for the answer; now that the tunnel is open they go at once.
+        if self.ex.as_ref().is_some_and(|ex| ex.tunnel) {
+            self.process_held(cx, out);
         }
         self.commit();
     }
@@ -131,6 +139,11 @@ impl Session {
                             return buf.len();
                         }
                         Ok(Some(h)) => {
+                            if h.status == 101 && !ex.upgrade {
+                                let d = "101 Switching Protocols to a request that asked for no upgrade";
+                                self.bad_upstream(cx, 502, Reason::UpstreamProtocol, d, out);
+                                return buf.len();
+                            }
                             let upgraded = (h.status == 101 && ex.upgrade)
                                 || (ex.connect_method && (200..300).contains(&h.status));
                             if upgraded {
@@ -144,16 +157,32 @@ impl Session {
                                 pos += h.len;
                                 continue;
                             }
-                            let mut head = Vec::with_capacity(h.len + 32);
                             if h.status < 200 {
-                                // Interim (100 Continue, 103): pass it on.
-                                response::downstream_head(&h, false, &mut head);
-                                out.to_down.push(Chunk::Owned(head));
+                                // Interim (100 Continue, 103): pass it on,
+                                // except to HTTP/1.0 clients, which do not
+                                // expect one.
+                                if !ex.http10 {
+                                    let mut head = Vec::with_capacity(h.len + 32);
+                                    response::downstream_head(&h, Persist::Keep, false, &mut head);
+                                    out.to_down.push(Chunk::Owned(head));
+                                }
                                 pos += h.len;
                                 continue;
                             }
-                            ex.close_after |= h.close;
-                            response::downstream_head(&h, ex.close_after, &mut head);
+                            if ex.http10 && h.other_codings {
+                                let d = "transfer coding an HTTP/1.0 client cannot read";
+                                self.bad_upstream(cx, 502, Reason::UpstreamProtocol, d, out);
+                                return buf.len();
+                            }
+                            // The upstream closing is its own hop's
+                            // business; the client keeps its connection
+                            // unless the body can only end with a close.
+                            ex.up_close = h.close;
+                            let dechunk = ex.http10 && h.body == Body::Chunked;
+                            ex.close_after |= dechunk || h.body == Body::UntilClose;
+                            let mut head = Vec::with_capacity(h.len + 32);
+                            let persist = Session::persist(ex);
+                            response::downstream_head(&h, persist, dechunk, &mut head);
                             out.to_down.push(Chunk::Owned(head));
                             ex.down_started = true;
                             ex.record.status = h.status;
@@ -163,6 +192,7 @@ impl Session {
                             ex.resp = match h.body {
                                 Body::None | Body::Length(0) => Resp::Done,
                                 Body::Length(n) => Resp::Body(Framed::Len(n)),
+                                Body::Chunked if dechunk => Resp::Dechunk(Decoder::new()),
                                 Body::Chunked => Resp::Body(Framed::Chunked(Decoder::new())),
                                 Body::UntilClose => Resp::UntilClose,
                             };
@@ -184,6 +214,26 @@ impl Session {
                         return buf.len();
                     }
                 },
+                Resp::Dechunk(dec) => {
+                    let at = pos;
+                    let fed = dec.feed_with(&buf[at..], |r| {
+                        out.to_down
+                            .push(Chunk::of(input, buf, at + r.start..at + r.end));
+                    });
+                    match fed {
+                        Ok(n) => {
+                            pos += n;
+                            if dec.done() {
+                                ex.resp = Resp::Done;
+                            }
+                        }
+                        Err(_) => {
+                            let d = "malformed chunked response body";
+                            self.bad_upstream(cx, 502, Reason::UpstreamProtocol, d, out);
+                            return buf.len();
+                        }
+                    }
+                }
                 Resp::UntilClose => {
                     out.to_down.push(Chunk::of(input, buf, pos..buf.len()));
                     pos = buf.len();
@@ -195,7 +245,15 @@ impl Session {
                 .as_ref()
                 .is_some_and(|ex| matches!(ex.resp, Resp::Done))
             {
-                self.response_done(cx, pos < buf.len(), out);
+                let leftover = pos < buf.len();
+                self.response_done(cx, leftover, out);
+                if leftover {
+                    // The upstream sent more than it framed: those bytes
+                    // answer no request. They are dropped with the
+                    // connection (closed, never pooled), so they can never
+                    // be read as the next request's response.
+                    return buf.len();
+                }
             }
         }
         if self
@@ -215,8 +273,8 @@ impl Session {
             return;
         };
         let body_sent = matches!(ex.req, ReqBody::Done);
-        let reusable = body_sent && !leftover && !ex.close_after;
-        out.release_up = Some(reusable && !ex.up_eof);
+        let reusable = body_sent && !leftover && !ex.up_close && !ex.up_eof;
+        out.release_up = Some(reusable);
         // An early response before the whole request body: the rest of the
         // body cannot be skipped safely, so the downstream closes.
         ex.close_after |= !body_sent;
@@ -343,23 +401,29 @@ impl Session {
         self.on_down_flushed(now, out);
     }
 
-    /// A deadline passed (call when `now >= deadline()`).
+    /// A deadline passed (call when `now >= deadline()`; an early call
+    /// does nothing).
     pub fn on_timer(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
-        let Some(deadline) = self.deadline() else {
+        let now = cx.now;
+        if self
+            .down_backlog
+            .is_some_and(|t| now >= t.saturating_add(self.limits.write_timeout_ns))
+        {
+            self.write_timeout(now, out);
             return;
-        };
-        if cx.now < deadline {
+        }
+        if self.closing || self.wait_deadline().is_none_or(|d| now < d) {
             return;
         }
         let Some(ex) = &mut self.ex else {
             self.closing = true;
             out.close_down = true;
             if !self.hold_down.is_empty() {
-                let mut ex = self.new_exchange(cx.now, ReqBody::Done);
+                let mut ex = self.new_exchange(now, ReqBody::Done);
                 ex.close_after = true;
                 ex.record.flags.0 |= Flags::TIMEOUT;
                 let msg = "request head not received in time";
-                self.local(ex, cx.now, 408, Reason::RequestTimeout, msg, out);
+                self.local(ex, now, 408, Reason::RequestTimeout, msg, out);
             }
             return;
         };
@@ -368,9 +432,47 @@ impl Session {
             self.on_up_failed(cx, true, out);
             return;
         }
-        let d = "upstream did not answer in time";
-        self.bad_upstream(cx, 504, Reason::UpstreamTimeout, d, out);
+        if ex.tunnel {
+            ex.record.reason = Reason::IdleTimeout;
+            self.tunnel_done(now, out);
+            return;
+        }
+        let body_due = matches!(ex.req, ReqBody::Body(_))
+            && self.up_backlog.is_none()
+            && now >= ex.body_active.saturating_add(self.limits.body_timeout_ns);
+        if body_due {
+            let rej = Reject {
+                status: 408,
+                reason: Reason::RequestTimeout,
+                detail: "request body not received in time",
+            };
+            self.reject_body(now, &rej, out);
+        } else {
+            let d = "upstream did not answer in time";
+            self.bad_upstream(cx, 504, Reason::UpstreamTimeout, d, out);
+        }
         self.commit();
+    }
+
+    /// The client left response bytes unread for `timeouts.write`: reset
+    /// the connection (its queued bytes are dropped, buffers returned) and
+    /// record why.
+    fn write_timeout(&mut self, now: u64, out: &mut Out) {
+        let reason = Reason::WriteTimeout;
+        if let Some(mut ex) = self.ex.take() {
+            out.release_up = Some(false);
+            ex.record.reason = reason;
+            ex.record.flags.0 |= Flags::TIMEOUT | Flags::ERROR;
+            ex.close_after = true;
+            self.finish(ex, now, out);
+        } else if let Some(ex) = self.pending.last_mut() {
+            ex.record.reason = reason;
+            ex.record.flags.0 |= Flags::TIMEOUT | Flags::ERROR;
+        }
+        self.closing = true;
+        self.down_backlog = None;
+        out.reset_down = true;
+        self.on_down_flushed(now, out);
     }
 
     /// The downstream send queue is empty: finished exchanges get their
