@@ -11,9 +11,10 @@ say() { printf '\n==> %s\n' "$*"; }
 # Debian packages the tests use: the benchmark peers and wrk (bench tests),
 # iproute2 + iptables (transparent-capture test in a network namespace),
 # python3-seccomp (the `--io auto` fallback test blocks io_uring with a
-# seccomp filter), chromium (the `ringlog report` page is rendered headless).
-# Later issues add etcd-server and prometheus.
-PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium)
+# seccomp filter), chromium (the `ringlog report` page is rendered headless),
+# apache2-utils (`ab -k`) and curl: clients we did not write, run through the
+# agent by the hardening tests. Later issues add etcd-server and prometheus.
+PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium apache2-utils curl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -33,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || { [ $had_policy -eq 1 ] || rm -f "$policy"; exit 1; }
   [ $had_policy -eq 1 ] || rm -f "$policy"
 fi
-for tool in haproxy nginx wrk ip iptables chromium; do
+for tool in haproxy nginx wrk ip iptables chromium ab curl; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
 done
 command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 1; }
@@ -55,7 +56,8 @@ cargo test --workspace -q 2>&1 | tee target/test.log
 
 say "agent integration tests again on the epoll driver (the run above used --io auto = uring)"
 TAILMESH_TEST_IO=epoll cargo test -p node-agent -q --test agent_http --test agent_corpus \
-  --test agent_process --test agent_capture --test agent_l4 --test agent_ringlog --test agent_pool 2>&1 | tee -a target/test.log
+  --test agent_process --test agent_capture --test agent_l4 --test agent_ringlog --test agent_pool \
+  --test agent_hardening 2>&1 | tee -a target/test.log
 grep -q "test result:" target/test.log
 
 say "loom model of the commit protocol"

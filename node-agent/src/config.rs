@@ -177,9 +177,11 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     for c in &cfg.clusters {
         check_cluster(&mut r, c);
+        check_unsupported_cluster(&mut r, c);
     }
     for route in &cfg.routes {
         check_route(&mut r, route, &clusters);
+        check_unsupported_route(&mut r, route);
     }
     for t in &cfg.request_types {
         let key = format!("request_types[{}]", t.name);
@@ -341,6 +343,45 @@ fn check_hash_key(r: &mut Report, key: &str, field: &str, v: &str) {
             key,
             field,
             format!("{v:?} is not header:NAME, cookie:NAME or source_ip"),
+        );
+    }
+}
+
+/// Said of a field the schema names but the data path does not act on yet:
+/// an accepted and ignored field would tell the operator a policy is in
+/// force when none is.
+const NOT_YET: &str =
+    "not supported yet: the agent does not enforce it, so it is refused rather than ignored";
+
+fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
+    let key = format!("clusters[{}]", c.name);
+    let present = [
+        ("locality", c.locality.is_some()),
+        ("health_check", c.health_check.is_some()),
+        ("outlier", c.outlier.is_some()),
+        ("breaker", c.breaker.is_some()),
+        ("retry", c.retry.is_some()),
+        ("lb", c.lb == crate::config::schema::Lb::P2cEwma),
+    ];
+    for (field, set) in present {
+        if set {
+            r.add(&key, field, NOT_YET);
+        }
+    }
+}
+
+fn check_unsupported_route(r: &mut Report, route: &Route) {
+    let key = format!("routes[{}]", route.name);
+    if route.rate_limit.is_some() {
+        r.add(&key, "rate_limit", NOT_YET);
+    }
+    if let Some(h) = route.hash_on.as_deref()
+        && (h.starts_with("cookie:") || h == "source_ip")
+    {
+        r.add(
+            &key,
+            "hash_on",
+            format!("{h:?} is {NOT_YET} (header:NAME works)"),
         );
     }
 }

@@ -16,19 +16,37 @@ fn problems(yaml: &str) -> Vec<String> {
 
 #[test]
 fn shipped_examples_validate() {
-    for f in ["design-example.yaml", "local.yaml"] {
-        let cfg = load(&examples().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        assert_eq!(cfg.version, 1);
-        assert!(!cfg.clusters.is_empty() && !cfg.routes.is_empty(), "{f}");
+    let cfg = load(&examples().join("local.yaml")).unwrap_or_else(|e| panic!("local.yaml: {e}"));
+    assert!(!cfg.clusters.is_empty() && !cfg.routes.is_empty());
+    // DESIGN's example uses policies the data path does not enforce yet:
+    // it is refused for exactly those, and for nothing else. When an issue
+    // makes a field work, its line goes from this list.
+    let text = std::fs::read_to_string(examples().join("design-example.yaml")).unwrap();
+    let mut p = problems(&text);
+    p.sort();
+    let expect = [
+        "clusters[orders]: breaker: not supported yet",
+        "clusters[orders]: health_check: not supported yet",
+        "clusters[orders]: lb: not supported yet",
+        "clusters[orders]: locality: not supported yet",
+        "clusters[orders]: outlier: not supported yet",
+        "clusters[orders]: retry: not supported yet",
+        "routes[orders]: rate_limit: not supported yet",
+    ];
+    assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
+    for (got, want) in p.iter().zip(expect) {
+        assert!(got.starts_with(want), "{got} is not {want}");
     }
-    let cfg = load(&examples().join("design-example.yaml")).unwrap();
+    // The schema itself reads it, and JSON of the same snapshot
+    // round-trips.
+    let cfg: Config = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(cfg.routes[1].to[1].weight, 5);
     assert_eq!(cfg.clusters[0].lb, schema::Lb::P2cEwma);
     assert_eq!(cfg.ring.size, schema::Size(64 << 20));
     assert_eq!(cfg.sampling.keep_slower_than, Some(schema::Dur(5_000_000)));
-    // JSON of the same snapshot validates too, and round-trips.
     let json = serde_json::to_string(&cfg).unwrap();
-    assert_eq!(parse(&json, true).unwrap(), cfg);
+    let back: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, cfg);
 }
 
 #[test]
@@ -72,12 +90,16 @@ ring: { size: 1000 }
         "clusters[c]: breaker.error_rate: 1.5 is not in (0, 1]",
         "clusters[c]: retry.attempts: 20 is more than 10",
         "clusters[c]: retry.on[0]: \"teapot\"",
+        "clusters[c]: health_check: not supported yet",
+        "clusters[c]: breaker: not supported yet",
+        "clusters[c]: retry: not supported yet",
         "routes[r]: match.path_prefix: \"api\" must start with /",
         "routes[r]: to[0].cluster: no cluster named \"nope\"",
         "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",
         "routes[r]: hash_on: \"ip\" is not",
         "routes[r]: rate_limit.rps: must be a positive number",
         "routes[r]: rate_limit.burst: must be at least 1",
+        "routes[r]: rate_limit: not supported yet",
         "request_types[t]: sample: 2 is not between 0 and 1",
         "sampling: default: -1 is not between 0 and 1",
         "sampling: keep_above_quantile: 1 is not strictly between 0 and 1",
