@@ -416,3 +416,72 @@ fn long_streams_complete_with_default_timeouts() {
         "{a:?} {b:?}"
     );
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs,
+/// so a connect to it hangs like one to a blackholed address (on loopback).
+fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, u16) {
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let fill: Vec<Socket> = (0..4)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>().unwrap().into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    (l, fill, port)
+}
+
+/// The connect timeout holds for HTTP and for L4 tunnels on both drivers
+/// (an L4 tunnel on epoll used to wait for the kernel's SYN timeout).
+#[test]
+fn a_blackholed_connect_ends_at_the_connect_timeout() {
+    let (_l, _fill, hole) = blackhole();
+    let agent = Agent::start(
+        move |port, ring| {
+            let l4 = free_port();
+            std::fs::write(ring.with_extension("l4port"), l4.to_string()).unwrap();
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+  - {{ name: raw, bind: "127.0.0.1:{l4}", protocol: tcp, default_route: r }}
+clusters:
+  - name: c
+    endpoints: [ {{ addr: "127.0.0.1:{hole}" }} ]
+    timeouts: {{ connect: 1s }}
+routes:
+  - {{ name: r, to: [ {{ cluster: c }} ] }}
+ring: {{ path: "{}", size: 4MiB }}
+"#,
+                ring.display()
+            )
+        },
+        &[],
+    );
+    let l4: u16 = std::fs::read_to_string(agent.ring().with_extension("l4port"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let t0 = Instant::now();
+    let r = request(agent.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let http = t0.elapsed();
+    assert_eq!((r.status, r.header("x-tailmesh-reason").as_deref()), (503, Some("upstream_connect")));
+    let t0 = Instant::now();
+    let mut s = connect(l4);
+    s.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let tcp = t0.elapsed();
+    assert_eq!(n, 0, "the tunnel closes");
+    eprintln!("blackholed connect: http {http:?}, l4 {tcp:?}");
+    for t in [http, tcp] {
+        assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(3), "{t:?}");
+    }
+}
