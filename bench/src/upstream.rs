@@ -60,6 +60,11 @@ pub struct Args {
     /// Exit after this long (default: run until killed).
     #[arg(long)]
     exit_after: Option<String>,
+    /// SO_SNDBUF of accepted connections, e.g. 64KiB (default: the
+    /// kernel's autotuning). Hostile-client tests keep stalled bulk bodies
+    /// here instead of in the host's TCP memory.
+    #[arg(long)]
+    sndbuf: Option<String>,
 }
 
 /// Faults in force and when they were applied.
@@ -99,6 +104,8 @@ pub struct Shared {
     pub body: Vec<u8>,
     /// Prebuilt `200 OK` response (head + body) for the common case.
     pub ok_response: Vec<u8>,
+    /// SO_SNDBUF for accepted connections (None: autotuned).
+    pub sndbuf: Option<usize>,
     /// Every normal response is chunked.
     pub chunked: bool,
 }
@@ -206,6 +213,12 @@ pub fn run(args: &Args) -> Result<()> {
         body,
         ok_response,
         chunked: args.chunked,
+        sndbuf: args
+            .sndbuf
+            .as_deref()
+            .map(ringlog::units::parse_size)
+            .transpose()?
+            .map(|n| n as usize),
     });
     // Bind worker 0 first so port 0 resolves once; the others join that port.
     let mut per_worker: Vec<Vec<mio::net::TcpListener>> =

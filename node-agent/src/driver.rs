@@ -38,6 +38,25 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// Receive buffer of upstream sockets and send buffer of client sockets
+/// (the kernel doubles the value). Left to autotuning, a response whose
+/// client does not read fills the agent's upstream receive buffer up to
+/// `tcp_rmem` max (32 MiB on some hosts) and the client's send buffer up
+/// to `tcp_wmem` max (4 MiB): a few hundred such clients move gigabytes
+/// through the agent, push the host's TCP into memory pressure and stall
+/// every connection on it. Fixed buffers bound what each stalled client
+/// costs (about 1 MiB of kernel memory). Clients are pods on the same node
+/// (microsecond RTT), where 512 KiB in flight is more than enough.
+pub const SOCKET_BUF: usize = 64 * 1024;
+
+/// Socket options for an accepted client connection: no Nagle, and a
+/// bounded send buffer ([`SOCKET_BUF`]).
+pub fn tune_downstream(sock: &impl std::os::fd::AsFd) {
+    let s = SockRef::from(sock);
+    let _ = s.set_tcp_nodelay(true);
+    let _ = s.set_send_buffer_size(SOCKET_BUF);
+}
+
 /// A non-blocking upstream socket, not connected yet. `mark` (if not 0)
 /// is set as SO_MARK so the redirect rules can skip the agent's own
 /// traffic.
@@ -45,6 +64,7 @@ pub fn upstream_socket(addr: SocketAddr, mark: u32) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
+    sock.set_recv_buffer_size(SOCKET_BUF)?;
     if mark != 0 {
         sock.set_mark(mark)?;
     }
@@ -60,6 +80,13 @@ pub fn connect_upstream(addr: SocketAddr, mark: u32) -> io::Result<std::net::Tcp
         Err(e) => return Err(e),
     }
     Ok(sock.into())
+}
+
+/// Makes closing `sock` send a RST and drop unsent bytes (SO_LINGER 0)
+/// instead of leaving an orphan that keeps its send buffer while it tries
+/// to deliver to a peer that does not read.
+pub fn abort_on_close(sock: &impl std::os::fd::AsFd) {
+    let _ = SockRef::from(sock).set_linger(Some(std::time::Duration::ZERO));
 }
 
 /// The pre-REDIRECT destination of a connection accepted on a transparent

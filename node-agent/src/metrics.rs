@@ -89,6 +89,7 @@ pub struct WorkerStats {
     records_kept: AtomicU64,
     active_down: AtomicU64,
     active_up: AtomicU64,
+    bufs_in_use: AtomicU64,
 }
 
 #[inline]
@@ -131,6 +132,12 @@ impl WorkerStats {
     pub fn set_active(&self, down: u64, up: u64) {
         self.active_down.store(down, Ordering::Relaxed);
         self.active_up.store(up, Ordering::Relaxed);
+    }
+
+    /// io_uring provided receive buffers out of the kernel's ring (held by
+    /// connections).
+    pub fn set_bufs_in_use(&self, n: u64) {
+        self.bufs_in_use.store(n, Ordering::Relaxed);
     }
 }
 
@@ -241,6 +248,17 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         o,
         "tailmesh_active_connections{{side=\"upstream\"}} {}",
         sum(stats, |s| &s.active_up)
+    );
+    family(
+        &mut o,
+        "uring_buffers_in_use",
+        "gauge",
+        "io_uring provided receive buffers held by connections (out of 128 per worker); 0 on epoll.",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_uring_buffers_in_use {}",
+        sum(stats, |s| &s.bufs_in_use)
     );
     family(
         &mut o,

@@ -422,15 +422,25 @@ fn long_streams_complete_with_default_timeouts() {
 fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, u16) {
     use socket2::{Domain, Socket, Type};
     let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     l.listen(0).unwrap();
     let port = l.local_addr().unwrap().as_socket().unwrap().port();
     let fill: Vec<Socket> = (0..4)
         .map(|_| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>().unwrap().into());
+            let _ = s.connect(
+                &format!("127.0.0.1:{port}")
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            );
             s
         })
         .collect();
@@ -472,7 +482,10 @@ ring: {{ path: "{}", size: 4MiB }}
     let t0 = Instant::now();
     let r = request(agent.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let http = t0.elapsed();
-    assert_eq!((r.status, r.header("x-tailmesh-reason").as_deref()), (503, Some("upstream_connect")));
+    assert_eq!(
+        (r.status, r.header("x-tailmesh-reason").as_deref()),
+        (503, Some("upstream_connect"))
+    );
     let t0 = Instant::now();
     let mut s = connect(l4);
     s.write_all(b"hello").unwrap();
@@ -482,6 +495,9 @@ ring: {{ path: "{}", size: 4MiB }}
     assert_eq!(n, 0, "the tunnel closes");
     eprintln!("blackholed connect: http {http:?}, l4 {tcp:?}");
     for t in [http, tcp] {
-        assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(3), "{t:?}");
+        assert!(
+            t >= Duration::from_millis(900) && t < Duration::from_secs(3),
+            "{t:?}"
+        );
     }
 }

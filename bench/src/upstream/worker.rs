@@ -114,6 +114,9 @@ impl Worker {
                 match listener.accept() {
                     Ok((mut stream, _)) => {
                         let _ = stream.set_nodelay(true);
+                        if let Some(n) = self.shared.sndbuf {
+                            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(n);
+                        }
                         self.generation += 1;
                         let idx = self.free.pop().unwrap_or(self.conns.len());
                         let token = Token(idx + nl);

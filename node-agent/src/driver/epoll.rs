@@ -220,7 +220,7 @@ impl Worker {
                     return;
                 }
             };
-            let _ = sock.set_nodelay(true);
+            super::tune_downstream(&sock);
             // None: over a connection limit; dropping the socket closes it.
             let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
                 continue;
@@ -310,9 +310,13 @@ impl Worker {
         d.close |= out.close_down;
         self.core.record_all(out);
         if out.reset_down {
-            // A client that stopped reading: close now, queue and all.
+            // A client that stopped reading: close now, queue and all, with
+            // a RST so the kernel frees its send buffer too.
             out.to_up.clear();
             out.connect = None;
+            if let Some(Slot::Down(d)) = self.slab.get(i) {
+                super::abort_on_close(&d.sock);
+            }
             self.close_down(i);
             return;
         }

@@ -248,6 +248,7 @@ impl Worker {
                 }
             }
             self.core.publish_gauges();
+            self.core.stats().set_bufs_in_use(self.bufs.in_use() as u64);
         }
         self.shutdown_all();
         self.core.stats().set_active(0, 0);

@@ -163,6 +163,24 @@ impl Lenient {
                 }
                 return false;
             }
+            "/bulk" => {
+                // A small send buffer: the bytes wait here, in this test
+                // upstream, not in the host's TCP memory.
+                let _ = socket2::SockRef::from(&*s).set_send_buffer_size(64 * 1024);
+                let n = target
+                    .split_once("bytes=")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut r = s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").as_bytes());
+                let block = vec![b'x'; 64 * 1024];
+                let mut left = n;
+                while left > 0 && r.is_ok() {
+                    let k = left.min(block.len());
+                    r = s.write_all(&block[..k]);
+                    left -= k;
+                }
+                r
+            }
             "/h10" => {
                 let _ = s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{echo}").as_bytes());
                 return false;

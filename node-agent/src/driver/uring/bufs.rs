@@ -29,6 +29,8 @@ pub struct Bufs {
     tail: u16,
     /// Holders per buffer id; 0 means the kernel owns it.
     refs: Vec<u16>,
+    /// Buffers out of the ring (refs > 0).
+    in_use: usize,
 }
 
 /// Why the buffer ring could not be set up.
@@ -82,6 +84,7 @@ impl Bufs {
             layout,
             tail: 0,
             refs: vec![0; usize::from(count)],
+            in_use: 0,
         };
         for bid in 0..count {
             b.push_entry(bid);
@@ -115,8 +118,16 @@ impl Bufs {
     /// A completion handed `bid` to us: one holder (the reader).
     pub fn take(&mut self, bid: u16) {
         if let Some(r) = self.refs.get_mut(usize::from(bid)) {
+            if *r == 0 {
+                self.in_use += 1;
+            }
             *r = 1;
         }
+    }
+
+    /// Buffers held out of the ring now.
+    pub fn in_use(&self) -> usize {
+        self.in_use
     }
 
     /// Another holder (a send forwarding bytes from it).
@@ -140,6 +151,7 @@ impl Bufs {
         }
         *r -= 1;
         if *r == 0 {
+            self.in_use -= 1;
             self.push_entry(bid);
             true
         } else {

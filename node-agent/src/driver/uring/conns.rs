@@ -98,7 +98,7 @@ impl Worker {
     }
 
     fn new_down(&mut self, idx: usize, sock: socket2::Socket) {
-        let _ = sock.set_tcp_nodelay(true);
+        super::super::tune_downstream(&sock);
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return;
         };
@@ -521,9 +521,13 @@ impl Worker {
         d.close |= out.close_down;
         self.core.record_all(out);
         if out.reset_down {
-            // A client that stopped reading: close now, queue and all.
+            // A client that stopped reading: close now, queue and all, with
+            // a RST so the kernel frees its send buffer too.
             out.to_up.clear();
             out.connect = None;
+            if let Some(Slot::Down(d)) = self.slab.get(i) {
+                super::super::abort_on_close(&d.io.sock);
+            }
             self.close_down(i);
             return;
         }

@@ -1,0 +1,255 @@
+//! Hostile clients beside a legitimate open-loop load, bounded in time,
+//! against the real agent (both drivers via ./test.sh): 1,000 slowloris
+//! connections, 200 clients pulling 32 MiB each and never reading, and a
+//! connection flood past `max_connections`, starting one second into a
+//! legitimate open-loop load at ~30% of capacity. The legitimate load must
+//! see no error (its p99 with and without the attack is printed); the
+//! attackers must be closed by the limits that apply to them, and their
+//! buffers returned.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/agent.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SLOWLORIS: usize = 1000;
+const NON_READERS: usize = 200;
+const FLOOD: usize = 300;
+/// Room for the attackers plus the legitimate load, not for the flood.
+const MAX_CONNECTIONS: usize = SLOWLORIS + NON_READERS + 100;
+const HEADER_READ_S: u64 = 2;
+const WRITE_S: u64 = 3;
+
+fn raise_nofile(n: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let cur = getrlimit(Resource::Nofile);
+    if cur.current.is_some_and(|c| c >= n) {
+        return;
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(n),
+            maximum: cur.maximum,
+        },
+    )
+    .expect("raising RLIMIT_NOFILE for 3,000 test connections");
+}
+
+fn metric(agent: &Agent, line_start: &str) -> u64 {
+    agent
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line_start} not in metrics"))
+}
+
+/// `tailmesh-bench load` against the agent: (rps, p99 ns, errors).
+fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
+    let url = format!("http://127.0.0.1:{port}/legit");
+    let out = Command::new(sibling("tailmesh-bench"))
+        .args(["load", "--url", &url, "--json", "--timeout", "5s"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (
+        v["rps"].as_f64().unwrap(),
+        v["latency_ns"]["p99"].as_u64().unwrap(),
+        v["errors_total"].as_u64().unwrap(),
+    )
+}
+
+/// Opens slowloris connections and feeds each one header byte a second;
+/// returns how long each one lived until the agent closed it.
+fn slowloris(port: u16, deadline: Duration) -> Vec<Option<Duration>> {
+    let t0 = Instant::now();
+    let mut conns: Vec<(TcpStream, Option<Duration>)> = (0..SLOWLORIS)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /slow HTTP/1.1\r\nX-a: ").unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, None)
+        })
+        .collect();
+    let mut buf = [0u8; 512];
+    while t0.elapsed() < deadline && conns.iter().any(|c| c.1.is_none()) {
+        for (s, closed) in conns.iter_mut().filter(|c| c.1.is_none()) {
+            let gone = match s.read(&mut buf) {
+                Ok(_) => true, // 0 (closed) or the 408
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if gone || s.write_all(b"a").is_err() {
+                *closed = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    conns.into_iter().map(|c| c.1).collect()
+}
+
+/// The bulk route has its own upstream: the test measures what the
+/// non-readers cost the agent, not a shared test upstream.
+fn hostile_config(port: u16, up: u16, bulk: u16, ring: &std::path::Path) -> String {
+    format!(
+        r#"version: 1
+listeners:
+  - name: api
+    bind: "127.0.0.1:{port}"
+    protocol: http
+    default_route: r
+    max_connections: {MAX_CONNECTIONS}
+    timeouts: {{ header_read: {HEADER_READ_S}s, write: {WRITE_S}s }}
+clusters:
+  - {{ name: c, endpoints: [ {{ addr: "127.0.0.1:{up}" }} ] }}
+  - {{ name: bulk, endpoints: [ {{ addr: "127.0.0.1:{bulk}" }} ] }}
+routes:
+  - {{ name: bulk, match: {{ path_prefix: /_bench/bulk }}, to: [ {{ cluster: bulk }} ] }}
+  - {{ name: r, to: [ {{ cluster: c }} ] }}
+sampling: {{ default: 0.01, keep_errors: true }}
+ring: {{ path: "{}", size: 8MiB }}
+"#,
+        ring.display()
+    )
+}
+
+#[test]
+fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
+    raise_nofile(8192);
+    let up = Upstream::start(&[]);
+    let bulk = Upstream::start(&["--sndbuf", "64KiB"]);
+    let (p, b) = (up.port, bulk.port);
+    let agent = Agent::start(move |port, ring| hostile_config(port, p, b, ring), &[]);
+    let port = agent.port;
+
+    // Capacity (closed loop), then the legitimate load alone at ~30% of it.
+    let (max_rps, _, _) = load(port, &["--connections", "8", "--duration", "2s"]);
+    let rate = ((max_rps * 0.3) as u64).max(100).to_string();
+    let legit = [
+        "--rate",
+        rate.as_str(),
+        "--connections",
+        "8",
+        "--duration",
+        "8s",
+    ];
+    let (_, p99_alone, errors_alone) = load(port, &legit);
+    assert_eq!(errors_alone, 0);
+
+    // The same load again; one second into it, the attack starts.
+    let legit_run = {
+        let legit: Vec<String> = legit.iter().map(ToString::to_string).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = legit.iter().map(String::as_str).collect();
+            load(port, &args)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    // A small receive buffer, as a real stalled client's would fill: 200
+    // loopback sockets autotuned to megabytes each would put the whole
+    // host's TCP under memory pressure and measure the kernel, not us.
+    let non_readers: Vec<TcpStream> = (0..NON_READERS)
+        .map(|_| {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(16 * 1024).unwrap();
+            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            sock.connect(&addr.into()).unwrap();
+            let mut s: TcpStream = sock.into();
+            s.write_all(b"GET /_bench/bulk?bytes=33554432 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let loris = std::thread::spawn(move || slowloris(port, Duration::from_secs(HEADER_READ_S + 6)));
+    // The flood, once the slowloris connections are in.
+    std::thread::sleep(Duration::from_millis(1500));
+    let refused_before = metric(
+        &agent,
+        "tailmesh_driver_events_total{event=\"conn_limit\"} ",
+    );
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Closed by the agent: EOF or a reset. Still open: nothing to read.
+    let flood_closed = flood
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            match (&**s).read(&mut [0u8; 8]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        })
+        .count();
+    let refused = metric(
+        &agent,
+        "tailmesh_driver_events_total{event=\"conn_limit\"} ",
+    ) - refused_before;
+
+    let (_, p99_attack, errors_attack) = legit_run.join().unwrap();
+    let lived = loris.join().unwrap();
+    // Past the write timeout, the non-readers are gone and so are their
+    // buffers.
+    std::thread::sleep(Duration::from_secs(1));
+    let write_timeouts = metric(
+        &agent,
+        "tailmesh_local_responses_total{reason=\"write_timeout\"} ",
+    );
+    let bufs_held = metric(&agent, "tailmesh_uring_buffers_in_use ");
+    let open_now = metric(&agent, "tailmesh_active_connections{side=\"downstream\"} ");
+    drop(non_readers);
+    drop(flood);
+
+    let closed: Vec<Duration> = lived.iter().flatten().copied().collect();
+    let latest = closed.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "legit load at {rate} rps (capacity {max_rps:.0}): p99 {:.2} ms alone, {:.2} ms under attack; \
+         errors {errors_alone} / {errors_attack}; slowloris closed {}/{SLOWLORIS}, last after {latest:?}; \
+         flood: {flood_closed}/{} closed at once, conn_limit +{refused}; write_timeout {write_timeouts}; \
+         buffers held {bufs_held}; downstream open {open_now}",
+        p99_alone as f64 / 1e6,
+        p99_attack as f64 / 1e6,
+        closed.len(),
+        FLOOD,
+    );
+    assert_eq!(errors_attack, 0, "the legitimate load saw errors");
+    // Both p99s are reported, not asserted: a latency target belongs in a
+    // benchmark (docs/BENCHMARKS.md, release build), and on a shared
+    // 2-core host the first ~100 ms of the attack saturates both cores
+    // (agent, upstream and load generator together), which the open-loop
+    // generator counts against every request it could not send.
+    assert_eq!(closed.len(), SLOWLORIS, "slowloris connections left open");
+    assert!(
+        latest <= Duration::from_secs(HEADER_READ_S + 2),
+        "a slowloris connection lived {latest:?}"
+    );
+    assert!(
+        refused > 0 && flood_closed > 0,
+        "flood: {flood_closed} closed, {refused} counted"
+    );
+    assert!(
+        write_timeouts >= NON_READERS as u64,
+        "{write_timeouts} write timeouts"
+    );
+    assert!(bufs_held <= 16, "{bufs_held} receive buffers still held");
+    // What is left: the flood connections that fit under the limit (idle).
+    assert!(
+        open_now <= (FLOOD - flood_closed) as u64 + 16,
+        "{open_now} downstream connections still open"
+    );
+}
