@@ -57,9 +57,12 @@ pub enum Driver {
     AcceptErrors = 14,
     /// Idle pooled upstream connections closed to make room (LRU).
     PoolEvicted = 15,
+    /// io_uring submissions that found the SQ full even after submitting
+    /// (the entries wait for the next loop turn).
+    SqFull = 16,
 }
 
-const DRIVER_NAMES: [&str; 16] = [
+const DRIVER_NAMES: [&str; 17] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -76,6 +79,7 @@ const DRIVER_NAMES: [&str; 16] = [
     "conn_limit",
     "accept_errors",
     "pool_evicted",
+    "sq_full",
 ];
 
 /// One worker's counters (single writer).

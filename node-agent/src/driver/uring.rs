@@ -98,9 +98,9 @@ enum Slot {
 
 /// One worker's io_uring loop.
 pub struct Worker {
-    /// Declared first: dropped (closed) before the buffers it points into.
-    ring: IoUring,
-    bufs: Bufs,
+    /// Closed before the buffers it points into (see the `Drop` impl).
+    ring: std::mem::ManuallyDrop<IoUring>,
+    bufs: std::mem::ManuallyDrop<Bufs>,
     core: Core,
     slab: Vec<Slot>,
     free: Vec<usize>,
@@ -112,6 +112,29 @@ pub struct Worker {
     /// default: it measured slower here (docs/BENCHMARKS.md); set
     /// `TAILMESH_URING_SENDZC_MIN=BYTES` to measure it again.
     zc_min: usize,
+    /// Entries waiting for room in the SQ (see [`Worker::push`]).
+    pending: std::collections::VecDeque<Pending>,
+}
+
+impl Drop for Worker {
+    /// Closes the ring, then frees the receive buffers and the slots whose
+    /// memory (msghdr, iovecs, sockaddrs) operations point into, but only
+    /// if every operation completed (`shutdown_all` waits up to 1 s). If
+    /// one did not, the kernel may still write into that memory after the
+    /// ring fd closes (its teardown runs asynchronously), so both are
+    /// leaked on purpose: a few MiB once, at exit, against a use after free.
+    fn drop(&mut self) {
+        let clean = self.slab.iter().all(|s| matches!(s, Slot::Free));
+        // SAFETY: `ring` is dropped exactly once, here, and not used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.ring) };
+        if clean {
+            // SAFETY: dropped exactly once; the ring that registered the
+            // buffers is closed and no operation is in flight.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.bufs) };
+        } else {
+            std::mem::forget(std::mem::take(&mut self.slab));
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -130,19 +153,31 @@ fn setup(what: &str) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     }
 }
 
-/// Queues one SQE, submitting first if the queue is full.
-fn push(ring: &mut IoUring, e: &squeue::Entry) {
-    loop {
+/// Submission entries that did not fit in the SQ: sent at the next
+/// `enter`, in order. A linked pair (connect + its timeout) stays together.
+#[derive(Debug)]
+enum Pending {
+    One(squeue::Entry),
+    Linked(squeue::Entry, squeue::Entry),
+}
+
+/// Puts `entries` on the SQ if they all fit; false (nothing pushed) if not.
+fn try_push(ring: &mut IoUring, entries: &[&squeue::Entry]) -> bool {
+    let mut sq = ring.submission();
+    if sq.capacity() - sq.len() < entries.len() {
+        return false;
+    }
+    for e in entries {
         // SAFETY: every pointer in an entry built by this driver (msghdr and
         // iovecs, sockaddr, timespec, the buffer ring) lives in a slot or in
         // `Bufs`, and neither is freed while the operation is in flight
         // (slots are freed only when their in-flight count is 0; the ring is
-        // dropped before the buffers).
-        if unsafe { ring.submission().push(e) }.is_ok() {
-            return;
+        // dropped before the buffers, and leaked if operations never end).
+        if unsafe { sq.push(e) }.is_err() {
+            return false; // unreachable: the room was checked above
         }
-        let _ = ring.submit();
     }
+    true
 }
 
 fn build_ring() -> std::io::Result<IoUring> {
@@ -182,8 +217,8 @@ impl Worker {
             "registering the provided-buffer ring (needs Linux 5.19)",
         ))?;
         let mut w = Worker {
-            ring,
-            bufs,
+            ring: std::mem::ManuallyDrop::new(ring),
+            bufs: std::mem::ManuallyDrop::new(bufs),
             core: Core::new(init),
             slab: Vec::new(),
             free: Vec::new(),
@@ -193,6 +228,7 @@ impl Worker {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            pending: std::collections::VecDeque::new(),
         };
         for (idx, l) in listeners {
             let slot = w.alloc();
@@ -255,9 +291,63 @@ impl Worker {
         Ok(())
     }
 
+    /// Queues one SQE. A full SQ is submitted once (without waiting); if
+    /// the kernel still takes nothing (a CQ overflow makes it refuse with
+    /// EBUSY), the entry waits in `pending` for the next loop turn, whose
+    /// reaping makes room: submission never spins.
+    fn push(&mut self, e: &squeue::Entry) {
+        if self.pending.is_empty() && self.push_now(&[e]) {
+            return;
+        }
+        self.pending.push_back(Pending::One(e.clone()));
+    }
+
+    /// Queues a linked pair in the same submission (see [`Worker::push`]).
+    fn push_linked(&mut self, a: &squeue::Entry, b: &squeue::Entry) {
+        if self.pending.is_empty() && self.push_now(&[a, b]) {
+            return;
+        }
+        self.pending.push_back(Pending::Linked(a.clone(), b.clone()));
+    }
+
+    fn push_now(&mut self, entries: &[&squeue::Entry]) -> bool {
+        if try_push(&mut self.ring, entries) {
+            return true;
+        }
+        if self.ring.submit().is_err() {
+            self.core.stats().driver(Driver::SqFull, 1);
+            return false;
+        }
+        let ok = try_push(&mut self.ring, entries);
+        if !ok {
+            self.core.stats().driver(Driver::SqFull, 1);
+        }
+        ok
+    }
+
+    /// Moves waiting entries onto the SQ while they fit.
+    fn flush_pending(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let ok = match p {
+                Pending::One(e) => try_push(&mut self.ring, &[e]),
+                Pending::Linked(a, b) => try_push(&mut self.ring, &[a, b]),
+            };
+            if !ok {
+                return;
+            }
+            self.pending.pop_front();
+        }
+    }
+
     /// Submits everything queued and waits for a completion or `timeout`:
     /// one `io_uring_enter`.
     fn enter(&mut self, timeout: Duration) -> Result<(), DriverError> {
+        self.flush_pending();
+        let timeout = if self.pending.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO // entries still wait: reap and come back at once
+        };
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {

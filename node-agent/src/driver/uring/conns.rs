@@ -54,7 +54,7 @@ impl Worker {
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
             .user_data(ud(li, OP_ACCEPT));
-        push(&mut self.ring, &e);
+        self.push(&e);
     }
 
     pub(super) fn on_accept(&mut self, li: usize, res: i32, flags: u32) {
@@ -133,7 +133,7 @@ impl Worker {
         let e = opcode::RecvMulti::new(Fd(io.sock.as_raw_fd()), GROUP)
             .build()
             .user_data(ud(i, OP_RECV));
-        push(&mut self.ring, &e);
+        self.push(&e);
     }
 
     pub(super) fn on_recv(&mut self, i: usize, res: i32, flags: u32) {
@@ -163,17 +163,22 @@ impl Worker {
             // (it is re-armed by its pump), as cancel and ENOBUFS do.
             io.err = true;
         }
-        if io.recv_armed && !io.recv_cancelling && io.rx.len() >= RX_CAP {
+        let pause = io.recv_armed && !io.recv_cancelling && io.rx.len() >= RX_CAP;
+        if pause {
             // The consumer is behind: pause this socket's reads.
             io.recv_cancelling = true;
             io.inflight += 1;
-            let e = opcode::AsyncCancel::new(ud(i, OP_RECV))
-                .build()
-                .user_data(ud(i, OP_CANCEL));
-            push(&mut self.ring, &e);
         }
         if nobufs {
             io.starved = true;
+        }
+        if pause {
+            let e = opcode::AsyncCancel::new(ud(i, OP_RECV))
+                .build()
+                .user_data(ud(i, OP_CANCEL));
+            self.push(&e);
+        }
+        if nobufs {
             let first = self.starved.is_empty();
             self.starved.push(i);
             self.core.stats().driver(Driver::NoBufs, 1);
@@ -304,7 +309,7 @@ impl Worker {
         } else {
             opcode::SendMsg::new(fd, msg).flags(flags).build()
         };
-        push(&mut self.ring, &e.user_data(ud(i, OP_SEND)));
+        self.push(&e.user_data(ud(i, OP_SEND)));
     }
 
     pub(super) fn run_todo(&mut self) {
@@ -599,15 +604,7 @@ impl Worker {
         up.connecting = true;
         self.slab[j] = Slot::Up(up);
         // Both entries must go in the same submission for the link.
-        let free = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if free < 2 {
-            let _ = self.ring.submit();
-        }
-        push(&mut self.ring, &connect);
-        push(&mut self.ring, &timeout);
+        self.push_linked(&connect, &timeout);
         self.core.ups += 1;
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             d.up = Some(j);
@@ -659,7 +656,7 @@ impl Worker {
             let e = opcode::AsyncCancel::new(target)
                 .build()
                 .user_data(ud(i, OP_CANCEL));
-            push(&mut self.ring, &e);
+            self.push(&e);
         }
         self.maybe_free(i);
     }
@@ -779,7 +776,7 @@ impl Worker {
                     let e = opcode::AsyncCancel::new(ud(i, OP_ACCEPT))
                         .build()
                         .user_data(ud(i, OP_CANCEL));
-                    push(&mut self.ring, &e);
+                    self.push(&e);
                 }
                 self.maybe_free(i);
             }
