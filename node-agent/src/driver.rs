@@ -1,7 +1,8 @@
 //! I/O drivers: thin loops that move bytes between sockets and the sans-IO
 //! [`crate::proxy::Session`]. `epoll` (on mio) runs everywhere; `uring`
-//! needs io_uring. This module holds what both share: listener sockets,
-//! upstream sockets, send queues and the io_uring probe.
+//! needs io_uring. Every decision they share lives once in
+//! [`core::flow`]; this module holds the rest both use: listener and
+//! upstream sockets, the slot table, send queues and the io_uring probe.
 
 pub mod core;
 pub mod epoll;
@@ -12,6 +13,67 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// A driver's connection table: slots reused through a free list, so an
+/// index stays valid while its connection lives. Reads and writes go
+/// through the `Vec` it dereferences to.
+#[derive(Debug)]
+pub struct Slab<T> {
+    slots: Vec<T>,
+    free: Vec<usize>,
+}
+
+impl<T: Default> Slab<T> {
+    /// An empty table.
+    pub fn new() -> Slab<T> {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// A free slot's index (holding `T::default()`), reused first.
+    pub fn alloc(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(T::default());
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Takes slot `i`'s value out and frees the slot for reuse.
+    pub fn remove(&mut self, i: usize) -> Option<T> {
+        let v = std::mem::take(self.slots.get_mut(i)?);
+        self.free.push(i);
+        Some(v)
+    }
+
+    /// Frees slot `i` (already emptied) for reuse.
+    pub fn release(&mut self, i: usize) {
+        self.free.push(i);
+    }
+}
+
+impl<T: Default> Default for Slab<T> {
+    fn default() -> Slab<T> {
+        Slab::new()
+    }
+}
+
+impl<T> std::ops::Deref for Slab<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.slots
+    }
+}
+
+impl<T> std::ops::DerefMut for Slab<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        &mut self.slots
+    }
+}
 
 /// Why a driver stopped.
 #[derive(Debug, thiserror::Error)]
@@ -171,18 +233,33 @@ impl SendQueue {
     }
 }
 
+/// What [`send_chunks`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes that went into the send queue.
+    pub queued: usize,
+    /// A write took less than offered.
+    pub short: bool,
+    /// The socket said it would block: it stays unwritable until its next
+    /// writability event. (Bytes queued behind others without a write
+    /// attempt do not make it so: the socket may still be writable, and
+    /// an edge-triggered poller would never say so again.)
+    pub blocked: bool,
+}
+
 /// Sends `chunks` (from [`crate::proxy::Out`]) on `w` if the queue is empty
 /// and the socket writable, straight from their buffers; whatever the
 /// socket does not take is queued (owned chunks moved, input ranges
-/// copied). Returns (bytes queued, short write happened).
+/// copied).
 pub fn send_chunks(
     w: Option<&mut dyn Write>,
     q: &mut SendQueue,
     chunks: &mut Vec<crate::proxy::Chunk>,
     input: &[u8],
-) -> io::Result<(usize, bool)> {
+) -> io::Result<Sent> {
     let mut sent = 0usize;
     let mut short = false;
+    let mut blocked = false;
     if let Some(w) = w
         && q.is_empty()
         && chunks.len() <= MAX_IOV
@@ -213,7 +290,10 @@ pub fn send_chunks(
                         short = true;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -238,7 +318,11 @@ pub fn send_chunks(
         queued += rest.len();
         q.push(rest);
     }
-    Ok((queued, short))
+    Ok(Sent {
+        queued,
+        short,
+        blocked,
+    })
 }
 
 /// Whether io_uring can be set up here; on failure, the errno (EPERM under
@@ -291,16 +375,16 @@ mod tests {
             Chunk::Input(2..8),
             Chunk::Owned(b"T".to_vec()),
         ];
-        let (queued, short) = send_chunks(Some(&mut w), &mut q, &mut chunks, input).unwrap();
+        let sent = send_chunks(Some(&mut w), &mut q, &mut chunks, input).unwrap();
         assert_eq!(w.got, b"HEAD2345");
-        assert_eq!((queued, short), (3, true));
+        assert_eq!((sent.queued, sent.short, sent.blocked), (3, true, true));
         w.calls_left = 10;
         assert!(q.flush(&mut w).unwrap());
         assert_eq!(w.got, b"HEAD234567T");
         assert!(q.is_empty());
         // Not writable: everything is queued.
         let mut chunks = vec![Chunk::Input(0..3)];
-        let (queued, _) = send_chunks(None, &mut q, &mut chunks, input).unwrap();
-        assert_eq!((queued, q.len()), (3, 3));
+        let sent = send_chunks(None, &mut q, &mut chunks, input).unwrap();
+        assert_eq!((sent.queued, sent.blocked, q.len()), (3, false, 3));
     }
 }

@@ -67,21 +67,38 @@ pub struct Connect {
     pub idle_ns: u64,
 }
 
-/// What the driver must do after a call. Fields are consumed (taken) by
-/// the driver; [`Out::clear`] resets it for reuse.
+/// Something to do with the session's upstream connection. A step may
+/// produce several, in order (release one connection, then connect the
+/// next pipelined request's): each is its own entry, none overwrites
+/// another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpOp {
+    /// Get an upstream connection (from the pool, or connect) and attach it.
+    Connect(Connect),
+    /// Detach the attached upstream: back to the pool (`reuse`) once its
+    /// send queue is empty, or closed.
+    Release {
+        /// Pool it if it is clean; otherwise it is closed.
+        reuse: bool,
+    },
+    /// Shut down the attached upstream's write side once its queue drains
+    /// (a tunnel's client half-closed).
+    Shutdown,
+}
+
+/// What the driver must do after a call, in this order: the upstream
+/// operations in `up` (in order), the downstream bytes and flags, then the
+/// upstream bytes in `to_up`, which go to the upstream attached after
+/// `up`. Fields are consumed (taken) by the driver; [`Out::clear`] resets
+/// it for reuse.
 #[derive(Debug, Default)]
 pub struct Out {
     /// Send these upstream, in order (queue them until connected).
     pub to_up: Vec<Chunk>,
     /// Send these downstream, in order.
     pub to_down: Vec<Chunk>,
-    /// Get an upstream connection (from the pool, or connect).
-    pub connect: Option<Connect>,
-    /// Detach the upstream: `Some(true)` back to the pool once its send
-    /// queue is empty, `Some(false)` close it.
-    pub release_up: Option<bool>,
-    /// Shut down the upstream's write side once its queue drains (tunnel).
-    pub shutdown_up: bool,
+    /// Upstream connection operations, in order.
+    pub up: Vec<UpOp>,
     /// Shut down the downstream's write side once its queue drains (tunnel).
     pub shutdown_down: bool,
     /// Close the downstream once its queue drains.
@@ -98,13 +115,16 @@ impl Out {
     pub fn clear(&mut self) {
         self.to_up.clear();
         self.to_down.clear();
-        self.connect = None;
-        self.release_up = None;
-        self.shutdown_up = false;
+        self.up.clear();
         self.shutdown_down = false;
         self.close_down = false;
         self.reset_down = false;
         self.records.clear();
+    }
+
+    /// Detach the upstream: pooled if `reuse` and clean, else closed.
+    pub(crate) fn release(&mut self, reuse: bool) {
+        self.up.push(UpOp::Release { reuse });
     }
 }
 

@@ -269,12 +269,17 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
         &["--max-connections", "10000"],
     );
     let mut first = connect(agent.port);
-    first.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    first
+        .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let mut carry = Vec::new();
     assert_eq!(read_response(&mut first, &mut carry).unwrap().status, 200);
     // (The admin server shares the descriptor limit: read metrics only
     // while descriptors are free.)
-    let turns_before = metric(&agent, "tailmesh_driver_events_total{event=\"loop_turns\"} ");
+    let turns_before = metric(
+        &agent,
+        "tailmesh_driver_events_total{event=\"loop_turns\"} ",
+    );
     // Idle connections until the agent's descriptors run out; the kernel
     // still completes the handshakes into the listen backlog.
     let t0 = Instant::now();
@@ -283,16 +288,26 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
         .collect();
     std::thread::sleep(Duration::from_millis(1000));
     // The open connection is still served.
-    first.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    first
+        .write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     assert_eq!(read_response(&mut first, &mut carry).unwrap().status, 200);
     // Free descriptors: the waiting connections get accepted and served.
     drop(idle);
     let starved = t0.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let r = request(agent.port, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
-    let errors = metric(&agent, "tailmesh_driver_events_total{event=\"accept_errors\"} ");
-    let turns = metric(&agent, "tailmesh_driver_events_total{event=\"loop_turns\"} ") - turns_before;
-    eprintln!("accept errors {errors}; {turns} loop turns in {starved:?} out of descriptors and 0.5 s after");
+    let errors = metric(
+        &agent,
+        "tailmesh_driver_events_total{event=\"accept_errors\"} ",
+    );
+    let turns = metric(
+        &agent,
+        "tailmesh_driver_events_total{event=\"loop_turns\"} ",
+    ) - turns_before;
+    eprintln!(
+        "accept errors {errors}; {turns} loop turns in {starved:?} out of descriptors and 0.5 s after"
+    );
     assert_eq!(r.status, 200);
     assert!(errors > 0, "no accept error counted");
     // Paused, not spinning: a spin would turn the loop millions of times.

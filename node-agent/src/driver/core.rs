@@ -15,6 +15,8 @@ use ringlog::analyze::FastHash;
 use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
+pub mod flow;
+
 use crate::config::schema::Mode;
 use crate::metrics::{Driver, WorkerStats};
 use crate::proxy::{Connect, Cx, IdGen, Out, Session};
@@ -393,7 +395,7 @@ impl Core {
     /// moved later (activity) pushes nothing: the earlier entry fires, the
     /// session finds nothing due, and the driver arms again. So the heap
     /// gets an entry per wait, not per byte or request; entries of closed
-    /// connections are dropped by [`Core::compact_timers`].
+    /// connections are dropped by [`flow::fire_timers`].
     pub fn arm(
         &mut self,
         slot: usize,
@@ -411,20 +413,23 @@ impl Core {
         }
     }
 
-    /// Drops heap entries that can no longer fire (their connection closed
-    /// or re-armed), once the heap holds more than twice the live
-    /// connections: the heap stays proportional to them. `live(slot,
-    /// serial, t)` says whether an entry still stands.
-    pub fn compact_timers(&mut self, live: impl Fn(usize, u64, u64) -> bool) {
+    /// The heap holds more than twice the live connections (and over
+    /// 1024 entries): time to drop the entries that can no longer fire
+    /// (their connection closed or re-armed), see [`flow::fire_timers`].
+    /// So the heap stays proportional to the live connections.
+    pub fn timers_overgrown(&self) -> bool {
         let conns = (self.downs as usize).saturating_mul(2);
-        if self.timers.len() <= conns.max(1024) {
-            return;
-        }
-        let heap = std::mem::take(&mut self.timers);
-        self.timers = heap
-            .into_iter()
-            .filter(|Reverse((t, slot, serial))| live(*slot, *serial, *t))
-            .collect();
+        self.timers.len() > conns.max(1024)
+    }
+
+    /// Takes the timer heap out (for compaction).
+    pub fn take_timers(&mut self) -> BinaryHeap<Reverse<(u64, usize, u64)>> {
+        std::mem::take(&mut self.timers)
+    }
+
+    /// Puts a (compacted) timer heap back.
+    pub fn put_timers(&mut self, heap: BinaryHeap<Reverse<(u64, usize, u64)>>) {
+        self.timers = heap;
     }
 
     /// Entries in the timer heap.

@@ -4,18 +4,19 @@
 //! every decision is in [`crate::proxy`].
 
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use super::core::flow;
 use super::core::{Core, QUEUE_CAP};
-use super::{DriverError, SendQueue, send_chunks};
-use crate::metrics::Driver;
+use super::{DriverError, SendQueue, Slab};
 use crate::proxy::{Cx, Out, Session};
 use crate::worker::WorkerInit;
 
+mod ops;
 mod splice;
 mod upstream;
 use splice::{Pipes, Tunnel};
@@ -72,8 +73,9 @@ struct Up {
     idle_ns: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum Slot {
+    #[default]
     Free,
     Listener(TcpListener, usize),
     Down(Box<Down>),
@@ -85,8 +87,7 @@ enum Slot {
 pub struct Worker {
     core: Core,
     poll: Poll,
-    slab: Vec<Slot>,
-    free: Vec<usize>,
+    slab: Slab<Slot>,
     buf: Vec<u8>,
     pipes: Pipes,
 }
@@ -108,8 +109,7 @@ impl Worker {
         let mut w = Worker {
             core: Core::new(init),
             poll,
-            slab: Vec::new(),
-            free: Vec::new(),
+            slab: Slab::new(),
             buf: vec![0; READ_BUF],
             pipes: Pipes::from_env(),
         };
@@ -126,13 +126,7 @@ impl Worker {
     }
 
     fn alloc(&mut self) -> usize {
-        match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(Slot::Free);
-                self.slab.len() - 1
-            }
-        }
+        self.slab.alloc()
     }
 
     /// Serves until drained. Returns when every connection is done or the
@@ -176,19 +170,13 @@ impl Worker {
                 }
             }
             self.run_todo();
-            self.fire_timers();
-            if let Some(began) = self.core.drain_state() {
-                if began {
-                    self.stop_accepting();
-                }
-                self.close_idle();
-                if self.core.drained() {
-                    break;
-                }
+            flow::fire_timers(&mut self);
+            self.run_todo();
+            if flow::end_turn(&mut self) {
+                break;
             }
-            self.core.publish_gauges();
         }
-        self.shutdown_all();
+        flow::close_all(&mut self);
         self.core.stats().set_active(0, 0);
         Ok(())
     }
@@ -232,7 +220,7 @@ impl Worker {
                 .register(&mut sock, Token(i), Interest::READABLE)
                 .is_err()
             {
-                self.free.push(i);
+                self.slab.release(i);
                 self.core.down_closed(idx);
                 continue;
             }
@@ -252,115 +240,24 @@ impl Worker {
                 armed: None,
                 tunnel: None,
             }));
-            self.with_session(i, &[], |s, cx, out| s.start(cx, out));
+            flow::with_session(self, i, |s, cx, out| s.start(cx, out));
             self.core.todo.push(i);
         }
     }
 
     /// Runs `f` on down `i`'s session, then applies its output (`input` is
     /// the buffer `f` was fed).
-    fn with_session(
+    fn with_input(
         &mut self,
         i: usize,
         input: &[u8],
         f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
     ) {
         let mut out = self.core.take_out();
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return;
-        };
-        self.core.call(&mut d.session, &mut out, f);
-        self.apply(i, &mut out, input);
+        if flow::Driver::call(self, i, &mut out, f) {
+            flow::apply(self, i, &mut out, input);
+        }
         self.core.put_out(out);
-    }
-
-    /// Carries out a session's actions for down `i`.
-    fn apply(&mut self, i: usize, out: &mut Out, input: &[u8]) {
-        if let Some(reuse) = out.release_up.take()
-            && let Some(Slot::Down(d)) = self.slab.get_mut(i)
-            && let Some(j) = d.up.take()
-        {
-            // A half-close that comes with the release (a tunnel's client
-            // FIN after the upstream's) belongs to the released upstream.
-            if std::mem::take(&mut out.shutdown_up)
-                && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-            {
-                u.shut_wr = true;
-            }
-            self.release_up(j, reuse);
-        }
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return;
-        };
-        if !out.to_down.is_empty() {
-            let w: Option<&mut dyn io::Write> = d.writable.then_some(&mut d.sock);
-            match send_chunks(w, &mut d.q, &mut out.to_down, input) {
-                Ok((queued, short)) => {
-                    if queued > 0 {
-                        d.writable = false;
-                    }
-                    let st = self.core.stats();
-                    st.driver(Driver::QueuedBytes, queued as u64);
-                    st.driver(Driver::ShortSends, u64::from(short));
-                }
-                Err(_) => d.close = true,
-            }
-        }
-        d.shut_wr |= out.shutdown_down;
-        d.close |= out.close_down;
-        self.core.record_all(out);
-        if out.reset_down {
-            // A client that stopped reading: close now, queue and all, with
-            // a RST so the kernel frees its send buffer too.
-            out.to_up.clear();
-            out.connect = None;
-            if let Some(Slot::Down(d)) = self.slab.get(i) {
-                super::abort_on_close(&d.sock);
-            }
-            self.close_down(i);
-            return;
-        }
-        // After the downstream bytes: a synchronous connect failure answers
-        // 503 and that answer must follow what was already queued.
-        if let Some(c) = out.connect.take() {
-            self.attach_up(i, c);
-        }
-        let up = match self.slab.get(i) {
-            Some(Slot::Down(d)) => d.up,
-            _ => None,
-        };
-        if let Some(j) = up
-            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-        {
-            if !out.to_up.is_empty() {
-                let w: Option<&mut dyn io::Write> =
-                    (u.connected && u.writable).then_some(&mut u.sock);
-                match send_chunks(w, &mut u.q, &mut out.to_up, input) {
-                    Ok((queued, short)) => {
-                        if queued > 0 && u.connected {
-                            u.writable = false;
-                        }
-                        let st = self.core.stats();
-                        st.driver(Driver::QueuedBytes, queued as u64);
-                        st.driver(Driver::ShortSends, u64::from(short));
-                    }
-                    Err(_) => {
-                        u.readable = true;
-                    }
-                }
-                self.core.todo.push(j);
-            }
-            u.shut_wr |= out.shutdown_up;
-            if out.shutdown_up {
-                self.core.todo.push(j);
-            }
-        }
-        out.to_up.clear();
-        self.core.todo.push(i);
-        self.sync_interest(i);
-        if let Some(j) = up {
-            self.sync_interest(j);
-        }
     }
 
     /// Registers slot `i` for writability only while it needs it: bytes
@@ -434,7 +331,7 @@ impl Worker {
                     }
                     Ok(false) => d.writable = false,
                     Err(_) => {
-                        self.kill_down(i);
+                        flow::kill_down(self, i);
                         break;
                     }
                 }
@@ -442,21 +339,8 @@ impl Worker {
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;
             };
-            if !d.owes_bytes() {
-                let mut out = self.core.take_out();
-                d.session.on_down_flushed(self.core.now, &mut out);
-                self.core.record_all(&mut out);
-                self.core.put_out(out);
-                let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-                    break;
-                };
-                if d.close || d.session.is_closed() {
-                    self.close_down(i);
-                    break;
-                }
-                if d.shut_wr {
-                    let _ = d.sock.shutdown(Shutdown::Write);
-                }
+            if !d.owes_bytes() && !flow::down_flushed(self, i) {
+                break;
             }
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;
@@ -484,13 +368,13 @@ impl Worker {
             match d.sock.read(&mut buf) {
                 Ok(0) => {
                     d.readable = false;
-                    self.with_session(i, &[], |s, cx, out| s.on_down_eof(cx, out));
+                    flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams
                     }
-                    self.with_session(i, &buf[..n], |s, cx, out| {
+                    self.with_input(i, &buf[..n], |s, cx, out| {
                         s.on_down_data(cx, &buf[..n], out)
                     });
                 }
@@ -500,85 +384,14 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.kill_down(i);
+                    flow::kill_down(self, i);
                     break;
                 }
             }
         }
         self.buf = buf;
         self.sync_interest(i);
-        self.arm(i);
-    }
-
-    /// Tells the session what its queues hold, then keeps the timer heap
-    /// in step with its deadline.
-    fn arm(&mut self, i: usize) {
-        let up_waits = match self.slab.get(i) {
-            Some(Slot::Down(d)) => !self.up_queue_empty(d.up),
-            _ => return,
-        };
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            let down_waits = d.owes_bytes();
-            d.session.set_backlog(self.core.now, down_waits, up_waits);
-            let dl = d.session.deadline();
-            self.core.arm(i, d.serial, &mut d.armed, dl);
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        while let Some((i, serial, t)) = self.core.pop_due() {
-            let due = match self.slab.get_mut(i) {
-                Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) => {
-                    d.armed = None;
-                    true
-                }
-                _ => false,
-            };
-            if due {
-                self.with_session(i, &[], |s, cx, out| s.on_timer(cx, out));
-            }
-        }
-        for j in self.core.pool_expired() {
-            self.close_up(j);
-        }
-        let slab = &self.slab;
-        self.core.compact_timers(|i, serial, t| {
-            matches!(slab.get(i), Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t))
-        });
-        if self.core.accept_resume_due() {
-            let listeners: Vec<usize> = (0..self.slab.len())
-                .filter(|&i| matches!(self.slab[i], Slot::Listener(..)))
-                .collect();
-            for li in listeners {
-                self.accept(li);
-            }
-        }
-        self.run_todo();
-    }
-
-    /// The downstream failed: abort its session and close it.
-    fn kill_down(&mut self, i: usize) {
-        let mut out = Out::default();
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            d.session.on_down_closed(self.core.now, &mut out);
-        }
-        self.core.record_all(&mut out);
-        self.close_down(i);
-    }
-
-    fn close_down(&mut self, i: usize) {
-        if let Some(Slot::Down(mut d)) = self
-            .slab
-            .get_mut(i)
-            .map(|s| std::mem::replace(s, Slot::Free))
-        {
-            let _ = self.poll.registry().deregister(&mut d.sock);
-            if let Some(j) = d.up {
-                self.close_up(j);
-            }
-            self.free.push(i);
-            self.core.down_closed(d.session.listener());
-        }
+        flow::arm(self, i);
     }
 
     /// Drain begins: close the listeners.
@@ -588,29 +401,7 @@ impl Worker {
                 && let Slot::Listener(mut l, _) = std::mem::replace(&mut self.slab[i], Slot::Free)
             {
                 let _ = self.poll.registry().deregister(&mut l);
-                self.free.push(i);
-            }
-        }
-    }
-
-    /// While draining, close downstream connections with nothing in flight.
-    fn close_idle(&mut self) {
-        for i in 0..self.slab.len() {
-            if let Slot::Down(d) = &self.slab[i]
-                && d.session.is_idle()
-                && d.q.is_empty()
-            {
-                self.kill_down(i);
-            }
-        }
-    }
-
-    fn shutdown_all(&mut self) {
-        for i in 0..self.slab.len() {
-            match self.slab[i] {
-                Slot::Down(_) => self.kill_down(i),
-                Slot::Up(_) => self.close_up(i),
-                _ => {}
+                self.slab.release(i);
             }
         }
     }

@@ -16,6 +16,7 @@
 mod bufs;
 mod conns;
 mod io;
+mod ops;
 
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -28,8 +29,9 @@ use ringlog::record::{Event, EventKind};
 
 use self::bufs::{Bufs, GROUP};
 use self::io::{Io, Tx};
-use super::DriverError;
 use super::core::Core;
+use super::core::flow;
+use super::{DriverError, Slab};
 use crate::metrics::Driver;
 use crate::proxy::{Chunk, Connect, Cx, Out, Session};
 use crate::worker::WorkerInit;
@@ -88,8 +90,9 @@ struct Up {
     idle_ns: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum Slot {
+    #[default]
     Free,
     Listener(Listener),
     Down(Box<Down>),
@@ -102,8 +105,7 @@ pub struct Worker {
     ring: std::mem::ManuallyDrop<IoUring>,
     bufs: std::mem::ManuallyDrop<Bufs>,
     core: Core,
-    slab: Vec<Slot>,
-    free: Vec<usize>,
+    slab: Slab<Slot>,
     cqes: Vec<(u64, i32, u32)>,
     /// Sockets whose recv stopped on an empty buffer ring: re-armed once
     /// per loop turn, after the turn's buffers went back.
@@ -220,8 +222,7 @@ impl Worker {
             ring: std::mem::ManuallyDrop::new(ring),
             bufs: std::mem::ManuallyDrop::new(bufs),
             core: Core::new(init),
-            slab: Vec::new(),
-            free: Vec::new(),
+            slab: Slab::new(),
             cqes: Vec::with_capacity(256),
             starved: Vec::new(),
             zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")
@@ -246,13 +247,7 @@ impl Worker {
     }
 
     fn alloc(&mut self) -> usize {
-        match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(Slot::Free);
-                self.slab.len() - 1
-            }
-        }
+        self.slab.alloc()
     }
 
     /// Serves until drained.
@@ -274,16 +269,9 @@ impl Worker {
                 }
                 self.arm_recv(i);
             }
-            if let Some(began) = self.core.drain_state() {
-                if began {
-                    self.stop_accepting();
-                }
-                self.close_idle();
-                if self.core.drained() {
-                    break;
-                }
+            if flow::end_turn(&mut self) {
+                break;
             }
-            self.core.publish_gauges();
             self.core.stats().set_bufs_in_use(self.bufs.in_use() as u64);
         }
         self.shutdown_all();
@@ -307,7 +295,8 @@ impl Worker {
         if self.pending.is_empty() && self.push_now(&[a, b]) {
             return;
         }
-        self.pending.push_back(Pending::Linked(a.clone(), b.clone()));
+        self.pending
+            .push_back(Pending::Linked(a.clone(), b.clone()));
     }
 
     fn push_now(&mut self, entries: &[&squeue::Entry]) -> bool {
@@ -425,7 +414,7 @@ impl Worker {
                 Slot::Up(mut u) => u.io.release_all(&mut self.bufs),
                 _ => {}
             }
-            self.free.push(i);
+            self.slab.release(i);
         }
     }
 }

@@ -13,7 +13,7 @@ use ringlog::Reason;
 use ringlog::record::{Flags, Record};
 
 use super::sniff::{Sniffed, sniff};
-use super::{Chunk, Connect, Cx, Marks, Out};
+use super::{Chunk, Connect, Cx, Marks, Out, UpOp};
 use crate::config::schema::{ListenerTimeouts, Protocol};
 use crate::http1::chunked::Decoder;
 use crate::http1::request::{self, Body, HeadScan, RequestHead};
@@ -138,9 +138,10 @@ struct Exchange {
     active: u64,
     /// Last request body byte from the client (the body-read timer).
     body_active: u64,
-    /// Index in `Out::to_up` where this exchange's bytes start, while they
-    /// have not left this call yet (so a late rejection can withdraw them).
-    uncommitted: Option<usize>,
+    /// Lengths of `Out::to_up` and `Out::up` before this exchange added its
+    /// head and its connect, while they have not left this call yet (so a
+    /// late rejection can withdraw them).
+    uncommitted: Option<(usize, usize)>,
     /// Where the upstream connection goes (for a retry).
     connect: Option<Connect>,
     /// The upstream connection came from the pool (it may have been closed
@@ -504,12 +505,12 @@ impl Session {
             return;
         };
         ex.close_after = true;
-        if let Some(mark) = ex.uncommitted {
+        if let Some((bytes, ops)) = ex.uncommitted {
             // Nothing of this request has left yet: withdraw all of it.
-            out.to_up.truncate(mark);
-            out.connect = None;
+            out.to_up.truncate(bytes);
+            out.up.truncate(ops);
         } else {
-            out.release_up = Some(false);
+            out.release(false);
         }
         if ex.down_started {
             ex.record.reason = rej.reason;
@@ -678,7 +679,7 @@ impl Session {
             // instead of a 502.
             ex.replay = Some(up_head.clone());
         }
-        ex.uncommitted = Some(out.to_up.len());
+        ex.uncommitted = Some((out.to_up.len(), out.up.len()));
         out.to_up.push(Chunk::Owned(up_head));
         connect_to(&mut ex, target, cx.now, out);
         self.ex = Some(ex);
@@ -744,7 +745,7 @@ fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
         idle_ns: target.idle_timeout_ns,
     };
     ex.connect = Some(c);
-    out.connect = Some(c);
+    out.up.push(UpOp::Connect(c));
 }
 
 /// Methods a client may send again without changing the outcome

@@ -19,6 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::pipe::{PipeFlags, SpliceFlags};
 
 use super::{Down, Slot, Up, Worker};
+use crate::driver::core::flow;
 use crate::metrics::Driver;
 
 /// Bytes asked of one splice call, and the pipe size asked for.
@@ -324,15 +325,16 @@ impl Worker {
         }
         for ev in events {
             match ev {
-                Event::DownEof => self.with_session(i, &[], |s, cx, out| s.on_down_eof(cx, out)),
-                Event::UpEof => self.with_session(i, &[], |s, cx, out| s.on_up_eof(cx, false, out)),
+                Event::DownEof => flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out)),
+                Event::UpEof => {
+                    flow::with_session(self, i, |s, cx, out| s.on_up_eof(cx, false, out))
+                }
                 Event::DownFailed => {
-                    self.kill_down(i);
+                    flow::kill_down(self, i);
                     return;
                 }
                 Event::UpFailed => {
-                    self.close_up(j);
-                    self.with_session(i, &[], |s, cx, out| s.on_up_eof(cx, true, out));
+                    flow::up_eof(self, j, i, true);
                 }
             }
         }

@@ -10,22 +10,14 @@ use mio::{Interest, Token};
 
 use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
-use crate::driver::core::{PoolPut, QUEUE_CAP};
-use crate::metrics::Driver;
+use crate::driver::core::QUEUE_CAP;
+use crate::driver::core::flow;
 use crate::proxy::Connect;
 
 impl Worker {
-    pub(super) fn attach_up(&mut self, i: usize, c: Connect) {
-        if let Some(j) = self.core.pool_take(&c)
-            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-        {
-            u.owner = Some(i);
-            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-                d.up = Some(j);
-                d.session.on_up_ready(self.core.now, true);
-            }
-            return;
-        }
+    /// Opens a new upstream socket toward `c.addr` for down `i`, registers
+    /// it and attaches it; false if that failed.
+    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect) -> bool {
         let sock = crate::driver::connect_upstream(c.addr, self.core.shared.upstream_mark);
         let j = self.alloc();
         let registered = sock.and_then(|s| {
@@ -35,73 +27,48 @@ impl Worker {
                 .register(&mut s, Token(j), Interest::READABLE | Interest::WRITABLE)
                 .map(|()| s)
         });
-        match registered {
-            Ok(sock) => {
-                self.slab[j] = Slot::Up(Box::new(Up {
-                    sock,
-                    q: SendQueue::default(),
-                    owner: Some(i),
-                    addr: c.addr,
-                    connected: false,
-                    readable: false,
-                    rdhup: false,
-                    writable: false,
-                    w_interest: true,
-                    shut_wr: false,
-                    close_when_flushed: false,
-                    eof: false,
-                    idle_ns: c.idle_ns,
-                }));
-                self.core.ups += 1;
-                if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-                    d.up = Some(j);
-                }
-            }
-            Err(_) => {
-                self.free.push(j);
-                self.core.stats().driver(Driver::ConnectErrors, 1);
-                self.with_session(i, &[], |s, cx, out| s.on_up_failed(cx, false, out));
-            }
-        }
-    }
-
-    /// Detaches upstream `j`: pooled if reusable and idle, closed after its
-    /// queue drains if reusable but busy, else closed now.
-    pub(super) fn release_up(&mut self, j: usize, reuse: bool) {
-        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-            return;
+        let Ok(sock) = registered else {
+            self.slab.release(j);
+            return false;
         };
-        u.owner = None;
-        if reuse && u.connected && u.q.is_empty() && !u.shut_wr && !u.eof {
-            if let PoolPut::Evicted(old) = self.core.pool_put(u.addr, j, u.idle_ns) {
-                self.close_up(old);
-            }
-            return;
+        self.slab[j] = Slot::Up(Box::new(Up {
+            sock,
+            q: SendQueue::default(),
+            owner: Some(i),
+            addr: c.addr,
+            connected: false,
+            readable: false,
+            rdhup: false,
+            writable: false,
+            w_interest: true,
+            shut_wr: false,
+            close_when_flushed: false,
+            eof: false,
+            idle_ns: c.idle_ns,
+        }));
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.up = Some(j);
         }
-        if (reuse || u.eof) && !u.q.is_empty() {
-            // Bytes still in flight cannot be pooled: send them, then close.
-            u.close_when_flushed = true;
-            return;
-        }
-        self.close_up(j);
+        true
     }
 
-    pub(super) fn close_up(&mut self, j: usize) {
-        if let Some(Slot::Up(mut u)) = self
+    /// Closes upstream `j`'s socket and frees its slot; true if it was live.
+    pub(super) fn drop_upstream(&mut self, j: usize) -> bool {
+        match self
             .slab
             .get_mut(j)
             .map(|s| std::mem::replace(s, Slot::Free))
         {
-            let _ = self.poll.registry().deregister(&mut u.sock);
-            self.core.pool_forget(u.addr, j);
-            if let Some(o) = u.owner
-                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-                && d.up == Some(j)
-            {
-                d.up = None;
+            Some(Slot::Up(mut u)) => {
+                let _ = self.poll.registry().deregister(&mut u.sock);
+                self.slab.release(j);
+                true
             }
-            self.free.push(j);
-            self.core.ups -= 1;
+            Some(other) => {
+                self.slab[j] = other;
+                false
+            }
+            None => false,
         }
     }
 
@@ -119,22 +86,12 @@ impl Worker {
                     Err(_) => true,
                 },
             };
-            let owner = u.owner;
             if failed {
-                self.core.stats().driver(Driver::ConnectErrors, 1);
-                self.close_up(j);
-                if let Some(o) = owner {
-                    self.with_session(o, &[], |s, cx, out| s.on_up_failed(cx, false, out));
-                }
+                flow::connect_failed(self, j, false);
                 return;
             }
             u.connected = true;
-            if let Some(o) = owner
-                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-            {
-                d.session.on_up_ready(self.core.now, false);
-                self.core.todo.push(o);
-            }
+            flow::connected(self, j);
         }
         self.core.todo.push(j);
     }
@@ -186,7 +143,7 @@ impl Worker {
                     let _ = u.sock.shutdown(Shutdown::Write);
                 }
                 if u.close_when_flushed {
-                    self.close_up(j);
+                    flow::close_up(self, j);
                     break;
                 }
             }
@@ -210,21 +167,13 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(_) | Err(_) if owner.is_none() => {
-                    self.close_up(j);
+                    flow::idle_up_event(self, j);
                     break;
                 }
                 Ok(0) => {
                     u.readable = false;
                     u.eof = true;
-                    let o = owner.unwrap_or(usize::MAX);
-                    // A tunnel's upstream half-closed: keep it for the
-                    // client's remaining bytes (the session releases it).
-                    let half =
-                        matches!(self.slab.get(o), Some(Slot::Down(d)) if d.session.is_tunnel());
-                    if !half {
-                        self.close_up(j);
-                    }
-                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, false, out));
+                    flow::up_eof(self, j, owner.unwrap_or(usize::MAX), false);
                     break;
                 }
                 Ok(n) => {
@@ -235,12 +184,10 @@ impl Worker {
                         u.readable = false;
                     }
                     let o = owner.unwrap_or(usize::MAX);
-                    self.with_session(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
+                    self.with_input(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
                 }
                 Err(_) => {
-                    let o = owner.unwrap_or(usize::MAX);
-                    self.close_up(j);
-                    self.with_session(o, &[], |s, cx, out| s.on_up_eof(cx, true, out));
+                    flow::up_eof(self, j, owner.unwrap_or(usize::MAX), true);
                     break;
                 }
             }

@@ -2,12 +2,13 @@
 //! events, session actions turned into operations, and closing.
 
 use super::*;
-use crate::driver::core::{PoolPut, QUEUE_CAP};
+use crate::driver::core::QUEUE_CAP;
+use crate::driver::core::flow;
 use crate::driver::uring::io::Rx;
 
 /// Where the input of a session call came from.
 #[derive(Debug, Clone, Copy)]
-enum Src<'a> {
+pub enum Src<'a> {
     /// No input.
     None,
     /// Receive buffer `bid`: input ranges are sent from it (held).
@@ -19,7 +20,7 @@ enum Src<'a> {
 /// Turns session chunks into queued sends: owned bytes move, ranges of a
 /// receive buffer are held and sent from that buffer, ranges of spilled
 /// bytes are copied.
-fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, src: Src<'_>) {
+pub(super) fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, src: Src<'_>) {
     for c in chunks.drain(..) {
         match (c, src) {
             (Chunk::Owned(v), _) if !v.is_empty() => io.tx.push_back(Tx::Owned(v, 0)),
@@ -117,7 +118,7 @@ impl Worker {
             armed: None,
         }));
         self.arm_recv(i);
-        self.with_session(i, |s, cx, out| s.start(cx, out));
+        flow::with_session(self, i, |s, cx, out| s.start(cx, out));
         self.core.todo.push(i);
     }
 
@@ -248,7 +249,7 @@ impl Worker {
             self.core.stats().driver(Driver::ShortSends, 1);
         }
         if res < 0 && is_down {
-            self.kill_down(i);
+            flow::kill_down(self, i);
             return;
         }
         self.core.todo.push(i);
@@ -266,26 +267,14 @@ impl Worker {
         if u.io.closing {
             return;
         }
-        let owner = u.owner;
         if res == 0 {
             u.connected = true;
-            if let Some(o) = owner
-                && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-            {
-                d.session.on_up_ready(self.core.now, false);
-                self.core.todo.push(o);
-            }
             self.arm_recv(j);
-            self.core.todo.push(j);
+            flow::connected(self, j);
             return;
         }
         // -ECANCELED: the linked timeout fired first.
-        let timeout = res == -libc::ECANCELED;
-        self.core.stats().driver(Driver::ConnectErrors, 1);
-        self.close_up(j);
-        if let Some(o) = owner {
-            self.with_session(o, |s, cx, out| s.on_up_failed(cx, timeout, out));
-        }
+        flow::connect_failed(self, j, res == -libc::ECANCELED);
     }
 
     /// Starts a send on slot `i` if one is due and none is in flight.
@@ -355,21 +344,8 @@ impl Worker {
             if d.io.closing {
                 return;
             }
-            if d.io.tx_idle() {
-                let mut out = self.core.take_out();
-                d.session.on_down_flushed(self.core.now, &mut out);
-                self.core.record_all(&mut out);
-                self.core.put_out(out);
-                let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-                    return;
-                };
-                if d.close || d.session.is_closed() {
-                    self.close_down(i);
-                    return;
-                }
-                if std::mem::take(&mut d.io.shut_wr) {
-                    let _ = d.io.sock.shutdown(Shutdown::Write);
-                }
+            if d.io.tx_idle() && !flow::down_flushed(self, i) {
+                return;
             }
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 return;
@@ -390,16 +366,16 @@ impl Worker {
             } else if (d.io.eof || d.io.err) && !d.io.reported {
                 d.io.reported = true;
                 if d.io.err {
-                    self.kill_down(i);
+                    flow::kill_down(self, i);
                     return;
                 }
-                self.with_session(i, |s, cx, out| s.on_down_eof(cx, out));
+                flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
             } else {
                 self.arm_recv(i);
                 break;
             }
         }
-        self.arm_timer(i);
+        flow::arm(self, i);
     }
 
     fn pump_up(&mut self, j: usize) {
@@ -413,7 +389,7 @@ impl Worker {
             }
             if u.io.tx_idle() {
                 if u.close_when_flushed {
-                    self.close_up(j);
+                    flow::close_up(self, j);
                     return;
                 }
                 if std::mem::take(&mut u.io.shut_wr) {
@@ -426,13 +402,13 @@ impl Worker {
                     // upstream FIN came first): its own EOF must not drop
                     // them; the next send completion brings it back here.
                     if u.io.err {
-                        self.close_up(j);
+                        flow::close_up(self, j);
                     }
                     return;
                 }
                 // Idle in the pool: anything arriving means it is done.
                 if !u.io.rx.is_empty() || u.io.eof || u.io.err {
-                    self.close_up(j);
+                    flow::idle_up_event(self, j);
                 } else {
                     self.arm_recv(j);
                 }
@@ -450,14 +426,7 @@ impl Worker {
             } else if (u.io.eof || u.io.err) && !u.io.reported {
                 u.io.reported = true;
                 let reset = u.io.err;
-                // A tunnel's upstream half-closed: keep it for the client's
-                // remaining bytes; the session releases it when both are done.
-                let half = !reset
-                    && matches!(self.slab.get(o), Some(Slot::Down(d)) if d.session.is_tunnel());
-                if !half {
-                    self.close_up(j);
-                }
-                self.with_session(o, |s, cx, out| s.on_up_eof(cx, reset, out));
+                flow::up_eof(self, j, o, reset);
                 return;
             } else {
                 self.arm_recv(j);
@@ -484,7 +453,7 @@ impl Worker {
                     s.on_down_data(cx, input, o)
                 });
             }
-            self.apply(i, &mut out, src);
+            flow::apply(self, i, &mut out, src);
         }
         if let Rx::Ring(bid, _) = rx {
             self.bufs.release(bid);
@@ -492,151 +461,9 @@ impl Worker {
         self.core.put_out(out);
     }
 
-    /// Runs `f` on down `i`'s session without input, then applies its output.
-    fn with_session(&mut self, i: usize, f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out)) {
-        let mut out = self.core.take_out();
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            self.core.call(&mut d.session, &mut out, f);
-            self.apply(i, &mut out, Src::None);
-        }
-        self.core.put_out(out);
-    }
-
-    /// Carries out a session's actions for down `i`; input chunks refer to
-    /// `src`.
-    fn apply(&mut self, i: usize, out: &mut Out, src: Src<'_>) {
-        if let Some(reuse) = out.release_up.take()
-            && let Some(Slot::Down(d)) = self.slab.get_mut(i)
-            && let Some(j) = d.up.take()
-        {
-            // A half-close that comes with the release (a tunnel's client
-            // FIN after the upstream's) belongs to the released upstream.
-            if std::mem::take(&mut out.shutdown_up)
-                && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-            {
-                u.io.shut_wr = true;
-            }
-            self.release_up(j, reuse);
-        }
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return;
-        };
-        queue(&mut d.io, &mut self.bufs, &mut out.to_down, src);
-        d.io.shut_wr |= out.shutdown_down;
-        d.close |= out.close_down;
-        self.core.record_all(out);
-        if out.reset_down {
-            // A client that stopped reading: close now, queue and all, with
-            // a RST so the kernel frees its send buffer too.
-            out.to_up.clear();
-            out.connect = None;
-            if let Some(Slot::Down(d)) = self.slab.get(i) {
-                super::super::abort_on_close(&d.io.sock);
-            }
-            self.close_down(i);
-            return;
-        }
-        // After the downstream bytes: a failed connect answers 503, and that
-        // answer must follow what was already queued.
-        if let Some(c) = out.connect.take() {
-            self.attach_up(i, c);
-        }
-        let up = match self.slab.get(i) {
-            Some(Slot::Down(d)) => d.up,
-            _ => None,
-        };
-        if let Some(j) = up
-            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-        {
-            queue(&mut u.io, &mut self.bufs, &mut out.to_up, src);
-            u.io.shut_wr |= out.shutdown_up;
-            self.core.todo.push(j);
-        }
-        out.to_up.clear();
-        self.core.todo.push(i);
-    }
-
-    fn attach_up(&mut self, i: usize, c: Connect) {
-        if let Some(j) = self.core.pool_take(&c)
-            && let Some(Slot::Up(u)) = self.slab.get_mut(j)
-        {
-            u.owner = Some(i);
-            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-                d.up = Some(j);
-                d.session.on_up_ready(self.core.now, true);
-            }
-            return;
-        }
-        let sock = match super::super::upstream_socket(c.addr, self.core.shared.upstream_mark) {
-            Ok(s) => s,
-            Err(_) => {
-                self.core.stats().driver(Driver::ConnectErrors, 1);
-                self.with_session(i, |s, cx, out| s.on_up_failed(cx, false, out));
-                return;
-            }
-        };
-        let j = self.alloc();
-        let mut io = Io::new(sock);
-        io.addr = Some(socket2::SockAddr::from(c.addr));
-        io.ts = Timespec::from(Duration::from_nanos(c.timeout_ns));
-        io.inflight = 2;
-        let mut up = Box::new(Up {
-            io,
-            owner: Some(i),
-            addr: c.addr,
-            connected: false,
-            connecting: true,
-            close_when_flushed: false,
-            idle_ns: c.idle_ns,
-        });
-        let fd = Fd(up.io.sock.as_raw_fd());
-        let (addr_ptr, addr_len) = match &up.io.addr {
-            Some(a) => (a.as_ptr(), a.len()),
-            None => return,
-        };
-        let connect = opcode::Connect::new(fd, addr_ptr.cast(), addr_len)
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(ud(j, OP_CONNECT));
-        let timeout = opcode::LinkTimeout::new(&raw const up.io.ts)
-            .build()
-            .user_data(ud(j, OP_LINK_TIMEOUT));
-        up.connecting = true;
-        self.slab[j] = Slot::Up(up);
-        // Both entries must go in the same submission for the link.
-        self.push_linked(&connect, &timeout);
-        self.core.ups += 1;
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            d.up = Some(j);
-        }
-    }
-
-    /// Detaches upstream `j`: pooled if reusable and idle, closed after its
-    /// queue drains if reusable but busy, else closed now.
-    fn release_up(&mut self, j: usize, reuse: bool) {
-        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-            return;
-        };
-        u.owner = None;
-        let idle = u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err;
-        if reuse && u.connected && idle && !u.io.shut_wr {
-            if let PoolPut::Evicted(old) = self.core.pool_put(u.addr, j, u.idle_ns) {
-                self.close_up(old);
-            }
-            return;
-        }
-        // Also a tunnel whose upstream already sent its FIN: what the client
-        // sent after it must still reach the upstream before the close.
-        if (reuse || u.io.eof) && !u.io.tx_idle() {
-            u.close_when_flushed = true;
-            return;
-        }
-        self.close_up(j);
-    }
-
     /// Stops every operation on a socket; the slot is freed once the last
     /// completion arrives.
-    fn begin_close(&mut self, i: usize, cancel_connect: bool) {
+    pub(super) fn begin_close(&mut self, i: usize, cancel_connect: bool) {
         let Some(io) = self.io_mut(i) else {
             return;
         };
@@ -661,107 +488,6 @@ impl Worker {
         self.maybe_free(i);
     }
 
-    fn close_up(&mut self, j: usize) {
-        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
-            return;
-        };
-        if u.io.closing {
-            return;
-        }
-        let (addr, owner, connecting) = (u.addr, u.owner, u.connecting);
-        self.core.pool_forget(addr, j);
-        if let Some(o) = owner
-            && let Some(Slot::Down(d)) = self.slab.get_mut(o)
-            && d.up == Some(j)
-        {
-            d.up = None;
-        }
-        self.core.ups -= 1;
-        self.begin_close(j, connecting);
-    }
-
-    fn close_down(&mut self, i: usize) {
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return;
-        };
-        if d.io.closing {
-            return;
-        }
-        let up = d.up.take();
-        let listener = d.session.listener();
-        if let Some(j) = up {
-            self.close_up(j);
-        }
-        self.core.down_closed(listener);
-        self.begin_close(i, false);
-    }
-
-    /// The downstream failed: abort its session and close it.
-    fn kill_down(&mut self, i: usize) {
-        let mut out = self.core.take_out();
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
-            && !d.io.closing
-        {
-            d.session.on_down_closed(self.core.now, &mut out);
-        }
-        self.core.record_all(&mut out);
-        self.core.put_out(out);
-        self.close_down(i);
-    }
-
-    /// Tells the session what its queues hold, then keeps the timer heap
-    /// in step with its deadline.
-    fn arm_timer(&mut self, i: usize) {
-        let up_waits = match self.slab.get(i) {
-            Some(Slot::Down(d)) => !self.has_room_idle(d.up),
-            _ => return,
-        };
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
-            && !d.io.closing
-        {
-            let down_waits = !d.io.tx_idle();
-            d.session.set_backlog(self.core.now, down_waits, up_waits);
-            let dl = d.session.deadline();
-            self.core.arm(i, d.serial, &mut d.armed, dl);
-        }
-    }
-
-    /// Whether upstream `j` has nothing queued to send.
-    fn has_room_idle(&self, j: Option<usize>) -> bool {
-        match j.and_then(|j| self.slab.get(j)) {
-            Some(Slot::Up(u)) => u.io.tx_idle(),
-            _ => true,
-        }
-    }
-
-    pub(super) fn fire_timers(&mut self) {
-        while let Some((i, serial, t)) = self.core.pop_due() {
-            let due = match self.slab.get_mut(i) {
-                Some(Slot::Down(d))
-                    if d.serial == serial && d.armed == Some(t) && !d.io.closing =>
-                {
-                    d.armed = None;
-                    true
-                }
-                _ => false,
-            };
-            if due {
-                self.with_session(i, |s, cx, out| s.on_timer(cx, out));
-            }
-        }
-        for j in self.core.pool_expired() {
-            self.close_up(j);
-        }
-        let slab = &self.slab;
-        self.core.compact_timers(|i, serial, t| {
-            matches!(slab.get(i), Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t))
-        });
-        if self.core.accept_resume_due() {
-            self.resume_accepts();
-        }
-        self.run_todo();
-    }
-
     /// Drain begins: cancel the accepts; the listeners close when their
     /// cancellation completes.
     pub(super) fn stop_accepting(&mut self) {
@@ -784,31 +510,11 @@ impl Worker {
         let _ = self.ring.submit();
     }
 
-    /// While draining, close downstream connections with nothing in flight.
-    pub(super) fn close_idle(&mut self) {
-        for i in 0..self.slab.len() {
-            if let Slot::Down(d) = &self.slab[i]
-                && !d.io.closing
-                && d.session.is_idle()
-                && d.io.tx_idle()
-            {
-                self.kill_down(i);
-            }
-        }
-        self.run_todo();
-    }
-
     /// Closes everything and waits (up to 1 s) for the kernel to finish
     /// with every socket and buffer before the ring is dropped.
     pub(super) fn shutdown_all(&mut self) {
         self.stop_accepting();
-        for i in 0..self.slab.len() {
-            match self.slab[i] {
-                Slot::Down(_) => self.kill_down(i),
-                Slot::Up(_) => self.close_up(i),
-                _ => {}
-            }
-        }
+        flow::close_all(self);
         let until = ringlog::clock::mono_ns() + 1_000_000_000;
         while self.slab.iter().any(|s| !matches!(s, Slot::Free))
             && ringlog::clock::mono_ns() < until

@@ -6,7 +6,7 @@ use ringlog::Reason;
 use ringlog::record::Flags;
 
 use super::*;
-use crate::proxy::{Finished, IdGen};
+use crate::proxy::{Finished, IdGen, UpOp};
 use crate::snapshot::Snapshot;
 
 const CFG: &str = r#"
@@ -33,6 +33,7 @@ struct H {
     /// `fresh` of every connect asked for.
     fresh: Vec<bool>,
     releases: Vec<bool>,
+    shutdowns: usize,
     closed: bool,
     reset: bool,
     now: u64,
@@ -64,6 +65,7 @@ impl H {
             connects: 0,
             fresh: Vec::new(),
             releases: Vec::new(),
+            shutdowns: 0,
             closed: false,
             reset: false,
             now: 1000,
@@ -86,9 +88,16 @@ impl H {
         for c in &out.to_down {
             self.down.extend_from_slice(c.bytes(input));
         }
-        self.connects += usize::from(out.connect.is_some());
-        self.fresh.extend(out.connect.map(|c| c.fresh));
-        self.releases.extend(out.release_up);
+        for op in &out.up {
+            match op {
+                UpOp::Connect(c) => {
+                    self.connects += 1;
+                    self.fresh.push(c.fresh);
+                }
+                UpOp::Release { reuse } => self.releases.push(*reuse),
+                UpOp::Shutdown => self.shutdowns += 1,
+            }
+        }
         self.closed |= out.close_down;
         self.reset |= out.reset_down;
         self.records.append(&mut out.records);
@@ -389,7 +398,7 @@ fn upgrade_becomes_a_tunnel_with_half_close() {
     let mut shut = false;
     h.run(b"", |s, cx, out| {
         s.on_down_eof(cx, out);
-        shut = out.shutdown_up;
+        shut = out.up.contains(&UpOp::Shutdown);
     });
     assert!(shut);
     assert!(h.records.is_empty());

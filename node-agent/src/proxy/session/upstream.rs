@@ -10,7 +10,7 @@ use super::{Exchange, Framed, ReqBody, Resp, Session};
 use crate::http1::Reject;
 use crate::http1::chunked::Decoder;
 use crate::http1::response::{self, Body, Persist};
-use crate::proxy::{Chunk, Connect, Cx, Finished, Out};
+use crate::proxy::{Chunk, Connect, Cx, Finished, Out, UpOp};
 
 impl Session {
     /// The upstream connection is ready: connected, or taken from the pool
@@ -44,9 +44,9 @@ impl Session {
         let (Some(c), Some(bytes)) = (ex.connect, ex.replay.take()) else {
             return false;
         };
-        out.release_up = Some(false);
+        out.release(false);
         out.to_up.push(Chunk::Owned(bytes));
-        out.connect = Some(Connect { fresh: true, ..c });
+        out.up.push(UpOp::Connect(Connect { fresh: true, ..c }));
         ex.reused = false;
         ex.up_ready = false;
         ex.up_eof = false;
@@ -62,7 +62,7 @@ impl Session {
         let Some(mut ex) = self.ex.take() else {
             return;
         };
-        out.release_up = Some(false);
+        out.release(false);
         if timeout {
             ex.record.flags.0 |= Flags::TIMEOUT;
         }
@@ -86,7 +86,7 @@ impl Session {
     pub fn on_up_data(&mut self, cx: &mut Cx<'_>, data: &[u8], out: &mut Out) {
         let Some(ex) = &mut self.ex else {
             // Bytes nobody asked for: the connection cannot be reused.
-            out.release_up = Some(false);
+            out.release(false);
             return;
         };
         if ex.marks.first_byte == 0 {
@@ -119,7 +119,7 @@ impl Session {
         while pos < buf.len() {
             let Some(ex) = &mut self.ex else {
                 // A finished exchange with bytes left over: do not reuse.
-                out.release_up = Some(false);
+                out.release(false);
                 return buf.len();
             };
             match &mut ex.resp {
@@ -274,7 +274,7 @@ impl Session {
         };
         let body_sent = matches!(ex.req, ReqBody::Done);
         let reusable = body_sent && !leftover && !ex.up_close && !ex.up_eof;
-        out.release_up = Some(reusable);
+        out.release(reusable);
         // An early response before the whole request body: the rest of the
         // body cannot be skipped safely, so the downstream closes.
         ex.close_after |= !body_sent;
@@ -303,7 +303,7 @@ impl Session {
         let Some(mut ex) = self.ex.take() else {
             return;
         };
-        out.release_up = Some(false);
+        out.release(false);
         ex.close_after = true;
         if ex.down_started {
             ex.record.reason = reason;
@@ -348,7 +348,7 @@ impl Session {
 
     fn tunnel_done(&mut self, now: u64, out: &mut Out) {
         if let Some(mut ex) = self.ex.take() {
-            out.release_up = Some(false);
+            out.release(false);
             ex.close_after = true;
             self.finish(ex, now, out);
         }
@@ -367,7 +367,7 @@ impl Session {
         };
         ex.down_eof = true;
         if ex.tunnel {
-            out.shutdown_up = true;
+            out.up.push(UpOp::Shutdown);
             if ex.up_eof {
                 self.tunnel_done(cx.now, out);
             }
@@ -384,7 +384,7 @@ impl Session {
     /// The downstream went away mid-request: close the upstream, record.
     fn abort_down(&mut self, now: u64, out: &mut Out) {
         if let Some(mut ex) = self.ex.take() {
-            out.release_up = Some(false);
+            out.release(false);
             ex.record.reason = Reason::DownstreamReset;
             ex.record.flags.0 |= Flags::RESET;
             ex.close_after = true;
@@ -460,7 +460,7 @@ impl Session {
     fn write_timeout(&mut self, now: u64, out: &mut Out) {
         let reason = Reason::WriteTimeout;
         if let Some(mut ex) = self.ex.take() {
-            out.release_up = Some(false);
+            out.release(false);
             ex.record.reason = reason;
             ex.record.flags.0 |= Flags::TIMEOUT | Flags::ERROR;
             ex.close_after = true;

@@ -1,0 +1,422 @@
+//! The decisions both drivers share, written once: how a session's
+//! actions are carried out (and in what order), when an upstream goes back
+//! to the pool, the half-close rule of tunnels, what a closing connection
+//! takes with it, timer firing, drain and shutdown. A driver implements
+//! [`Driver`]: the primitives that touch its sockets (queue bytes, open or
+//! close a socket, read a few facts), and nothing that decides.
+
+use std::collections::BinaryHeap;
+
+use super::{Core, PoolPut};
+use crate::metrics::Driver as Counter;
+use crate::proxy::{Chunk, Connect, Cx, Out, Session, UpOp};
+
+/// What the core needs to know about an upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpFacts {
+    /// Endpoint address (the pool key).
+    pub addr: std::net::SocketAddr,
+    /// How long it may sit idle in the pool, ns.
+    pub idle_ns: u64,
+    /// Connected (or taken from the pool).
+    pub connected: bool,
+    /// Nothing queued to send, nothing received and unread, no EOF, no
+    /// error: fit for the pool.
+    pub clean: bool,
+    /// Its write side is shut (or is to be).
+    pub shut_wr: bool,
+    /// The upstream closed its side.
+    pub eof: bool,
+    /// Bytes still wait to be sent to it.
+    pub tx_pending: bool,
+}
+
+/// A downstream connection's timer state, borrowed from the driver.
+#[derive(Debug)]
+pub struct TimerSlot<'a> {
+    /// Its session.
+    pub session: &'a mut Session,
+    /// Connection serial (tells a reused slot from its predecessor).
+    pub serial: u64,
+    /// The deadline in the core's timer heap for it, if any.
+    pub armed: &'a mut Option<u64>,
+}
+
+/// The I/O primitives of a driver. Slots are indices into the driver's
+/// connection table: a downstream `i` owns at most one upstream `j`.
+pub trait Driver {
+    /// Where the input of a session call lives (chunks may refer to it).
+    type Src<'a>: Copy;
+
+    /// The source of a call without input.
+    fn no_src<'a>() -> Self::Src<'a>;
+    /// The shared per-worker state.
+    fn core(&mut self) -> &mut Core;
+    /// Runs `f` on down `i`'s session through [`Core::call`], filling
+    /// `out`; false if `i` is not a live downstream connection.
+    fn call(
+        &mut self,
+        i: usize,
+        out: &mut Out,
+        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+    ) -> bool;
+    /// Down `i`'s session (None if `i` is not a live downstream).
+    fn session(&mut self, i: usize) -> Option<&mut Session>;
+    /// Down `i`'s timer state.
+    fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>>;
+    /// Whether down `i` still waits to send (`.0`) and its upstream still
+    /// waits to send (`.1`); None if `i` is not a live downstream.
+    fn backlog(&self, i: usize) -> Option<(bool, bool)>;
+    /// Nothing in flight on down `i`: closable while draining.
+    fn down_idle(&self, i: usize) -> bool;
+    /// The upstream attached to down `i`.
+    fn up_of(&self, i: usize) -> Option<usize>;
+    /// Attaches (or detaches) an upstream to down `i`.
+    fn set_up_of(&mut self, i: usize, j: Option<usize>);
+    /// The downstream upstream `j` serves.
+    fn owner_of(&self, j: usize) -> Option<usize>;
+    /// Sets the downstream upstream `j` serves.
+    fn set_owner(&mut self, j: usize, owner: Option<usize>);
+    /// Facts about upstream `j` (None if `j` is not a live upstream).
+    fn up_facts(&self, j: usize) -> Option<UpFacts>;
+    /// Queues (or sends) `chunks` to down `i`.
+    fn send_down(&mut self, i: usize, chunks: &mut Vec<Chunk>, src: Self::Src<'_>);
+    /// Queues (or sends) `chunks` to upstream `j`.
+    fn send_up(&mut self, j: usize, chunks: &mut Vec<Chunk>, src: Self::Src<'_>);
+    /// Marks down `i` to shut its write side (`shut_wr`) and/or close once
+    /// its queue drains.
+    fn mark_down(&mut self, i: usize, shut_wr: bool, close: bool);
+    /// Down `i` was marked to close once drained.
+    fn down_marked_close(&self, i: usize) -> bool;
+    /// Shuts down `i`'s write side now if it was marked to (queue empty).
+    fn shut_down_now(&mut self, i: usize);
+    /// Marks upstream `j` to shut its write side once its queue drains.
+    fn mark_up_shut(&mut self, j: usize);
+    /// Makes closing down `i` send a RST and drop unsent bytes.
+    fn abort_on_close(&mut self, i: usize);
+    /// Opens a new upstream socket toward `c.addr` for down `i` and starts
+    /// connecting; attaches it. False if the socket could not be made.
+    fn open_up(&mut self, i: usize, c: &Connect) -> bool;
+    /// Closes down `i`'s socket and frees its slot (once the kernel is done
+    /// with it); returns its listener index, None if it was not live.
+    fn drop_down(&mut self, i: usize) -> Option<usize>;
+    /// Closes upstream `j`'s socket; true if it was live.
+    fn drop_up(&mut self, j: usize) -> bool;
+    /// Upstream `j` is closed once its queued bytes are sent.
+    fn close_up_when_flushed(&mut self, j: usize);
+    /// Schedules slot `i` to be pumped before the next wait.
+    fn wake(&mut self, i: usize);
+    /// Timer entry `(serial, t)` is the one armed for down `i`: disarm it
+    /// and return true.
+    fn take_due(&mut self, i: usize, serial: u64, t: u64) -> bool;
+    /// Timer entry `(serial, t)` is still armed for down `i`.
+    fn timer_live(&self, i: usize, serial: u64, t: u64) -> bool;
+    /// Every live downstream slot.
+    fn downs(&self) -> Vec<usize>;
+    /// Every live upstream slot.
+    fn ups(&self) -> Vec<usize>;
+    /// Re-arms the listeners an accept error paused.
+    fn resume_accepts(&mut self);
+    /// Stops accepting (drain began): the listeners close.
+    fn stop_accepting(&mut self);
+}
+
+/// The end of a loop turn: the drain sequence (stop accepting, close idle
+/// connections, finish when nothing is left or the drain timeout passed)
+/// and the gauges. True when the worker is done.
+pub fn end_turn<D: Driver>(d: &mut D) -> bool {
+    if let Some(began) = d.core().drain_state() {
+        if began {
+            d.stop_accepting();
+        }
+        close_idle(d);
+        if d.core().drained() {
+            return true;
+        }
+    }
+    d.core().publish_gauges();
+    false
+}
+
+/// Runs `f` on down `i`'s session without input, then carries out what it
+/// asked for.
+pub fn with_session<D: Driver>(
+    d: &mut D,
+    i: usize,
+    f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+) {
+    let mut out = d.core().take_out();
+    if d.call(i, &mut out, f) {
+        apply(d, i, &mut out, D::no_src());
+    }
+    d.core().put_out(out);
+}
+
+/// Carries out a session's actions for down `i` (input chunks refer to
+/// `src`), in this order: the downstream bytes and flags, the records, the
+/// upstream operations in the order the session produced them, then the
+/// upstream bytes to the upstream attached after them.
+pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
+    if !out.to_down.is_empty() {
+        d.send_down(i, &mut out.to_down, src);
+    }
+    d.mark_down(i, out.shutdown_down, out.close_down);
+    d.core().record_all(out);
+    if out.reset_down {
+        // A client that stopped reading: close now, queue and all.
+        out.to_up.clear();
+        out.up.clear();
+        d.abort_on_close(i);
+        close_down(d, i);
+        return;
+    }
+    // The downstream bytes went first: a connect that fails at once
+    // answers 503, and that answer must follow what was already queued.
+    for k in 0..out.up.len() {
+        match out.up[k] {
+            UpOp::Release { reuse } => {
+                if let Some(j) = d.up_of(i) {
+                    d.set_up_of(i, None);
+                    release_up(d, j, reuse);
+                }
+            }
+            UpOp::Shutdown => {
+                if let Some(j) = d.up_of(i) {
+                    d.mark_up_shut(j);
+                    d.wake(j);
+                }
+            }
+            UpOp::Connect(c) => {
+                if !attach_up(d, i, &c) {
+                    // The exchange these bytes belong to was just answered
+                    // 503; the next one (if any) sent its own bytes.
+                    out.to_up.clear();
+                }
+            }
+        }
+    }
+    out.up.clear();
+    if let Some(j) = d.up_of(i) {
+        if !out.to_up.is_empty() {
+            d.send_up(j, &mut out.to_up, src);
+        }
+        d.wake(j);
+    }
+    out.to_up.clear();
+    d.wake(i);
+}
+
+/// Gives down `i` an upstream for `c`: the most recently pooled one for its
+/// address, or a new connection. False if connecting failed at once (the
+/// session was told, and answered).
+fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
+    if let Some(j) = d.core().pool_take(c)
+        && d.up_facts(j).is_some()
+    {
+        d.set_owner(j, Some(i));
+        d.set_up_of(i, Some(j));
+        let now = d.core().now;
+        if let Some(s) = d.session(i) {
+            s.on_up_ready(now, true);
+        }
+        return true;
+    }
+    if d.open_up(i, c) {
+        d.core().ups += 1;
+        return true;
+    }
+    d.core().stats().driver(Counter::ConnectErrors, 1);
+    with_session(d, i, |s, cx, out| s.on_up_failed(cx, false, out));
+    false
+}
+
+/// Detaches upstream `j`: pooled if reusable and clean, closed after its
+/// queue drains if bytes still wait (a reusable one, or a tunnel upstream
+/// whose FIN came first: what the client sent after it must still
+/// arrive), else closed now.
+pub fn release_up<D: Driver>(d: &mut D, j: usize, reuse: bool) {
+    d.set_owner(j, None);
+    let Some(f) = d.up_facts(j) else {
+        return;
+    };
+    if reuse && f.connected && f.clean && !f.shut_wr {
+        if let PoolPut::Evicted(old) = d.core().pool_put(f.addr, j, f.idle_ns) {
+            close_up(d, old);
+        }
+        return;
+    }
+    if (reuse || f.eof) && f.tx_pending {
+        d.close_up_when_flushed(j);
+        return;
+    }
+    close_up(d, j);
+}
+
+/// Closes upstream `j`: out of the pool, detached from its downstream.
+pub fn close_up<D: Driver>(d: &mut D, j: usize) {
+    let Some(f) = d.up_facts(j) else {
+        return;
+    };
+    d.core().pool_forget(f.addr, j);
+    if let Some(o) = d.owner_of(j)
+        && d.up_of(o) == Some(j)
+    {
+        d.set_up_of(o, None);
+    }
+    if d.drop_up(j) {
+        let core = d.core();
+        core.ups = core.ups.saturating_sub(1);
+    }
+}
+
+/// Closes down `i` and the upstream it holds.
+pub fn close_down<D: Driver>(d: &mut D, i: usize) {
+    if let Some(j) = d.up_of(i) {
+        d.set_up_of(i, None);
+        close_up(d, j);
+    }
+    if let Some(listener) = d.drop_down(i) {
+        d.core().down_closed(listener);
+    }
+}
+
+/// The downstream failed or is torn down: abort its session (its records
+/// are written) and close it.
+pub fn kill_down<D: Driver>(d: &mut D, i: usize) {
+    let mut out = d.core().take_out();
+    let now = d.core().now;
+    if let Some(s) = d.session(i) {
+        s.on_down_closed(now, &mut out);
+    }
+    d.core().record_all(&mut out);
+    d.core().put_out(out);
+    close_down(d, i);
+}
+
+/// Down `i`'s send queue is empty: its finished exchanges get their write
+/// phase and are recorded; a connection marked to close is closed, a
+/// marked write side is shut. False once `i` is closed.
+pub fn down_flushed<D: Driver>(d: &mut D, i: usize) -> bool {
+    let mut out = d.core().take_out();
+    let now = d.core().now;
+    let closed = match d.session(i) {
+        Some(s) => {
+            s.on_down_flushed(now, &mut out);
+            s.is_closed()
+        }
+        None => return false,
+    };
+    d.core().record_all(&mut out);
+    d.core().put_out(out);
+    if closed || d.down_marked_close(i) {
+        close_down(d, i);
+        return false;
+    }
+    d.shut_down_now(i);
+    true
+}
+
+/// Upstream `j` of down `o` reached its end (`reset`: with an error). A
+/// tunnel's upstream that closed cleanly stays open for what the client
+/// still sends (the session releases it when both sides are done); any
+/// other is closed now. Then the session hears of it.
+pub fn up_eof<D: Driver>(d: &mut D, j: usize, o: usize, reset: bool) {
+    let half = !reset && d.session(o).is_some_and(|s| s.is_tunnel());
+    if !half {
+        close_up(d, j);
+    }
+    with_session(d, o, |s, cx, out| s.on_up_eof(cx, reset, out));
+}
+
+/// An idle pooled upstream became readable: bytes no request asked for, or
+/// its close. Either way it is done.
+pub fn idle_up_event<D: Driver>(d: &mut D, j: usize) {
+    close_up(d, j);
+}
+
+/// Tells down `i`'s session what its queues hold, then keeps the timer
+/// heap in step with its deadline.
+pub fn arm<D: Driver>(d: &mut D, i: usize) {
+    let Some((down_waits, up_waits)) = d.backlog(i) else {
+        return;
+    };
+    let now = d.core().now;
+    let Some(t) = d.timer_slot(i) else {
+        return;
+    };
+    t.session.set_backlog(now, down_waits, up_waits);
+    let deadline = t.session.deadline();
+    let (serial, mut armed) = (t.serial, *t.armed);
+    d.core().arm(i, serial, &mut armed, deadline);
+    if let Some(t) = d.timer_slot(i) {
+        *t.armed = armed;
+    }
+}
+
+/// Fires the due timers, closes pooled connections idle too long, keeps the
+/// timer heap small, and resumes a paused accept when it is time.
+pub fn fire_timers<D: Driver>(d: &mut D) {
+    while let Some((i, serial, t)) = d.core().pop_due() {
+        if d.take_due(i, serial, t) {
+            with_session(d, i, |s, cx, out| s.on_timer(cx, out));
+        }
+    }
+    for j in d.core().pool_expired() {
+        close_up(d, j);
+    }
+    if d.core().timers_overgrown() {
+        let heap = d.core().take_timers();
+        let kept: BinaryHeap<_> = heap
+            .into_iter()
+            .filter(|std::cmp::Reverse((t, i, serial))| d.timer_live(*i, *serial, *t))
+            .collect();
+        d.core().put_timers(kept);
+    }
+    if d.core().accept_resume_due() {
+        d.resume_accepts();
+    }
+}
+
+/// While draining: closes the downstream connections with nothing in
+/// flight.
+pub fn close_idle<D: Driver>(d: &mut D) {
+    for i in d.downs() {
+        if d.session(i).is_some_and(|s| s.is_idle()) && d.down_idle(i) {
+            kill_down(d, i);
+        }
+    }
+}
+
+/// At exit: aborts every downstream and closes every upstream.
+pub fn close_all<D: Driver>(d: &mut D) {
+    for i in d.downs() {
+        kill_down(d, i);
+    }
+    for j in d.ups() {
+        close_up(d, j);
+    }
+}
+
+/// Upstream `j`'s connect completed: its downstream's exchange goes on.
+pub fn connected<D: Driver>(d: &mut D, j: usize) {
+    let Some(o) = d.owner_of(j) else {
+        return;
+    };
+    let now = d.core().now;
+    if let Some(s) = d.session(o) {
+        s.on_up_ready(now, false);
+    }
+    d.wake(o);
+    d.wake(j);
+}
+
+/// Upstream `j`'s connect failed (`timeout`: its connect timeout fired):
+/// it is closed and its downstream's session answers.
+pub fn connect_failed<D: Driver>(d: &mut D, j: usize, timeout: bool) {
+    let owner = d.owner_of(j);
+    d.core().stats().driver(Counter::ConnectErrors, 1);
+    close_up(d, j);
+    if let Some(o) = owner {
+        with_session(d, o, |s, cx, out| s.on_up_failed(cx, timeout, out));
+    }
+}

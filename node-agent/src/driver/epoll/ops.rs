@@ -1,0 +1,256 @@
+//! The epoll driver's primitives for the shared decisions in
+//! [`crate::driver::core::flow`]: reading a few facts off its slots and
+//! turning "send", "open", "close" into socket calls. Nothing here decides.
+
+use std::io;
+use std::net::Shutdown;
+
+use super::{Slot, Worker};
+use crate::driver::core::Core;
+use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
+use crate::driver::send_chunks;
+use crate::metrics::Driver as Counter;
+use crate::proxy::{Chunk, Connect, Cx, Out, Session};
+
+impl Driver for Worker {
+    type Src<'a> = &'a [u8];
+
+    fn no_src<'a>() -> &'a [u8] {
+        &[]
+    }
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn call(
+        &mut self,
+        i: usize,
+        out: &mut Out,
+        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+    ) -> bool {
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            return false;
+        };
+        self.core.call(&mut d.session, out, f);
+        true
+    }
+
+    fn session(&mut self, i: usize) -> Option<&mut Session> {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => Some(&mut d.session),
+            _ => None,
+        }
+    }
+
+    fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>> {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => Some(TimerSlot {
+                session: &mut d.session,
+                serial: d.serial,
+                armed: &mut d.armed,
+            }),
+            _ => None,
+        }
+    }
+
+    fn backlog(&self, i: usize) -> Option<(bool, bool)> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) => Some((d.owes_bytes(), !self.up_queue_empty(d.up))),
+            _ => None,
+        }
+    }
+
+    fn down_idle(&self, i: usize) -> bool {
+        matches!(self.slab.get(i), Some(Slot::Down(d)) if d.q.is_empty())
+    }
+
+    fn up_of(&self, i: usize) -> Option<usize> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.up,
+            _ => None,
+        }
+    }
+
+    fn set_up_of(&mut self, i: usize, j: Option<usize>) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.up = j;
+        }
+    }
+
+    fn owner_of(&self, j: usize) -> Option<usize> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) => u.owner,
+            _ => None,
+        }
+    }
+
+    fn set_owner(&mut self, j: usize, owner: Option<usize>) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.owner = owner;
+        }
+    }
+
+    fn up_facts(&self, j: usize) -> Option<UpFacts> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) => Some(UpFacts {
+                addr: u.addr,
+                idle_ns: u.idle_ns,
+                connected: u.connected,
+                clean: u.q.is_empty() && !u.eof,
+                shut_wr: u.shut_wr,
+                eof: u.eof,
+                tx_pending: !u.q.is_empty(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn send_down(&mut self, i: usize, chunks: &mut Vec<Chunk>, src: &[u8]) {
+        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
+            chunks.clear();
+            return;
+        };
+        let w: Option<&mut dyn io::Write> = d.writable.then_some(&mut d.sock);
+        match send_chunks(w, &mut d.q, chunks, src) {
+            Ok(sent) => {
+                if sent.blocked {
+                    d.writable = false;
+                }
+                let st = self.core.stats();
+                st.driver(Counter::QueuedBytes, sent.queued as u64);
+                st.driver(Counter::ShortSends, u64::from(sent.short));
+            }
+            Err(_) => d.close = true,
+        }
+        self.sync_interest(i);
+    }
+
+    fn send_up(&mut self, j: usize, chunks: &mut Vec<Chunk>, src: &[u8]) {
+        let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
+            chunks.clear();
+            return;
+        };
+        let w: Option<&mut dyn io::Write> = (u.connected && u.writable).then_some(&mut u.sock);
+        match send_chunks(w, &mut u.q, chunks, src) {
+            Ok(sent) => {
+                if sent.blocked {
+                    u.writable = false;
+                }
+                let st = self.core.stats();
+                st.driver(Counter::QueuedBytes, sent.queued as u64);
+                st.driver(Counter::ShortSends, u64::from(sent.short));
+            }
+            // Reported as the upstream's failure on its next read.
+            Err(_) => u.readable = true,
+        }
+        self.sync_interest(j);
+    }
+
+    fn mark_down(&mut self, i: usize, shut_wr: bool, close: bool) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.shut_wr |= shut_wr;
+            d.close |= close;
+        }
+    }
+
+    fn down_marked_close(&self, i: usize) -> bool {
+        matches!(self.slab.get(i), Some(Slot::Down(d)) if d.close)
+    }
+
+    fn shut_down_now(&mut self, i: usize) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && d.shut_wr
+        {
+            let _ = d.sock.shutdown(Shutdown::Write);
+        }
+    }
+
+    fn mark_up_shut(&mut self, j: usize) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.shut_wr = true;
+        }
+    }
+
+    fn abort_on_close(&mut self, i: usize) {
+        if let Some(Slot::Down(d)) = self.slab.get(i) {
+            crate::driver::abort_on_close(&d.sock);
+        }
+    }
+
+    fn open_up(&mut self, i: usize, c: &Connect) -> bool {
+        self.open_upstream(i, c)
+    }
+
+    fn drop_down(&mut self, i: usize) -> Option<usize> {
+        match self
+            .slab
+            .get_mut(i)
+            .map(|s| std::mem::replace(s, Slot::Free))
+        {
+            Some(Slot::Down(mut d)) => {
+                let _ = self.poll.registry().deregister(&mut d.sock);
+                self.slab.release(i);
+                Some(d.session.listener())
+            }
+            Some(other) => {
+                self.slab[i] = other;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn drop_up(&mut self, j: usize) -> bool {
+        self.drop_upstream(j)
+    }
+
+    fn close_up_when_flushed(&mut self, j: usize) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.close_when_flushed = true;
+        }
+    }
+
+    fn wake(&mut self, i: usize) {
+        self.core.todo.push(i);
+    }
+
+    fn take_due(&mut self, i: usize, serial: u64, t: u64) -> bool {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) => {
+                d.armed = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn timer_live(&self, i: usize, serial: u64, t: u64) -> bool {
+        matches!(self.slab.get(i), Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t))
+    }
+
+    fn downs(&self) -> Vec<usize> {
+        (0..self.slab.len())
+            .filter(|&i| matches!(self.slab[i], Slot::Down(_)))
+            .collect()
+    }
+
+    fn ups(&self) -> Vec<usize> {
+        (0..self.slab.len())
+            .filter(|&i| matches!(self.slab[i], Slot::Up(_)))
+            .collect()
+    }
+
+    fn stop_accepting(&mut self) {
+        Worker::stop_accepting(self);
+    }
+
+    fn resume_accepts(&mut self) {
+        let listeners: Vec<usize> = (0..self.slab.len())
+            .filter(|&i| matches!(self.slab[i], Slot::Listener(..)))
+            .collect();
+        for li in listeners {
+            self.accept(li);
+        }
+    }
+}

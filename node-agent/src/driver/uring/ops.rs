@@ -1,0 +1,277 @@
+//! The io_uring driver's primitives for the shared decisions in
+//! [`crate::driver::core::flow`]: reading a few facts off its slots and
+//! turning "send", "open", "close" into queued operations. Nothing here
+//! decides.
+
+use super::conns::{Src, queue};
+use super::*;
+use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
+
+impl Driver for Worker {
+    type Src<'a> = Src<'a>;
+
+    fn no_src<'a>() -> Src<'a> {
+        Src::None
+    }
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn call(
+        &mut self,
+        i: usize,
+        out: &mut Out,
+        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+    ) -> bool {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) if !d.io.closing => {
+                self.core.call(&mut d.session, out, f);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn session(&mut self, i: usize) -> Option<&mut Session> {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) if !d.io.closing => Some(&mut d.session),
+            _ => None,
+        }
+    }
+
+    fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>> {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) if !d.io.closing => Some(TimerSlot {
+                session: &mut d.session,
+                serial: d.serial,
+                armed: &mut d.armed,
+            }),
+            _ => None,
+        }
+    }
+
+    fn backlog(&self, i: usize) -> Option<(bool, bool)> {
+        let Some(Slot::Down(d)) = self.slab.get(i) else {
+            return None;
+        };
+        let up_waits = match d.up.and_then(|j| self.slab.get(j)) {
+            Some(Slot::Up(u)) => !u.io.tx_idle(),
+            _ => false,
+        };
+        Some((!d.io.tx_idle(), up_waits))
+    }
+
+    fn down_idle(&self, i: usize) -> bool {
+        matches!(self.slab.get(i), Some(Slot::Down(d)) if !d.io.closing && d.io.tx_idle())
+    }
+
+    fn up_of(&self, i: usize) -> Option<usize> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.up,
+            _ => None,
+        }
+    }
+
+    fn set_up_of(&mut self, i: usize, j: Option<usize>) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.up = j;
+        }
+    }
+
+    fn owner_of(&self, j: usize) -> Option<usize> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) => u.owner,
+            _ => None,
+        }
+    }
+
+    fn set_owner(&mut self, j: usize, owner: Option<usize>) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.owner = owner;
+        }
+    }
+
+    fn up_facts(&self, j: usize) -> Option<UpFacts> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) if !u.io.closing => Some(UpFacts {
+                addr: u.addr,
+                idle_ns: u.idle_ns,
+                connected: u.connected,
+                clean: u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err,
+                shut_wr: u.io.shut_wr,
+                eof: u.io.eof,
+                tx_pending: !u.io.tx_idle(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn send_down(&mut self, i: usize, chunks: &mut Vec<Chunk>, src: Src<'_>) {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => queue(&mut d.io, &mut self.bufs, chunks, src),
+            _ => chunks.clear(),
+        }
+    }
+
+    fn send_up(&mut self, j: usize, chunks: &mut Vec<Chunk>, src: Src<'_>) {
+        match self.slab.get_mut(j) {
+            Some(Slot::Up(u)) => queue(&mut u.io, &mut self.bufs, chunks, src),
+            _ => chunks.clear(),
+        }
+    }
+
+    fn mark_down(&mut self, i: usize, shut_wr: bool, close: bool) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.io.shut_wr |= shut_wr;
+            d.close |= close;
+        }
+    }
+
+    fn down_marked_close(&self, i: usize) -> bool {
+        matches!(self.slab.get(i), Some(Slot::Down(d)) if d.close)
+    }
+
+    fn shut_down_now(&mut self, i: usize) {
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i)
+            && std::mem::take(&mut d.io.shut_wr)
+        {
+            let _ = d.io.sock.shutdown(Shutdown::Write);
+        }
+    }
+
+    fn mark_up_shut(&mut self, j: usize) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.io.shut_wr = true;
+        }
+    }
+
+    fn abort_on_close(&mut self, i: usize) {
+        if let Some(Slot::Down(d)) = self.slab.get(i) {
+            crate::driver::abort_on_close(&d.io.sock);
+        }
+    }
+
+    fn open_up(&mut self, i: usize, c: &Connect) -> bool {
+        self.open_upstream(i, c)
+    }
+
+    fn drop_down(&mut self, i: usize) -> Option<usize> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) if !d.io.closing => {
+                let listener = d.session.listener();
+                self.begin_close(i, false);
+                Some(listener)
+            }
+            _ => None,
+        }
+    }
+
+    fn drop_up(&mut self, j: usize) -> bool {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) if !u.io.closing => {
+                let connecting = u.connecting;
+                self.begin_close(j, connecting);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn close_up_when_flushed(&mut self, j: usize) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.close_when_flushed = true;
+        }
+    }
+
+    fn wake(&mut self, i: usize) {
+        self.core.todo.push(i);
+    }
+
+    fn take_due(&mut self, i: usize, serial: u64, t: u64) -> bool {
+        match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) && !d.io.closing => {
+                d.armed = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn timer_live(&self, i: usize, serial: u64, t: u64) -> bool {
+        matches!(self.slab.get(i),
+            Some(Slot::Down(d)) if d.serial == serial && d.armed == Some(t) && !d.io.closing)
+    }
+
+    fn downs(&self) -> Vec<usize> {
+        (0..self.slab.len())
+            .filter(|&i| matches!(&self.slab[i], Slot::Down(d) if !d.io.closing))
+            .collect()
+    }
+
+    fn ups(&self) -> Vec<usize> {
+        (0..self.slab.len())
+            .filter(|&i| matches!(&self.slab[i], Slot::Up(u) if !u.io.closing))
+            .collect()
+    }
+
+    fn stop_accepting(&mut self) {
+        Worker::stop_accepting(self);
+    }
+
+    fn resume_accepts(&mut self) {
+        Worker::resume_accepts(self);
+    }
+}
+
+impl Worker {
+    /// Opens a new upstream socket toward `c.addr` for down `i`: a connect
+    /// with a linked timeout, submitted together. False if the socket
+    /// could not be made.
+    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect) -> bool {
+        let Ok(sock) = crate::driver::upstream_socket(c.addr, self.core.shared.upstream_mark)
+        else {
+            return false;
+        };
+        let j = self.alloc();
+        let mut io = Io::new(sock);
+        io.addr = Some(socket2::SockAddr::from(c.addr));
+        io.ts = Timespec::from(Duration::from_nanos(c.timeout_ns));
+        io.inflight = 2;
+        let up = Box::new(Up {
+            io,
+            owner: Some(i),
+            addr: c.addr,
+            connected: false,
+            connecting: true,
+            close_when_flushed: false,
+            idle_ns: c.idle_ns,
+        });
+        let fd = Fd(up.io.sock.as_raw_fd());
+        // The sockaddr and timespec live in the boxed slot, which is freed
+        // only when both operations have completed.
+        let Some((addr_ptr, addr_len)) = up.io.addr.as_ref().map(|a| (a.as_ptr(), a.len())) else {
+            self.slab.release(j);
+            return false;
+        };
+        let connect = opcode::Connect::new(fd, addr_ptr.cast(), addr_len)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(ud(j, OP_CONNECT));
+        let timeout = opcode::LinkTimeout::new(&raw const up.io.ts)
+            .build()
+            .user_data(ud(j, OP_LINK_TIMEOUT));
+        self.slab[j] = Slot::Up(up);
+        self.push_linked(&connect, &timeout);
+        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+            d.up = Some(j);
+        }
+        true
+    }
+
+    /// Fires due timers (the shared rules), then pumps what they woke.
+    pub(super) fn fire_timers(&mut self) {
+        flow::fire_timers(self);
+        self.run_todo();
+    }
+}
