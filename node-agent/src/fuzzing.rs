@@ -71,3 +71,152 @@ pub fn chunked_body(data: &[u8]) -> Option<usize> {
     }
     r1.ok().filter(|_| whole.done())
 }
+
+/// One request as a parser framed it: method, target and body payload.
+type Framed = (String, String, Vec<u8>);
+
+/// Frames `data` as consecutive requests with the agent's parser and
+/// chunked decoder: every complete, valid request until the first invalid
+/// or incomplete one. The reference for [`session_stream`].
+fn frame_all(data: &[u8]) -> Vec<Framed> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    let limits = Limits {
+        max_head: usize::MAX / 2,
+        max_request_line: usize::MAX / 2,
+        max_headers: 1000,
+    };
+    loop {
+        let mut slots = request::header_slots();
+        let Ok(Some(head)) = request::parse(rest, &limits, &mut slots) else {
+            return out;
+        };
+        let (method, target) = (head.method.to_string(), head.target.to_string());
+        let body_start = &rest[head.len..];
+        let (payload, used) = match head.body {
+            request::Body::None => (Vec::new(), 0),
+            request::Body::Length(n) => {
+                let Some(b) = usize::try_from(n).ok().and_then(|n| body_start.get(..n)) else {
+                    return out;
+                };
+                (b.to_vec(), b.len())
+            }
+            request::Body::Chunked => {
+                let mut d = chunked::Decoder::new();
+                let mut payload = Vec::new();
+                let Ok(n) = d.feed_with(body_start, |r| {
+                    payload.extend_from_slice(body_start.get(r).unwrap_or_default());
+                }) else {
+                    return out;
+                };
+                if !d.done() {
+                    return out;
+                }
+                (payload, n)
+            }
+        };
+        out.push((method, target, payload));
+        rest = &body_start[used..];
+        if head.tunnel {
+            return out; // what follows is tunnel bytes, not requests
+        }
+    }
+}
+
+/// The differential check: `data` goes through a real [`Session`] as a
+/// client's byte stream (in two reads, split where the first byte says),
+/// an upstream answers every request it receives with an empty 200, and
+/// what the upstream received is framed again. It must be exactly the
+/// client's own requests, in order (same methods, targets and body
+/// payloads), or a prefix of them where the session answered one itself:
+/// never a request the client did not send. Returns how many went
+/// upstream.
+///
+/// [`Session`]: crate::proxy::Session
+pub fn session_stream(data: &[u8]) -> usize {
+    use crate::config::schema::Protocol;
+    use crate::proxy::{IdGen, Session, SessionLimits};
+
+    const CFG: &str = "version: 1\nlisteners:\n  - { name: l, bind: \"127.0.0.1:1\", protocol: http, default_route: r }\nclusters:\n  - { name: c, endpoints: [ { addr: \"127.0.0.1:9\" } ] }\nroutes:\n  - { name: r, to: [ { cluster: c } ] }\n";
+    let Ok(cfg) = crate::config::parse(CFG, false) else {
+        return 0;
+    };
+    let mut id = 0;
+    let Ok(snap) = crate::snapshot::Snapshot::build(cfg, 1, |_, _| {
+        id += 1;
+        Ok(id)
+    }) else {
+        return 0;
+    };
+    let client = std::net::Ipv4Addr::new(10, 0, 0, 1).into();
+    let mut d = Drive {
+        s: Session::new(0, 0, Protocol::Http, client, None, SessionLimits::default()),
+        rr: Vec::new(),
+        ids: IdGen::new(0, 1),
+        now: 1,
+        upstream: Vec::new(),
+    };
+    let mut answered = 0;
+    let split = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    for part in [&data[..split], &data[split..]] {
+        d.feed(&snap, part, false);
+        // Answer each complete request the upstream has, so pipelined ones
+        // move on (each answer may release the next held request).
+        while frame_all(&d.upstream).len() > answered {
+            answered += 1;
+            d.feed(&snap, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true);
+        }
+    }
+    let sent = frame_all(data);
+    let got = frame_all(&d.upstream);
+    assert!(
+        got.len() <= sent.len(),
+        "{} requests upstream, the client sent {}",
+        got.len(),
+        sent.len()
+    );
+    for (g, c) in got.iter().zip(&sent) {
+        assert_eq!(g.0, c.0, "method");
+        assert_eq!(g.1, c.1, "target");
+        assert_eq!(g.2, c.2, "body payload of {} {}", c.0, c.1);
+    }
+    got.len()
+}
+
+/// A session driven by [`session_stream`], and what it sent upstream.
+struct Drive {
+    s: crate::proxy::Session,
+    rr: Vec<u32>,
+    ids: crate::proxy::IdGen,
+    now: u64,
+    upstream: Vec<u8>,
+}
+
+impl Drive {
+    /// Feeds client bytes (or, with `up`, upstream bytes) to the session;
+    /// collects what it sends upstream and connects when it asks to.
+    fn feed(&mut self, snap: &crate::snapshot::Snapshot, input: &[u8], up: bool) {
+        use crate::proxy::{Cx, Out, UpOp};
+        self.now += 1;
+        let mut out = Out::default();
+        let mut cx = Cx {
+            now: self.now,
+            snap,
+            rr: &mut self.rr,
+            ids: &mut self.ids,
+        };
+        if up {
+            self.s.on_up_data(&mut cx, input, &mut out);
+        } else {
+            self.s.on_down_data(&mut cx, input, &mut out);
+        }
+        for c in &out.to_up {
+            self.upstream.extend_from_slice(c.bytes(input));
+        }
+        if out.up.iter().any(|op| matches!(op, UpOp::Connect(_))) {
+            self.s.on_up_ready(self.now, false);
+        }
+    }
+}

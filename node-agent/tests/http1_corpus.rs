@@ -81,6 +81,9 @@ fn fuzz_corpora_replay_without_panic() {
         ("chunked", |d: &[u8]| {
             let _ = node_agent::fuzzing::chunked_body(d);
         }),
+        ("request_head", |d: &[u8]| {
+            let _ = node_agent::fuzzing::session_stream(d);
+        }),
     ] {
         let dir = root.join(target);
         let files: Vec<_> = std::fs::read_dir(&dir)
@@ -93,4 +96,72 @@ fn fuzz_corpora_replay_without_panic() {
         }
     }
     println!("{n} fuzz corpus inputs replayed");
+}
+
+/// The differential check of the whole request path on every corpus
+/// request and on random pipelined streams of valid requests: what goes
+/// upstream re-frames as exactly the client's requests, never more.
+#[test]
+fn what_goes_upstream_reframes_as_the_clients_requests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/requests");
+    let mut forwarded = 0;
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let raw = std::fs::read(f.unwrap().path()).unwrap();
+        forwarded += node_agent::fuzzing::session_stream(&raw);
+    }
+    assert!(forwarded > 0, "no corpus request reached the upstream");
+    // Pipelined streams of valid requests (split where their first byte
+    // and length say): all of them go upstream, unchanged in method,
+    // target and body.
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for round in 0..300 {
+        let mut stream = Vec::new();
+        let count = 1 + next(4);
+        for i in 0..count {
+            let body: Vec<u8> = (0..next(40)).map(|j| b'a' + (j % 26) as u8).collect();
+            let target = format!("/r{round}/{i}");
+            match next(3) {
+                0 => stream.extend_from_slice(
+                    format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+                ),
+                1 => {
+                    stream.extend_from_slice(
+                        format!(
+                            "POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                    stream.extend_from_slice(&body);
+                }
+                _ => {
+                    stream.extend_from_slice(
+                        format!(
+                            "PUT {target} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                    for part in body.chunks(7) {
+                        stream.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                        stream.extend_from_slice(part);
+                        stream.extend_from_slice(b"\r\n");
+                    }
+                    stream.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+        }
+        let n = node_agent::fuzzing::session_stream(&stream);
+        assert_eq!(
+            n as u64,
+            count,
+            "round {round}: {}",
+            String::from_utf8_lossy(&stream)
+        );
+    }
 }
