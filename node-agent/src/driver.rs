@@ -107,9 +107,13 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// to `tcp_wmem` max (4 MiB): a few hundred such clients move gigabytes
 /// through the agent, push the host's TCP into memory pressure and stall
 /// every connection on it. Fixed buffers bound what each stalled client
-/// costs (about 1 MiB of kernel memory). Clients are pods on the same node
-/// (microsecond RTT), where 512 KiB in flight is more than enough.
-pub const SOCKET_BUF: usize = 64 * 1024;
+/// costs (about 1 MiB of kernel memory). The price, measured on io_uring
+/// (docs/BENCHMARKS.md): one L4 bulk connection moves ~1.5 GB/s instead of
+/// ~1.8 on loopback (64 KiB halved it; 1 MiB matched autotuning but let
+/// 200 stalled clients move 800 MB through the agent as they connected).
+/// Clients are pods on the same node (microsecond RTT), where 512 KiB in
+/// flight is plenty.
+pub const SOCKET_BUF: usize = 256 * 1024;
 
 /// Socket options for an accepted client connection: no Nagle, and a
 /// bounded send buffer ([`SOCKET_BUF`]).

@@ -70,7 +70,7 @@ pub const POOL_TOTAL: usize = 1024;
 /// Backpressure, the same rule on both drivers: a side is not read while
 /// the other side's send queue holds this many bytes (epoll: copied bytes
 /// the socket did not take; io_uring: bytes queued or in flight).
-pub const QUEUE_CAP: usize = 64 * 1024;
+pub const QUEUE_CAP: usize = 128 * 1024;
 /// How long accepting pauses after accept(2) ran out of descriptors.
 pub const ACCEPT_BACKOFF_NS: u64 = 100_000_000;
 

@@ -110,6 +110,9 @@ pub struct Worker {
     /// Sockets whose recv stopped on an empty buffer ring: re-armed once
     /// per loop turn, after the turn's buffers went back.
     starved: Vec<usize>,
+    /// Connections that stalled holding provided buffers while buffers were
+    /// plentiful (see `Worker::stall`).
+    stalled: Vec<usize>,
     /// Sends of at least this many bytes use SendMsgZc (0: never). Off by
     /// default: it measured slower here (docs/BENCHMARKS.md); set
     /// `TAILMESH_URING_SENDZC_MIN=BYTES` to measure it again.
@@ -225,6 +228,7 @@ impl Worker {
             slab: Slab::new(),
             cqes: Vec::with_capacity(256),
             starved: Vec::new(),
+            stalled: Vec::new(),
             zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -262,12 +266,18 @@ impl Worker {
             self.reap();
             self.run_todo();
             self.fire_timers();
+            self.spill_stalled();
             self.bufs.publish();
-            for i in std::mem::take(&mut self.starved) {
-                if let Some(io) = self.io_mut(i) {
-                    io.starved = false;
+            // Re-arm recvs that found the buffer ring empty only once a
+            // buffer is back: re-arming into an empty ring would complete
+            // with ENOBUFS at once, every turn, a busy loop.
+            if self.bufs.in_use() < usize::from(BUF_COUNT) {
+                for i in std::mem::take(&mut self.starved) {
+                    if let Some(io) = self.io_mut(i) {
+                        io.starved = false;
+                    }
+                    self.arm_recv(i);
                 }
-                self.arm_recv(i);
             }
             if flow::end_turn(&mut self) {
                 break;

@@ -243,10 +243,10 @@ impl Worker {
             io.sent(res as usize, &mut self.bufs)
         };
         if short {
-            // The peer's socket buffer is full: what waits must not keep
-            // shared receive buffers while it reads (or never does).
-            io.spill_tx(&mut self.bufs);
+            // The peer's socket buffer is full: what waits keeps shared
+            // receive buffers while it reads (or never does).
             self.core.stats().driver(Driver::ShortSends, 1);
+            self.stall(i);
         }
         if res < 0 && is_down {
             flow::kill_down(self, i);
@@ -322,16 +322,56 @@ impl Worker {
         }
     }
 
-    /// Slot `i` stops being read because its peer is slow: its unconsumed
-    /// receive buffers are copied out and given back.
-    fn stall(&mut self, i: usize) {
+    /// Slot `i` holds provided buffers while its peer is slow (it stopped
+    /// being read, or a send to it was short). Ordinary backpressure costs
+    /// nothing: the buffers stay where they are. Only once the worker's
+    /// buffer ring runs low are they copied out and given back (now, or
+    /// at the end of a later loop turn, see [`Worker::spill_stalled`]), so
+    /// a few clients that never read cannot starve everyone else.
+    pub(super) fn stall(&mut self, i: usize) {
+        if self.buffers_scarce() {
+            self.spill(i);
+            return;
+        }
+        if let Some(io) = self.io_mut(i)
+            && !io.stall_listed
+        {
+            io.stall_listed = true;
+            self.stalled.push(i);
+        }
+    }
+
+    /// The buffer ring ran empty this turn (a recv is starved), or seven
+    /// eighths of it are held by connections. (Bulk transfers hold many
+    /// buffers in ordinary flow control; copying them out then would only
+    /// cost CPU.)
+    pub(super) fn buffers_scarce(&self) -> bool {
+        !self.starved.is_empty() || self.bufs.in_use() * 8 >= usize::from(BUF_COUNT) * 7
+    }
+
+    /// Copies slot `i`'s held receive buffers (unread, and queued but not in
+    /// flight) into owned memory and gives them back.
+    fn spill(&mut self, i: usize) {
         let io = match self.slab.get_mut(i) {
             Some(Slot::Down(d)) => &mut d.io,
             Some(Slot::Up(u)) => &mut u.io,
             _ => return,
         };
-        if io.rx.iter().any(|r| matches!(r, Rx::Ring(..))) {
-            io.spill_rx(&mut self.bufs);
+        io.spill_rx(&mut self.bufs);
+        io.spill_tx(&mut self.bufs);
+    }
+
+    /// End of a loop turn: if buffers run low, the connections that stalled
+    /// while they were plentiful give theirs back too.
+    pub(super) fn spill_stalled(&mut self) {
+        if self.stalled.is_empty() || !self.buffers_scarce() {
+            return;
+        }
+        for i in std::mem::take(&mut self.stalled) {
+            if let Some(io) = self.io_mut(i) {
+                io.stall_listed = false;
+            }
+            self.spill(i);
         }
     }
 

@@ -85,6 +85,8 @@ pub struct Io {
     pub shut_wr: bool,
     /// Being closed: freed when `inflight` reaches 0.
     pub closing: bool,
+    /// On the worker's list of stalled connections (see `Worker::stall`).
+    pub stall_listed: bool,
     iov: [libc::iovec; MAX_IOV],
     msg: libc::msghdr,
     /// Connect target and its timeout (pointed to by the connect SQEs).
@@ -115,6 +117,7 @@ impl Io {
             inflight: 0,
             shut_wr: false,
             closing: false,
+            stall_listed: false,
             iov,
             msg,
             addr: None,
@@ -155,6 +158,7 @@ impl Io {
     pub fn spill_rx(&mut self, bufs: &mut Bufs) {
         for r in self.rx.iter_mut() {
             if let Rx::Ring(bid, len) = *r {
+                // (A stalled reader's buffers; copied once, then owned.)
                 *r = Rx::Owned(bufs.data(bid, len).to_vec());
                 bufs.release(bid);
             }
