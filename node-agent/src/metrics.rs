@@ -60,9 +60,12 @@ pub enum Driver {
     /// io_uring submissions that found the SQ full even after submitting
     /// (the entries wait for the next loop turn).
     SqFull = 16,
+    /// Client connections closed after sitting idle past
+    /// `listeners[].timeouts.idle`.
+    IdleClosed = 17,
 }
 
-const DRIVER_NAMES: [&str; 17] = [
+const DRIVER_NAMES: [&str; 18] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -80,6 +83,7 @@ const DRIVER_NAMES: [&str; 17] = [
     "accept_errors",
     "pool_evicted",
     "sq_full",
+    "idle_closed",
 ];
 
 /// One worker's counters (single writer).

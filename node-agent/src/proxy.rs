@@ -108,6 +108,9 @@ pub struct Out {
     pub reset_down: bool,
     /// Finished requests (the driver samples and records them).
     pub records: Vec<Finished>,
+    /// The connection is closed for sitting idle past its keep-alive
+    /// timeout (counted; no record, nothing was asked).
+    pub idle_closed: bool,
 }
 
 impl Out {
@@ -120,6 +123,7 @@ impl Out {
         self.close_down = false;
         self.reset_down = false;
         self.records.clear();
+        self.idle_closed = false;
     }
 
     /// Detach the upstream: pooled if `reuse` and clean, else closed.

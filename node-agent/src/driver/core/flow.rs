@@ -161,6 +161,9 @@ pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
         d.send_down(i, &mut out.to_down, src);
     }
     d.mark_down(i, out.shutdown_down, out.close_down);
+    if out.idle_closed {
+        d.core().stats().driver(Counter::IdleClosed, 1);
+    }
     d.core().record_all(out);
     if out.reset_down {
         // A client that stopped reading: close now, queue and all.

@@ -455,8 +455,13 @@ fn slow_head_gets_408_and_idle_connection_closes() {
     let mut h = H::new(Protocol::Http);
     let d = h.s.deadline().unwrap();
     h.now = d;
-    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+    let mut idle = false;
+    h.run(b"", |s, cx, out| {
+        s.on_timer(cx, out);
+        idle = out.idle_closed;
+    });
     assert!(h.closed && h.down.is_empty() && h.records.is_empty());
+    assert!(idle, "counted as an idle close");
 }
 
 /// A config without a total request timeout, and a route that allows

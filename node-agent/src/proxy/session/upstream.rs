@@ -418,6 +418,7 @@ impl Session {
         let Some(ex) = &mut self.ex else {
             self.closing = true;
             out.close_down = true;
+            out.idle_closed = self.hold_down.is_empty();
             if !self.hold_down.is_empty() {
                 let mut ex = self.new_exchange(now, ReqBody::Done);
                 ex.close_after = true;
