@@ -98,6 +98,8 @@ pub struct WorkerStats {
     active_down: AtomicU64,
     active_up: AtomicU64,
     bufs_in_use: AtomicU64,
+    timer_entries: AtomicU64,
+    pooled: AtomicU64,
 }
 
 #[inline]
@@ -140,6 +142,13 @@ impl WorkerStats {
     pub fn set_active(&self, down: u64, up: u64) {
         self.active_down.store(down, Ordering::Relaxed);
         self.active_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Entries in the worker's timer heap, and idle upstream connections
+    /// in its pool.
+    pub fn set_tables(&self, timers: u64, pooled: u64) {
+        self.timer_entries.store(timers, Ordering::Relaxed);
+        self.pooled.store(pooled, Ordering::Relaxed);
     }
 
     /// io_uring provided receive buffers out of the kernel's ring (held by
@@ -256,6 +265,28 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         o,
         "tailmesh_active_connections{{side=\"upstream\"}} {}",
         sum(stats, |s| &s.active_up)
+    );
+    family(
+        &mut o,
+        "timer_entries",
+        "gauge",
+        "Entries in the workers' timer heaps (stays proportional to open connections).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_timer_entries {}",
+        sum(stats, |s| &s.timer_entries)
+    );
+    family(
+        &mut o,
+        "pooled_upstream_connections",
+        "gauge",
+        "Idle upstream connections in the workers' pools (at most 256 per endpoint and 1024 per worker).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_pooled_upstream_connections {}",
+        sum(stats, |s| &s.pooled)
     );
     family(
         &mut o,

@@ -482,5 +482,7 @@ impl Core {
     /// Publishes the connection gauges.
     pub fn publish_gauges(&self) {
         self.stats().set_active(self.downs, self.ups);
+        self.stats()
+            .set_tables(self.timers.len() as u64, self.pooled as u64);
     }
 }
