@@ -143,7 +143,7 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
     );
 
     // The records say which requests were retried.
-    let records = agent.records();
+    let records = agent.records_at_least(6);
     let retried: Vec<(String, u64)> = records
         .iter()
         .filter(|r| r["kind"] == "record")

@@ -266,6 +266,22 @@ impl Agent {
             .collect()
     }
 
+    /// Like [`Agent::records`], once at least `n` request records are in
+    /// the ring (polled for up to 5 s). A record is written when its
+    /// response has left the agent, which can be a moment after the client
+    /// read it.
+    pub fn records_at_least(&self, n: usize) -> Vec<serde_json::Value> {
+        let t0 = Instant::now();
+        loop {
+            let recs = self.records();
+            let have = recs.iter().filter(|r| r["kind"] == "record").count();
+            if have >= n || t0.elapsed() > Duration::from_secs(5) {
+                return recs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then the exit status within `within`.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_child(&self.child);
