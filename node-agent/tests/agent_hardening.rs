@@ -72,15 +72,6 @@ fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     all
 }
 
-fn driver_event(agent: &Agent, name: &str) -> u64 {
-    let m = agent.metrics();
-    let key = format!("tailmesh_driver_events_total{{event=\"{name}\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{key} not in metrics"))
-}
-
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: svc\r\n\r\n";
 
 /// Finding 1: every spelling of a Connection header that names a framing
@@ -323,7 +314,7 @@ fn response_connection_fields_go_and_client_keep_alive_is_its_own() {
     let r = request(agent.port, "GET /connhdr HTTP/1.1\r\nHost: svc\r\n\r\n");
     assert!(r.header("x-secret").is_none(), "{}", r.head);
     assert!(r.header("x-kept").is_some(), "{}", r.head);
-    let accepted = driver_event(&agent, "accepted");
+    let accepted = agent.driver_event("accepted");
     let mut s = connect(agent.port);
     let mut carry = Vec::new();
     for _ in 0..3 {
@@ -333,7 +324,7 @@ fn response_connection_fields_go_and_client_keep_alive_is_its_own() {
         assert_eq!(r.status, 200);
         assert!(r.header("connection").is_none(), "{}", r.head);
     }
-    assert_eq!(driver_event(&agent, "accepted"), accepted + 1);
+    assert_eq!(agent.driver_event("accepted"), accepted + 1);
     // curl with three URLs reuses its one connection.
     let url = format!("http://127.0.0.1:{}/close", agent.port);
     let out = Command::new("curl")

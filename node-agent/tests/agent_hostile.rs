@@ -42,15 +42,6 @@ fn raise_nofile(n: u64) {
     .expect("raising RLIMIT_NOFILE for 3,000 test connections");
 }
 
-fn metric(agent: &Agent, line_start: &str) -> u64 {
-    agent
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{line_start} not in metrics"))
-}
-
 /// `tailmesh-bench load` against the agent: (rps, p99 ns, errors).
 fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
     let url = format!("http://127.0.0.1:{port}/legit");
@@ -177,10 +168,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     let loris = std::thread::spawn(move || slowloris(port, Duration::from_secs(HEADER_READ_S + 6)));
     // The flood, once the slowloris connections are in.
     std::thread::sleep(Duration::from_millis(1500));
-    let refused_before = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"conn_limit\"} ",
-    );
+    let refused_before = agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ");
     let flood: Vec<TcpStream> = (0..FLOOD)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -196,22 +184,17 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
             }
         })
         .count();
-    let refused = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"conn_limit\"} ",
-    ) - refused_before;
+    let refused =
+        agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ") - refused_before;
 
     let (_, p99_attack, errors_attack) = legit_run.join().unwrap();
     let lived = loris.join().unwrap();
     // Past the write timeout, the non-readers are gone and so are their
     // buffers.
     std::thread::sleep(Duration::from_secs(1));
-    let write_timeouts = metric(
-        &agent,
-        "tailmesh_local_responses_total{reason=\"write_timeout\"} ",
-    );
-    let bufs_held = metric(&agent, "tailmesh_uring_buffers_in_use ");
-    let open_now = metric(&agent, "tailmesh_active_connections{side=\"downstream\"} ");
+    let write_timeouts = agent.metric("tailmesh_local_responses_total{reason=\"write_timeout\"} ");
+    let bufs_held = agent.metric("tailmesh_uring_buffers_in_use ");
+    let open_now = agent.metric("tailmesh_active_connections{side=\"downstream\"} ");
     drop(non_readers);
     drop(flood);
 
@@ -276,10 +259,7 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
     assert_eq!(read_response(&mut first, &mut carry).unwrap().status, 200);
     // (The admin server shares the descriptor limit: read metrics only
     // while descriptors are free.)
-    let turns_before = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"loop_turns\"} ",
-    );
+    let turns_before = agent.metric("tailmesh_driver_events_total{event=\"loop_turns\"} ");
     // Idle connections until the agent's descriptors run out; the kernel
     // still completes the handshakes into the listen backlog.
     let t0 = Instant::now();
@@ -297,14 +277,8 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
     let starved = t0.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let r = request(agent.port, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
-    let errors = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"accept_errors\"} ",
-    );
-    let turns = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"loop_turns\"} ",
-    ) - turns_before;
+    let errors = agent.metric("tailmesh_driver_events_total{event=\"accept_errors\"} ");
+    let turns = agent.metric("tailmesh_driver_events_total{event=\"loop_turns\"} ") - turns_before;
     eprintln!(
         "accept errors {errors}; {turns} loop turns in {starved:?} out of descriptors and 0.5 s after"
     );

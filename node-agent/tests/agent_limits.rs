@@ -12,15 +12,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn metric(agent: &Agent, line_start: &str) -> u64 {
-    agent
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{line_start} not in metrics"))
-}
-
 /// 8,000 keep-alive requests over 4 connections leave the heap near the
 /// connection count. (The old arming rule pushed an entry on every
 /// deadline change, two per request, each living until its deadline.)
@@ -45,7 +36,7 @@ fn the_timer_heap_follows_connections_not_requests() {
         .collect();
     let open: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let entries = metric(&agent, "tailmesh_timer_entries ");
+    let entries = agent.metric("tailmesh_timer_entries ");
     eprintln!("timer entries after 8,000 requests on 4 connections: {entries}");
     assert!(entries <= 64, "{entries} timer entries");
     drop(open);
@@ -73,12 +64,9 @@ fn the_pool_keeps_at_most_256_idle_connections_per_endpoint() {
     let done: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     assert!(done.iter().all(|(st, _)| *st == 200));
     std::thread::sleep(Duration::from_millis(300));
-    let pooled = metric(&agent, "tailmesh_pooled_upstream_connections ");
-    let evicted = metric(
-        &agent,
-        "tailmesh_driver_events_total{event=\"pool_evicted\"} ",
-    );
-    let connects = metric(&agent, "tailmesh_driver_events_total{event=\"connects\"} ");
+    let pooled = agent.metric("tailmesh_pooled_upstream_connections ");
+    let evicted = agent.metric("tailmesh_driver_events_total{event=\"pool_evicted\"} ");
+    let connects = agent.metric("tailmesh_driver_events_total{event=\"connects\"} ");
     eprintln!("{connects} upstream connects, {pooled} pooled, {evicted} evicted");
     assert_eq!(pooled, 256);
     assert_eq!(evicted, connects - 256);

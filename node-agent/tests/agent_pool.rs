@@ -94,16 +94,6 @@ impl Drop for TestUpstream {
     }
 }
 
-/// The agent's `tailmesh_driver_events_total{event=NAME}`.
-fn driver_event(agent: &Agent, name: &str) -> u64 {
-    let m = agent.metrics();
-    let key = format!("tailmesh_driver_events_total{{event=\"{name}\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key}in\n{m}"))
-}
-
 #[test]
 fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
     let up = TestUpstream::start(1);
@@ -125,7 +115,7 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
     // answered on a new one: five connections, one per request.
     assert_eq!(seen, ["1", "2", "3", "4", "5"]);
     assert_eq!(up.conns.load(Ordering::Relaxed), 5);
-    assert_eq!(driver_event(&agent, "stale_retries"), 4);
+    assert_eq!(agent.driver_event("stale_retries"), 4);
 
     // Not idempotent: a POST on the stale pooled connection is a 502.
     s.write_all(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
@@ -186,7 +176,7 @@ fn pooled_connection_closes_after_the_cluster_idle_timeout() {
     // Idle for longer than 400 ms (+ the 250 ms sweep): closed by the agent,
     // so the next request opens connection 2.
     std::thread::sleep(Duration::from_millis(1_000));
-    assert_eq!(driver_event(&agent, "pool_expired"), 1);
+    assert_eq!(agent.driver_event("pool_expired"), 1);
     assert_eq!(get("/c"), "2");
     assert_eq!(up.conns.load(Ordering::Relaxed), 2);
 }

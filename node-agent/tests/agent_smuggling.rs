@@ -42,17 +42,23 @@ fn smuggled(k: usize) -> String {
     format!("GET /smuggled{k} HTTP/1.1\r\nHost: svc\r\n\r\n")
 }
 
-/// The probes; `k` numbers them so a hidden request names its probe.
+/// Fills a probe template for probe `k`: `{k}` its number, `{S}` its
+/// hidden request, `{n}` / `{x}` that request's length in decimal / hex,
+/// `{n5}` the length of `0\r\n\r\n` plus it.
+fn expand(t: &str, k: usize) -> String {
+    let s = smuggled(k);
+    t.replace("{k}", &k.to_string())
+        .replace("{n5}", &(s.len() + 5).to_string())
+        .replace("{n}", &s.len().to_string())
+        .replace("{x}", &format!("{:x}", s.len()))
+        .replace("{S}", &s)
+}
+
+/// The probes, as (name, first bytes, bytes sent 200 ms later, request
+/// lines the client means) templates; `k` numbers them so a hidden request
+/// names its probe.
 fn probes() -> Vec<Probe> {
-    let mut out = Vec::new();
-    let mut add = |name: &str, first: String, later: String, intended: &[&str]| {
-        out.push(Probe {
-            name: name.to_string(),
-            first: first.into_bytes(),
-            later: later.into_bytes(),
-            intended: intended.iter().map(ToString::to_string).collect(),
-        });
-    };
+    const POST: &str = "POST /p{k} HTTP/1.1\r\nHost: svc\r\n";
     let te_forms: [(&str, &str); 16] = [
         ("te-plain", "Transfer-Encoding: chunked"),
         ("te-case", "Transfer-Encoding: Chunked"),
@@ -80,54 +86,32 @@ fn probes() -> Vec<Probe> {
         ),
         ("te-underscore", "Transfer_Encoding: chunked"),
     ];
-    let mut k = 0;
-    let mut next = || {
-        k += 1;
-        k
+    let mut rows: Vec<(String, String, String, Vec<String>)> = Vec::new();
+    let mut row = |name: String, first: String, later: &str, intended: &[&str]| {
+        let intended = intended.iter().map(ToString::to_string).collect();
+        rows.push((name, first, later.to_string(), intended));
     };
     // CL.TE: a front end that frames by Content-Length forwards the hidden
     // request as body; one that frames by chunks ends the body at 0.
-    let mut plan: Vec<(String, String, String, Vec<String>)> = Vec::new();
     for (name, te) in te_forms {
-        let k = next();
-        let body = format!("0\r\n\r\n{}", smuggled(k));
-        plan.push((
-            format!("cl-te/{name}"),
-            format!(
-                "POST /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: {}\r\n{te}\r\n\r\n{body}",
-                body.len()
-            ),
-            String::new(),
-            vec![format!("POST /p{k}")],
-        ));
+        let first = format!("{POST}Content-Length: {{n5}}\r\n{te}\r\n\r\n0\r\n\r\n{{S}}");
+        row(format!("cl-te/{name}"), first, "", &["POST /p{k}"]);
     }
     // TE.CL: the hidden request sits in a chunk; Content-Length covers only
     // the chunk-size line. (Not with `Transfer_Encoding`: that is no
     // framing field, so Content-Length frames the message and what follows
     // is a request the client did pipeline; a vertical tab takes its place.)
-    let te_cl_forms = te_forms.map(|(name, te)| {
-        if name == "te-underscore" {
-            ("te-vtab", "Transfer-Encoding:\x0bchunked")
-        } else {
-            (name, te)
-        }
-    });
-    for (name, te) in te_cl_forms {
-        let k = next();
-        let s = smuggled(k);
-        plan.push((
-            format!("te-cl/{name}"),
-            format!(
-                "POST /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\n{te}\r\n\r\n{:x}\r\n{s}\r\n0\r\n\r\n",
-                s.len()
-            ),
-            String::new(),
-            vec![format!("POST /p{k}")],
-        ));
+    for (name, te) in te_forms {
+        let (name, te) = match name {
+            "te-underscore" => ("te-vtab", "Transfer-Encoding:\x0bchunked"),
+            _ => (name, te),
+        };
+        let first = format!("{POST}Content-Length: 4\r\n{te}\r\n\r\n{{x}}\r\n{{S}}\r\n0\r\n\r\n");
+        row(format!("te-cl/{name}"), first, "", &["POST /p{k}"]);
     }
     // Content-Length oddities, the hidden request in what one reading
     // counts as body and another does not.
-    let cl_forms: [(&str, &str); 8] = [
+    for (name, cl) in [
         (
             "cl-dup-differing",
             "Content-Length: 0\r\nContent-Length: {n}",
@@ -139,22 +123,16 @@ fn probes() -> Vec<Probe> {
         ("cl-inner-space", "Content-Length: 0 {n}"),
         ("cl-exp", "Content-Length: {n}e0"),
         ("cl-negative", "Content-Length: -{n}"),
-    ];
-    for (name, cl) in cl_forms {
-        let k = next();
-        let s = smuggled(k);
-        let cl = cl
-            .replace("{n}", &s.len().to_string())
-            .replace("{x}", &format!("{:x}", s.len()));
-        plan.push((
+    ] {
+        row(
             format!("cl/{name}"),
-            format!("POST /p{k} HTTP/1.1\r\nHost: svc\r\n{cl}\r\n\r\n{s}"),
-            String::new(),
-            vec![format!("POST /p{k}")],
-        ));
+            format!("{POST}{cl}\r\n\r\n{{S}}"),
+            "",
+            &["POST /p{k}"],
+        );
     }
     // Connection naming framing or target fields.
-    let conn_forms: [(&str, &str); 7] = [
+    for (name, conn) in [
         ("conn-cl", "Connection: content-length"),
         ("conn-cl-case", "Connection: Content-Length"),
         ("conn-cl-list", "Connection: keep-alive, CONTENT-LENGTH"),
@@ -163,33 +141,18 @@ fn probes() -> Vec<Probe> {
             "Connection: keep-alive\r\nConnection: content-length",
         ),
         ("conn-host", "Connection: host"),
-        ("conn-te", "Connection: transfer-encoding"),
         ("conn-close-cl", "Connection: close, content-length"),
-    ];
-    for (name, conn) in conn_forms {
-        let k = next();
-        let s = smuggled(k);
-        let first = if name == "conn-te" {
-            format!(
-                "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n{conn}\r\n\r\n{:x}\r\n{s}\r\n0\r\n\r\n",
-                s.len()
-            )
-        } else {
-            format!(
-                "POST /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: {}\r\n{conn}\r\n\r\n{s}",
-                s.len()
-            )
-        };
-        plan.push((
-            format!("connection/{name}"),
-            first,
-            String::new(),
-            vec![format!("POST /p{k}")],
-        ));
+    ] {
+        let first = format!("{POST}Content-Length: {{n}}\r\n{conn}\r\n\r\n{{S}}");
+        row(format!("connection/{name}"), first, "", &["POST /p{k}"]);
     }
+    let first = format!(
+        "{POST}Transfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n{{x}}\r\n{{S}}\r\n0\r\n\r\n"
+    );
+    row("connection/conn-te".into(), first, "", &["POST /p{k}"]);
     // Chunk-line oddities: a misread chunk boundary exposes the hidden
     // request carried in the next chunk.
-    let chunk_forms: [(&str, &str); 10] = [
+    for (name, odd) in [
         ("chunk-trailing-ws", "3 \t\r\nabc\r\n"),
         ("chunk-ws-before-ext", "3 ;x=1\r\nabc\r\n"),
         ("chunk-bare-lf", "3\nabc\r\n"),
@@ -200,198 +163,144 @@ fn probes() -> Vec<Probe> {
         ("chunk-no-crlf-after-data", "3\r\nabcXX"),
         ("chunk-quoted-crlf-ext", "3;x=\"a\r\nb\"\r\nabc\r\n"),
         ("chunk-nul-ext", "3;x\0\r\nabc\r\n"),
+    ] {
+        let first =
+            format!("{POST}Transfer-Encoding: chunked\r\n\r\n{odd}{{x}}\r\n{{S}}\r\n0\r\n\r\n");
+        row(format!("chunk/{name}"), first, "", &["POST /p{k}"]);
+    }
+    // The rest, one template each.
+    let fixed: [(&str, &str, &str, &[&str]); 18] = [
+        // CONNECT and Upgrade: a tunnel nobody allowed carries the next
+        // request past routing.
+        (
+            "tunnel/connect-path",
+            "CONNECT /p{k} HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "{S}",
+            &[],
+        ),
+        (
+            "tunnel/connect-not-allowed",
+            "CONNECT db.internal:5432 HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "{S}",
+            &[],
+        ),
+        (
+            "tunnel/unsolicited-101",
+            "GET /101?p{k} HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "{S}",
+            &["GET /101?p{k}"],
+        ),
+        (
+            "tunnel/101-with-body",
+            "POST /101?p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\n\r\nabc",
+            "{S}",
+            &["POST /101?p{k}"],
+        ),
+        (
+            "tunnel/connect-early-bytes",
+            "CONNECT /p{k} HTTP/1.1\r\nHost: svc\r\n\r\n{S}",
+            "",
+            &[],
+        ),
+        // Pipelining: each client request gets its own answer, in order,
+        // even when the upstream sends more than it framed.
+        (
+            "pipeline/extra-upstream-bytes",
+            "GET /extra?p{k} HTTP/1.1\r\nHost: svc\r\n\r\nGET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "",
+            &["GET /extra?p{k}", "GET /p{k}/2"],
+        ),
+        (
+            "pipeline/get-with-body",
+            "GET /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: {n}\r\n\r\n{S}",
+            "",
+            &["GET /p{k}"],
+        ),
+        (
+            "pipeline/three-in-one-write",
+            "GET /p{k}/1 HTTP/1.1\r\nHost: svc\r\n\r\nPOST /p{k}/2 HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\n\r\nhiGET /p{k}/3 HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "",
+            &["GET /p{k}/1", "POST /p{k}/2", "GET /p{k}/3"],
+        ),
+        (
+            "pipeline/chunked-then-get",
+            "POST /p{k}/1 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "",
+            &["POST /p{k}/1", "GET /p{k}/2"],
+        ),
+        // After a complete chunked body, what follows is the client's next
+        // request (a trailer never frames the message).
+        (
+            "pipeline/trailer-with-length",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 37\r\n\r\nGET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "",
+            &["POST /p{k}", "GET /p{k}/2"],
+        ),
+        // Header oddities around framing and the target.
+        (
+            "header/http10-te",
+            "POST /p{k} HTTP/1.0\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{x}\r\n{S}\r\n0\r\n\r\n",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/bare-cr-te",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nX: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{x}\r\n{S}\r\n0\r\n\r\n",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/nul-in-cl",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: 0\0{n}\r\n\r\n{S}",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/lf-only-line",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\nContent-Length: {n}\r\n\r\n{S}",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/duplicate-host",
+            "GET /p{k} HTTP/1.1\r\nHost: svc\r\nHost: admin.internal\r\n\r\n",
+            "",
+            &["GET /p{k}"],
+        ),
+        (
+            "header/te-in-name-suffix",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding-X: chunked\r\nContent-Length: {n}\r\n\r\n{S}",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/expect-then-te",
+            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{x}\r\n{S}\r\n0\r\n\r\n",
+            "",
+            &["POST /p{k}"],
+        ),
+        (
+            "header/space-in-method",
+            "GET /p{k} HTTP/1.1\r\nHost: svc\r\n\r\nG ET /smuggled{k} HTTP/1.1\r\nHost: svc\r\n\r\n",
+            "",
+            &["GET /p{k}"],
+        ),
     ];
-    for (name, odd) in chunk_forms {
-        let k = next();
-        let s = smuggled(k);
-        plan.push((
-            format!("chunk/{name}"),
-            format!(
-                "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n{odd}{:x}\r\n{s}\r\n0\r\n\r\n",
-                s.len()
-            ),
-            String::new(),
-            vec![format!("POST /p{k}")],
-        ));
+    for (name, first, later, intended) in fixed {
+        row(name.into(), first.into(), later, intended);
     }
-    // CONNECT and Upgrade: a tunnel nobody allowed carries the next
-    // request past routing.
-    let k = next();
-    plan.push((
-        "tunnel/connect-path".into(),
-        format!("CONNECT /p{k} HTTP/1.1\r\nHost: svc\r\n\r\n"),
-        smuggled(k),
-        vec![],
-    ));
-    let k = next();
-    plan.push((
-        "tunnel/connect-not-allowed".into(),
-        "CONNECT db.internal:5432 HTTP/1.1\r\nHost: svc\r\n\r\n".to_string(),
-        smuggled(k),
-        vec![],
-    ));
-    let k = next();
-    plan.push((
-        "tunnel/unsolicited-101".into(),
-        format!("GET /101?p{k} HTTP/1.1\r\nHost: svc\r\n\r\n"),
-        smuggled(k),
-        vec![format!("GET /101?p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "tunnel/101-with-body".into(),
-        format!("POST /101?p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\n\r\nabc"),
-        smuggled(k),
-        vec![format!("POST /101?p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "tunnel/connect-early-bytes".into(),
-        format!("CONNECT /p{k} HTTP/1.1\r\nHost: svc\r\n\r\n{}", smuggled(k)),
-        String::new(),
-        vec![],
-    ));
-    // Pipelining: each client request gets its own answer, in order, even
-    // when the upstream sends more than it framed.
-    let k = next();
-    plan.push((
-        "pipeline/extra-upstream-bytes".into(),
-        format!(
-            "GET /extra?p{k} HTTP/1.1\r\nHost: svc\r\n\r\nGET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n"
-        ),
-        String::new(),
-        vec![format!("GET /extra?p{k}"), format!("GET /p{k}/2")],
-    ));
-    let k = next();
-    plan.push((
-        "pipeline/get-with-body".into(),
-        format!(
-            "GET /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: {}\r\n\r\n{}",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("GET /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "pipeline/three-in-one-write".into(),
-        format!(
-            "GET /p{k}/1 HTTP/1.1\r\nHost: svc\r\n\r\nPOST /p{k}/2 HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\n\r\nhiGET /p{k}/3 HTTP/1.1\r\nHost: svc\r\n\r\n"
-        ),
-        String::new(),
-        vec![format!("GET /p{k}/1"), format!("POST /p{k}/2"), format!("GET /p{k}/3")],
-    ));
-    let k = next();
-    plan.push((
-        "pipeline/chunked-then-get".into(),
-        format!(
-            "POST /p{k}/1 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n"
-        ),
-        String::new(),
-        vec![format!("POST /p{k}/1"), format!("GET /p{k}/2")],
-    ));
-    let k = next();
-    let next_req = format!("GET /p{k}/2 HTTP/1.1\r\nHost: svc\r\n\r\n");
-    plan.push((
-        "pipeline/trailer-with-length".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: {}\r\n\r\n{next_req}",
-            next_req.len()
-        ),
-        String::new(),
-        // After a complete chunked body, what follows is the client's
-        // next request (a trailer never frames the message).
-        vec![format!("POST /p{k}"), format!("GET /p{k}/2")],
-    ));
-    // Header oddities around framing and the target.
-    let k = next();
-    plan.push((
-        "header/http10-te".into(),
-        format!(
-            "POST /p{k} HTTP/1.0\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/bare-cr-te".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nX: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/nul-in-cl".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nContent-Length: 0\0{}\r\n\r\n{}",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/lf-only-line".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\nContent-Length: {}\r\n\r\n{}",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/duplicate-host".into(),
-        format!("GET /p{k} HTTP/1.1\r\nHost: svc\r\nHost: admin.internal\r\n\r\n"),
-        String::new(),
-        vec![format!("GET /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/te-in-name-suffix".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding-X: chunked\r\nContent-Length: {}\r\n\r\n{}",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/expect-then-te".into(),
-        format!(
-            "POST /p{k} HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-            smuggled(k).len(),
-            smuggled(k)
-        ),
-        String::new(),
-        vec![format!("POST /p{k}")],
-    ));
-    let k = next();
-    plan.push((
-        "header/space-in-method".into(),
-        format!(
-            "GET /p{k} HTTP/1.1\r\nHost: svc\r\n\r\nG ET /smuggled{k} HTTP/1.1\r\nHost: svc\r\n\r\n"
-        ),
-        String::new(),
-        vec![format!("GET /p{k}")],
-    ));
-    for (name, first, later, intended) in plan {
-        let i: Vec<&str> = intended.iter().map(String::as_str).collect();
-        add(&name, first, later, &i);
-    }
-    out
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, (name, first, later, intended))| {
+            let k = i + 1;
+            Probe {
+                name,
+                first: expand(&first, k).into_bytes(),
+                later: expand(&later, k).into_bytes(),
+                intended: intended.iter().map(|t| expand(t, k)).collect(),
+            }
+        })
+        .collect()
 }
 
 /// One answer as a client reads it.

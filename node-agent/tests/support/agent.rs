@@ -247,6 +247,23 @@ impl Agent {
         String::from_utf8(r.body).unwrap()
     }
 
+    /// The value of the metric line that starts with `line_start` (name
+    /// and labels, then a space).
+    pub fn metric(&self, line_start: &str) -> u64 {
+        let m = self.metrics();
+        m.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line_start} not in metrics:\n{m}"))
+    }
+
+    /// `tailmesh_driver_events_total{event=NAME}`.
+    pub fn driver_event(&self, name: &str) -> u64 {
+        self.metric(&format!(
+            "tailmesh_driver_events_total{{event=\"{name}\"}} "
+        ))
+    }
+
     /// Every record and event in the ring, via `ringlog tail --json`.
     pub fn records(&self) -> Vec<serde_json::Value> {
         let out = Command::new(sibling("ringlog"))
