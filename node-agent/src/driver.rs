@@ -75,6 +75,51 @@ impl<T> std::ops::DerefMut for Slab<T> {
     }
 }
 
+/// The link accessors of [`core::flow::Driver`], the same in both drivers:
+/// their slot tables name a downstream's upstream `Slot::Down(d).up` and an
+/// upstream's downstream `Slot::Up(u).owner`. Expands inside an
+/// `impl Driver for Worker` whose `Worker` has `slab: Slab<Slot>`.
+macro_rules! slot_links {
+    () => {
+        fn up_of(&self, i: usize) -> Option<usize> {
+            match self.slab.get(i) {
+                Some(Slot::Down(d)) => d.up,
+                _ => None,
+            }
+        }
+
+        fn set_up_of(&mut self, i: usize, j: Option<usize>) {
+            if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+                d.up = j;
+            }
+        }
+
+        fn owner_of(&self, j: usize) -> Option<usize> {
+            match self.slab.get(j) {
+                Some(Slot::Up(u)) => u.owner,
+                _ => None,
+            }
+        }
+
+        fn set_owner(&mut self, j: usize, owner: Option<usize>) {
+            if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+                u.owner = owner;
+            }
+        }
+
+        fn close_up_when_flushed(&mut self, j: usize) {
+            if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+                u.close_when_flushed = true;
+            }
+        }
+
+        fn wake(&mut self, i: usize) {
+            self.core.todo.push(i);
+        }
+    };
+}
+pub(crate) use slot_links;
+
 /// Why a driver stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -189,6 +189,11 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
             "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
         );
     };
+    // A family with one unlabelled value, summed over the workers.
+    let single = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "tailmesh_{name} {v}");
+    };
     family(
         &mut o,
         "requests_total",
@@ -239,16 +244,12 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         total_ns as f64 / 1e9
     );
     let _ = writeln!(o, "tailmesh_request_duration_seconds_count {cumulative}");
-    family(
+    single(
         &mut o,
         "records_kept_total",
         "counter",
         "Trace records the sampler kept and wrote to the ring.",
-    );
-    let _ = writeln!(
-        o,
-        "tailmesh_records_kept_total {}",
-        sum(stats, |s| &s.records_kept)
+        sum(stats, |s| &s.records_kept),
     );
     family(
         &mut o,
@@ -266,38 +267,26 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         "tailmesh_active_connections{{side=\"upstream\"}} {}",
         sum(stats, |s| &s.active_up)
     );
-    family(
+    single(
         &mut o,
         "timer_entries",
         "gauge",
         "Entries in the workers' timer heaps (stays proportional to open connections).",
+        sum(stats, |s| &s.timer_entries),
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_timer_entries {}",
-        sum(stats, |s| &s.timer_entries)
-    );
-    family(
+    single(
         &mut o,
         "pooled_upstream_connections",
         "gauge",
         "Idle upstream connections in the workers' pools (at most 256 per endpoint and 1024 per worker).",
+        sum(stats, |s| &s.pooled),
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_pooled_upstream_connections {}",
-        sum(stats, |s| &s.pooled)
-    );
-    family(
+    single(
         &mut o,
         "uring_buffers_in_use",
         "gauge",
         "io_uring provided receive buffers held by connections (out of 128 per worker); 0 on epoll.",
-    );
-    let _ = writeln!(
-        o,
-        "tailmesh_uring_buffers_in_use {}",
-        sum(stats, |s| &s.bufs_in_use)
+        sum(stats, |s| &s.bufs_in_use),
     );
     family(
         &mut o,

@@ -18,6 +18,8 @@ impl Driver for Worker {
         &mut self.core
     }
 
+    crate::driver::slot_links!();
+
     fn call(
         &mut self,
         i: usize,
@@ -64,32 +66,6 @@ impl Driver for Worker {
 
     fn down_idle(&self, i: usize) -> bool {
         matches!(self.slab.get(i), Some(Slot::Down(d)) if !d.io.closing && d.io.tx_idle())
-    }
-
-    fn up_of(&self, i: usize) -> Option<usize> {
-        match self.slab.get(i) {
-            Some(Slot::Down(d)) => d.up,
-            _ => None,
-        }
-    }
-
-    fn set_up_of(&mut self, i: usize, j: Option<usize>) {
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
-            d.up = j;
-        }
-    }
-
-    fn owner_of(&self, j: usize) -> Option<usize> {
-        match self.slab.get(j) {
-            Some(Slot::Up(u)) => u.owner,
-            _ => None,
-        }
-    }
-
-    fn set_owner(&mut self, j: usize, owner: Option<usize>) {
-        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
-            u.owner = owner;
-        }
     }
 
     fn up_facts(&self, j: usize) -> Option<UpFacts> {
@@ -176,16 +152,6 @@ impl Driver for Worker {
             }
             _ => false,
         }
-    }
-
-    fn close_up_when_flushed(&mut self, j: usize) {
-        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
-            u.close_when_flushed = true;
-        }
-    }
-
-    fn wake(&mut self, i: usize) {
-        self.core.todo.push(i);
     }
 
     fn take_due(&mut self, i: usize, serial: u64, t: u64) -> bool {

@@ -464,20 +464,18 @@ fn slow_head_gets_408_and_idle_connection_closes() {
     assert!(idle, "counted as an idle close");
 }
 
-/// A config without a total request timeout, and a route that allows
-/// CONNECT.
-const CFG_OPEN: &str = r#"
-version: 1
-listeners:
-  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: r }
-clusters:
-  - name: c
-    endpoints: [ { addr: "127.0.0.1:9" } ]
-    timeouts: { connect: 1s, read: 2s }
-routes:
-  - { name: tun, match: { host: tunnel.svc }, to: [ { cluster: c } ], allow_connect: true }
-  - { name: r, match: { path_prefix: /api }, to: [ { cluster: c } ] }
-"#;
+/// [`CFG`] without a total request timeout (2 s read-idle instead), and
+/// with a route that allows CONNECT.
+fn cfg_open() -> String {
+    CFG.replace(
+        "timeouts: { connect: 1s, request: 5s }",
+        "timeouts: { connect: 1s, read: 2s }",
+    )
+    .replace(
+        "routes:\n",
+        "routes:\n  - { name: tun, match: { host: tunnel.svc }, to: [ { cluster: c } ], allow_connect: true }\n",
+    )
+}
 
 #[test]
 fn connection_naming_content_length_never_reaches_the_upstream() {
@@ -595,19 +593,19 @@ fn upgrade_and_connect_rules() {
     assert!(H::text(&h.down).starts_with("HTTP/1.1 502 "));
     assert!(!h.s.is_tunnel());
     // CONNECT with a path target is malformed.
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"CONNECT /api/x HTTP/1.1\r\nHost: tunnel.svc\r\n\r\n");
     assert!(H::text(&h.down).starts_with("HTTP/1.1 400 "));
     assert_eq!(h.connects, 0);
     // CONNECT where no route allows it.
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"CONNECT db:5432 HTTP/1.1\r\nHost: x\r\n\r\n");
     let down = H::text(&h.down);
     assert!(down.starts_with("HTTP/1.1 405 "), "{down}");
     assert!(down.contains("method_not_allowed"));
     assert!(h.closed && h.connects == 0);
     // Allowed: a tunnel after 200.
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"CONNECT db:5432 HTTP/1.1\r\nHost: tunnel.svc\r\n\r\n");
     assert_eq!(h.connects, 1);
     h.ready();
@@ -617,7 +615,7 @@ fn upgrade_and_connect_rules() {
 
 #[test]
 fn read_idle_timeout_moves_with_response_bytes() {
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
     h.ready();
     h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
@@ -639,7 +637,7 @@ fn read_idle_timeout_moves_with_response_bytes() {
 
 #[test]
 fn a_client_that_stops_reading_is_reset_after_the_write_timeout() {
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n");
     h.ready();
     h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxxxx");
@@ -660,7 +658,7 @@ fn a_client_that_stops_reading_is_reset_after_the_write_timeout() {
 
 #[test]
 fn a_stalled_request_body_gets_408() {
-    let mut h = H::with_cfg(Protocol::Http, CFG_OPEN);
+    let mut h = H::with_cfg(Protocol::Http, &cfg_open());
     h.down(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
     h.ready();
     let d = h.s.deadline().unwrap();
