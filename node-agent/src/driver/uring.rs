@@ -52,6 +52,7 @@ const OP_SEND: u64 = 3;
 const OP_CONNECT: u64 = 4;
 const OP_LINK_TIMEOUT: u64 = 5;
 const OP_CANCEL: u64 = 6;
+const OP_POLL_OUT: u64 = 7;
 
 fn ud(slot: usize, op: u64) -> u64 {
     (slot as u64) << 8 | op
@@ -385,6 +386,7 @@ impl Worker {
                 OP_RECV => self.on_recv(slot, res, flags),
                 OP_SEND => self.on_send(slot, res, flags),
                 OP_CONNECT => self.on_connect(slot, res),
+                OP_POLL_OUT => self.on_writable(slot),
                 _ => self.dec(slot), // link timeout or cancel
             }
             self.maybe_free(slot);

@@ -226,10 +226,8 @@ impl Worker {
             _ => return,
         };
         io.inflight = io.inflight.saturating_sub(1);
-        // On a non-blocking socket, the retry io_uring makes after its poll
-        // wake-up can still find the send buffer full and complete with
-        // EAGAIN: nothing was sent, so it is a short send of 0 bytes and the
-        // queue is sent again (the next attempt arms a poll again).
+        // A full socket answers EAGAIN (the send is MSG_DONTWAIT): nothing
+        // was sent, a short send of 0 bytes.
         let res = if res == -libc::EAGAIN || res == -libc::EINTR {
             0
         } else {
@@ -242,9 +240,16 @@ impl Worker {
         } else {
             io.sent(res as usize, &mut self.bufs)
         };
-        if short {
-            // The peer's socket buffer is full: what waits keeps shared
-            // receive buffers while it reads (or never does).
+        if short && !io.closing {
+            // The peer's socket buffer is full: wait for POLLOUT before the
+            // next send; meanwhile the queue (and the receive buffers it
+            // forwards from) is only held, and can be copied out.
+            io.blocked = true;
+            io.inflight += 1;
+            let e = opcode::PollAdd::new(Fd(io.sock.as_raw_fd()), libc::POLLOUT as u32)
+                .build()
+                .user_data(ud(i, OP_POLL_OUT));
+            self.push(&e);
             self.core.stats().driver(Driver::ShortSends, 1);
             self.stall(i);
         }
@@ -256,6 +261,16 @@ impl Worker {
         if let Some(p) = peer {
             self.core.todo.push(p);
         }
+    }
+
+    /// The POLLOUT poll of a blocked socket completed (writable, or an
+    /// error or hang-up the next send will report): send again.
+    pub(super) fn on_writable(&mut self, i: usize) {
+        if let Some(io) = self.io_mut(i) {
+            io.inflight = io.inflight.saturating_sub(1);
+            io.blocked = false;
+        }
+        self.core.todo.push(i);
     }
 
     pub(super) fn on_connect(&mut self, j: usize, res: i32) {
@@ -284,7 +299,7 @@ impl Worker {
             Some(Slot::Up(u)) if u.connected => &mut u.io,
             _ => return,
         };
-        if io.closing {
+        if io.closing || io.blocked {
             return;
         }
         let Some(msg) = io.prepare_send(&self.bufs) else {
@@ -292,7 +307,10 @@ impl Worker {
         };
         io.inflight += 1;
         let fd = Fd(io.sock.as_raw_fd());
-        let flags = libc::MSG_NOSIGNAL as u32;
+        // MSG_DONTWAIT: a full socket answers EAGAIN at once instead of the
+        // send waiting in the kernel (holding its buffers) for the peer to
+        // read; the driver then polls for POLLOUT (see `Io::blocked`).
+        let flags = (libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32;
         let e = if self.zc_min > 0 && io.sending_len() >= self.zc_min {
             opcode::SendMsgZc::new(fd, msg).flags(flags).build()
         } else {
@@ -517,6 +535,9 @@ impl Worker {
         }
         if cancel_connect {
             cancels.push(ud(i, OP_CONNECT));
+        }
+        if io.blocked {
+            cancels.push(ud(i, OP_POLL_OUT));
         }
         io.inflight += cancels.len() as u32;
         for target in cancels {

@@ -62,6 +62,11 @@ pub struct Io {
     pub tx: VecDeque<Tx>,
     /// A send is in flight.
     pub sending: bool,
+    /// The peer's socket buffer was full: no send until a POLLOUT poll (in
+    /// flight) says it is writable again. Sends never wait in the kernel
+    /// themselves, so a peer that stops reading never pins the provided
+    /// buffers a send forwards from.
+    pub blocked: bool,
     /// Bytes the send in flight covers.
     sending_len: usize,
     /// A zero-copy send reported this result; its buffers stay held until
@@ -106,6 +111,7 @@ impl Io {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             sending: false,
+            blocked: false,
             sending_len: 0,
             zc_sent: None,
             recv_armed: false,

@@ -84,16 +84,37 @@ impl Driver for Worker {
     }
 
     fn send_down(&mut self, i: usize, chunks: &mut Vec<Chunk>, src: Src<'_>) {
-        match self.slab.get_mut(i) {
-            Some(Slot::Down(d)) => queue(&mut d.io, &mut self.bufs, chunks, src),
-            _ => chunks.clear(),
+        let blocked = match self.slab.get_mut(i) {
+            Some(Slot::Down(d)) => {
+                queue(&mut d.io, &mut self.bufs, chunks, src);
+                d.io.blocked
+            }
+            _ => {
+                chunks.clear();
+                false
+            }
+        };
+        // Bytes queued behind a full socket hold their receive buffers
+        // until it drains: a stalled connection's, to copy out if they run
+        // short.
+        if blocked {
+            self.stall(i);
         }
     }
 
     fn send_up(&mut self, j: usize, chunks: &mut Vec<Chunk>, src: Src<'_>) {
-        match self.slab.get_mut(j) {
-            Some(Slot::Up(u)) => queue(&mut u.io, &mut self.bufs, chunks, src),
-            _ => chunks.clear(),
+        let blocked = match self.slab.get_mut(j) {
+            Some(Slot::Up(u)) => {
+                queue(&mut u.io, &mut self.bufs, chunks, src);
+                u.io.blocked
+            }
+            _ => {
+                chunks.clear();
+                false
+            }
+        };
+        if blocked {
+            self.stall(j);
         }
     }
 
