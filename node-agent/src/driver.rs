@@ -75,12 +75,17 @@ impl<T> std::ops::DerefMut for Slab<T> {
     }
 }
 
-/// The link accessors of [`core::flow::Driver`], the same in both drivers:
+/// The accessors of [`core::flow::Driver`] that read the same in both
+/// drivers (the shared state, and the links):
 /// their slot tables name a downstream's upstream `Slot::Down(d).up` and an
 /// upstream's downstream `Slot::Up(u).owner`. Expands inside an
 /// `impl Driver for Worker` whose `Worker` has `slab: Slab<Slot>`.
 macro_rules! slot_links {
     () => {
+        fn core(&mut self) -> &mut Core {
+            &mut self.core
+        }
+
         fn up_of(&self, i: usize) -> Option<usize> {
             match self.slab.get(i) {
                 Some(Slot::Down(d)) => d.up,

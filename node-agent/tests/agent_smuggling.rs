@@ -560,27 +560,11 @@ fn start_peer(name: &str, up: u16, dir: &Path) -> Option<(Child, u16)> {
     Some((child, port))
 }
 
-fn hardening_config(port: u16, up: u16, ring: &Path) -> String {
-    format!(
-        r#"version: 1
-listeners:
-  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
-clusters:
-  - name: c
-    endpoints: [ {{ addr: "127.0.0.1:{up}" }} ]
-routes:
-  - {{ name: r, to: [ {{ cluster: c }} ] }}
-ring: {{ path: "{}", size: 4MiB }}
-"#,
-        ring.display()
-    )
-}
-
 #[test]
 fn no_probe_smuggles_a_request_and_every_client_gets_its_own_answers() {
     let up = Lenient::start();
     let p = up.port;
-    let agent = Agent::start(move |port, ring| hardening_config(port, p, ring), &[]);
+    let agent = Agent::start(move |port, ring| config(port, &[p], "60s", ring), &[]);
     let ours = run_suite(agent.port, &up);
     let n = probes().len();
     eprintln!(

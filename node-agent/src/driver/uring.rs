@@ -33,7 +33,7 @@ use super::core::Core;
 use super::core::flow;
 use super::{DriverError, Slab};
 use crate::metrics::Driver;
-use crate::proxy::{Chunk, Connect, Cx, Out, Session};
+use crate::proxy::{Chunk, Connect, Session};
 use crate::worker::WorkerInit;
 
 /// Submission queue entries per ring.

@@ -52,6 +52,9 @@ pub trait Driver {
     fn no_src<'a>() -> Self::Src<'a>;
     /// The shared per-worker state.
     fn core(&mut self) -> &mut Core;
+    /// The shared state and down `i`'s session, borrowed together (None
+    /// if `i` is not a live downstream connection).
+    fn parts(&mut self, i: usize) -> (&mut Core, Option<&mut Session>);
     /// Runs `f` on down `i`'s session through [`Core::call`], filling
     /// `out`; false if `i` is not a live downstream connection.
     fn call(
@@ -59,9 +62,19 @@ pub trait Driver {
         i: usize,
         out: &mut Out,
         f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
-    ) -> bool;
+    ) -> bool {
+        match self.parts(i) {
+            (core, Some(s)) => {
+                core.call(s, out, f);
+                true
+            }
+            (_, None) => false,
+        }
+    }
     /// Down `i`'s session (None if `i` is not a live downstream).
-    fn session(&mut self, i: usize) -> Option<&mut Session>;
+    fn session(&mut self, i: usize) -> Option<&mut Session> {
+        self.parts(i).1
+    }
     /// Down `i`'s timer state.
     fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>>;
     /// Whether down `i` still waits to send (`.0`) and its upstream still

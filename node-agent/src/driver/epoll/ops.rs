@@ -10,7 +10,7 @@ use crate::driver::core::Core;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
 use crate::driver::send_chunks;
 use crate::metrics::Driver as Counter;
-use crate::proxy::{Chunk, Connect, Cx, Out, Session};
+use crate::proxy::{Chunk, Connect, Session};
 
 impl Driver for Worker {
     type Src<'a> = &'a [u8];
@@ -19,30 +19,14 @@ impl Driver for Worker {
         &[]
     }
 
-    fn core(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
     crate::driver::slot_links!();
 
-    fn call(
-        &mut self,
-        i: usize,
-        out: &mut Out,
-        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
-    ) -> bool {
-        let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
-            return false;
-        };
-        self.core.call(&mut d.session, out, f);
-        true
-    }
-
-    fn session(&mut self, i: usize) -> Option<&mut Session> {
-        match self.slab.get_mut(i) {
+    fn parts(&mut self, i: usize) -> (&mut Core, Option<&mut Session>) {
+        let session = match self.slab.get_mut(i) {
             Some(Slot::Down(d)) => Some(&mut d.session),
             _ => None,
-        }
+        };
+        (&mut self.core, session)
     }
 
     fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>> {

@@ -14,32 +14,14 @@ impl Driver for Worker {
         Src::None
     }
 
-    fn core(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
     crate::driver::slot_links!();
 
-    fn call(
-        &mut self,
-        i: usize,
-        out: &mut Out,
-        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
-    ) -> bool {
-        match self.slab.get_mut(i) {
-            Some(Slot::Down(d)) if !d.io.closing => {
-                self.core.call(&mut d.session, out, f);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn session(&mut self, i: usize) -> Option<&mut Session> {
-        match self.slab.get_mut(i) {
+    fn parts(&mut self, i: usize) -> (&mut Core, Option<&mut Session>) {
+        let session = match self.slab.get_mut(i) {
             Some(Slot::Down(d)) if !d.io.closing => Some(&mut d.session),
             _ => None,
-        }
+        };
+        (&mut self.core, session)
     }
 
     fn timer_slot(&mut self, i: usize) -> Option<TimerSlot<'_>> {
