@@ -342,12 +342,12 @@ impl Session {
     fn wait_deadline(&self) -> Option<u64> {
         let l = &self.limits;
         let Some(ex) = &self.ex else {
-            let (from, limit) = if self.hold_down.is_empty() {
-                (self.next_start, l.idle_timeout_ns)
+            let limit = if self.hold_down.is_empty() {
+                l.idle_timeout_ns
             } else {
-                (self.next_start, l.head_timeout_ns)
+                l.head_timeout_ns
             };
-            return Some(from.saturating_add(limit));
+            return Some(self.next_start.saturating_add(limit));
         };
         if !ex.up_ready {
             return Some(ex.connect_deadline);
@@ -438,24 +438,32 @@ impl Session {
                 continue;
             }
             let Some(ex) = &mut self.ex else {
-                // Check only the new bytes of a partial head; parse once.
-                match request::head_ready(&buf[pos..], &mut self.scan, &cx.snap.limits) {
-                    Ok(false) => return pos,
-                    Ok(true) => {}
-                    Err(rej) => {
-                        self.reject_head(cx.now, &rej, out);
-                        return buf.len();
+                // A head that came whole is parsed once. One that is
+                // still arriving is checked in its new bytes only (linear,
+                // not quadratic, in reads), and parsed when complete.
+                if self.scan != HeadScan::default() {
+                    match request::head_ready(&buf[pos..], &mut self.scan, &cx.snap.limits) {
+                        Ok(false) => return pos,
+                        Ok(true) => {}
+                        Err(rej) => {
+                            self.reject_head(cx.now, &rej, out);
+                            return buf.len();
+                        }
                     }
                 }
-                self.scan = HeadScan::default();
                 let mut slots = request::header_slots();
                 match request::parse(&buf[pos..], &cx.snap.limits, &mut slots) {
-                    Ok(None) => return pos,
+                    Ok(None) => {
+                        // Incomplete: what was checked is remembered.
+                        let _ = request::head_ready(&buf[pos..], &mut self.scan, &cx.snap.limits);
+                        return pos;
+                    }
                     Err(rej) => {
                         self.reject_head(cx.now, &rej, out);
                         return buf.len();
                     }
                     Ok(Some(head)) => {
+                        self.scan = HeadScan::default();
                         pos += head.len;
                         self.start_exchange(cx, &head, out);
                     }
