@@ -197,15 +197,19 @@ pub fn downstream_head(
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = |name: &str| {
-        resp.headers()
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| token_list(h.value))
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-    };
+    // The tokens of the Connection fields, gathered once (no allocation
+    // when there are none, the common case on a kept-alive upstream).
+    let named: Vec<&[u8]> = resp
+        .headers()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| token_list(h.value))
+        .collect();
     for h in resp.headers() {
-        if NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || named(h.name) {
+        let is_named = named
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()));
+        if is_named || NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
