@@ -281,26 +281,27 @@ impl Core {
     /// evicted to make room (counted as `pool_evicted`).
     pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64) -> PoolPut {
         let mut evicted = None;
-        let same_full = self.pool.get(&addr).is_some_and(|l| l.len() >= POOL_MAX);
-        if same_full {
-            if let Some(list) = self.pool.get_mut(&addr) {
-                evicted = Some(list.remove(0).slot);
-                self.pooled -= 1;
-            }
-        } else if self.pooled >= POOL_TOTAL {
+        // Rare: the worker's pool is full and this endpoint's list has room
+        // (a full list gives up its own oldest below).
+        if self.pooled >= POOL_TOTAL && self.pool.get(&addr).is_none_or(|l| l.len() < POOL_MAX) {
             evicted = self.pool_evict_lru();
         }
-        if evicted.is_some() {
-            self.stats().driver(Driver::PoolEvicted, 1);
+        let list = self.pool.entry(addr).or_default();
+        if evicted.is_none() && list.len() >= POOL_MAX {
+            evicted = Some(list.remove(0).slot);
+            self.pooled -= 1;
         }
-        self.pool.entry(addr).or_default().push(Pooled {
+        list.push(Pooled {
             slot: j,
             since: self.now,
             expires: self.now.saturating_add(idle_ns),
         });
         self.pooled += 1;
         match evicted {
-            Some(slot) => PoolPut::Evicted(slot),
+            Some(slot) => {
+                self.stats().driver(Driver::PoolEvicted, 1);
+                PoolPut::Evicted(slot)
+            }
             None => PoolPut::Pooled,
         }
     }
@@ -333,11 +334,6 @@ impl Core {
                 self.pool.remove(&addr);
             }
         }
-    }
-
-    /// Idle connections in the pool (all destinations).
-    pub fn pooled(&self) -> usize {
-        self.pooled
     }
 
     /// Takes the pooled connections idle past their cluster's
@@ -430,11 +426,6 @@ impl Core {
     /// Puts a (compacted) timer heap back.
     pub fn put_timers(&mut self, heap: BinaryHeap<Reverse<(u64, usize, u64)>>) {
         self.timers = heap;
-    }
-
-    /// Entries in the timer heap.
-    pub fn timer_entries(&self) -> usize {
-        self.timers.len()
     }
 
     /// Pops the next due timer: (slot, serial, deadline). The caller checks
