@@ -111,9 +111,6 @@ pub struct Worker {
     /// Sockets whose recv stopped on an empty buffer ring: re-armed once
     /// per loop turn, after the turn's buffers went back.
     starved: Vec<usize>,
-    /// Connections that stalled holding provided buffers while buffers were
-    /// plentiful (see `Worker::stall`).
-    stalled: Vec<usize>,
     /// Sends of at least this many bytes use SendMsgZc (0: never). Off by
     /// default: it measured slower here (docs/BENCHMARKS.md); set
     /// `TAILMESH_URING_SENDZC_MIN=BYTES` to measure it again.
@@ -229,7 +226,6 @@ impl Worker {
             slab: Slab::new(),
             cqes: Vec::with_capacity(256),
             starved: Vec::new(),
-            stalled: Vec::new(),
             zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")
                 .ok()
                 .and_then(|v| v.parse().ok())

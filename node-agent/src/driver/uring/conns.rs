@@ -341,21 +341,14 @@ impl Worker {
     }
 
     /// Slot `i` holds provided buffers while its peer is slow (it stopped
-    /// being read, or a send to it was short). Ordinary backpressure costs
+    /// being read, or its socket is full). Ordinary backpressure costs
     /// nothing: the buffers stay where they are. Only once the worker's
-    /// buffer ring runs low are they copied out and given back (now, or
-    /// at the end of a later loop turn, see [`Worker::spill_stalled`]), so
-    /// a few clients that never read cannot starve everyone else.
+    /// buffer ring runs low are they copied out and given back (now, or at
+    /// the end of the loop turn, see [`Worker::spill_stalled`]), so a few
+    /// clients that never read cannot starve everyone else.
     pub(super) fn stall(&mut self, i: usize) {
         if self.buffers_scarce() {
             self.spill(i);
-            return;
-        }
-        if let Some(io) = self.io_mut(i)
-            && !io.stall_listed
-        {
-            io.stall_listed = true;
-            self.stalled.push(i);
         }
     }
 
@@ -379,17 +372,22 @@ impl Worker {
         io.spill_tx(&mut self.bufs);
     }
 
-    /// End of a loop turn: if buffers run low, the connections that stalled
-    /// while they were plentiful give theirs back too.
+    /// End of a loop turn: if buffers run low, every connection still
+    /// holding some while stalled gives them back: one whose socket is full
+    /// (queued bytes), or whose received bytes are still unread after the
+    /// turn's pumping (its consumer waits on a slow peer). A scan of the
+    /// slots, only while buffers are short.
     pub(super) fn spill_stalled(&mut self) {
-        if self.stalled.is_empty() || !self.buffers_scarce() {
+        if !self.buffers_scarce() {
             return;
         }
-        for i in std::mem::take(&mut self.stalled) {
-            if let Some(io) = self.io_mut(i) {
-                io.stall_listed = false;
+        for i in 0..self.slab.len() {
+            let stalled = self.io_mut(i).is_some_and(|io| {
+                !io.closing && (io.blocked || io.rx.iter().any(|r| matches!(r, Rx::Ring(..))))
+            });
+            if stalled {
+                self.spill(i);
             }
-            self.spill(i);
         }
     }
 

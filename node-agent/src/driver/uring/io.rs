@@ -90,8 +90,6 @@ pub struct Io {
     pub shut_wr: bool,
     /// Being closed: freed when `inflight` reaches 0.
     pub closing: bool,
-    /// On the worker's list of stalled connections (see `Worker::stall`).
-    pub stall_listed: bool,
     iov: [libc::iovec; MAX_IOV],
     msg: libc::msghdr,
     /// Connect target and its timeout (pointed to by the connect SQEs).
@@ -123,7 +121,6 @@ impl Io {
             inflight: 0,
             shut_wr: false,
             closing: false,
-            stall_listed: false,
             iov,
             msg,
             addr: None,
