@@ -183,11 +183,9 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
                 config_rejected: shared.config_rejected.load(Ordering::Relaxed),
                 draining: shared.draining(),
             };
-            (
-                200,
-                "text/plain; version=0.0.4",
-                metrics::render(&stats, &facts),
-            )
+            let mut text = metrics::render(&stats, &facts);
+            metrics::policy::render(&snap, &mut text);
+            (200, "text/plain; version=0.0.4", text)
         }
         _ => (
             404,

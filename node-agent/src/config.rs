@@ -275,11 +275,25 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
                 format!("{} is not in (0, 1]", b.error_rate),
             );
         }
-        if b.window.0 == 0 || b.open_for.0 == 0 {
-            r.add(&key, "breaker.window/open_for", "must be positive");
+        if b.window.0 < 10_000_000 {
+            r.add(&key, "breaker.window", "must be at least 10ms");
         }
-        if b.max_concurrent == 0 {
-            r.add(&key, "breaker.max_concurrent", "must be at least 1");
+        if b.open_for.0 == 0 {
+            r.add(&key, "breaker.open_for", "must be positive");
+        }
+        for (field, v) in [
+            ("half_open_probes", b.half_open_probes),
+            ("max_concurrent", b.max_concurrent),
+            ("max_pending", b.max_pending),
+        ] {
+            if v == 0 {
+                r.add(&key, format!("breaker.{field}"), "must be at least 1");
+            }
+        }
+        if let Some(list) = &b.failure_on
+            && let Err(e) = crate::policy::FailureOn::parse(list)
+        {
+            r.add(&key, "breaker.failure_on", e);
         }
     }
     let t = &c.timeouts;
@@ -359,7 +373,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
         ("locality", c.locality.is_some()),
         ("health_check", c.health_check.is_some()),
         ("outlier", c.outlier.is_some()),
-        ("breaker", c.breaker.is_some()),
         ("retry", c.retry.is_some()),
         ("lb", c.lb == crate::config::schema::Lb::P2cEwma),
     ];
@@ -385,9 +398,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
 
 fn check_unsupported_route(r: &mut Report, route: &Route) {
     let key = format!("routes[{}]", route.name);
-    if route.rate_limit.is_some() {
-        r.add(&key, "rate_limit", NOT_YET);
-    }
     if let Some(h) = route.hash_on.as_deref()
         && (h.starts_with("cookie:") || h == "source_ip")
     {
@@ -435,14 +445,37 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
         check_hash_key(r, &key, "hash_on", h);
     }
     if let Some(rl) = &route.rate_limit {
-        if !(rl.rps.is_finite() && rl.rps > 0.0) {
-            r.add(&key, "rate_limit.rps", "must be a positive number");
+        if !(rl.rps.is_finite() && rl.rps > 0.0 && rl.rps <= 1e9) {
+            r.add(
+                &key,
+                "rate_limit.rps",
+                format!("{} is not a number in (0, 1e9]", rl.rps),
+            );
         }
         if rl.burst == 0 {
             r.add(&key, "rate_limit.burst", "must be at least 1");
         }
-        if let Some(k) = &rl.key {
-            check_hash_key(r, &key, "rate_limit.key", k);
+        if let Err(e) = crate::policy::KeySpec::parse(rl.key.as_deref()) {
+            r.add(&key, "rate_limit.key", e);
+        }
+        if rl.max_keys.is_some_and(|n| n == 0 || n > 1 << 24) {
+            r.add(&key, "rate_limit.max_keys", "must be 1 to 16777216");
+        }
+        if rl.max_keys.is_some() && rl.key.is_none() {
+            r.add(
+                &key,
+                "rate_limit.max_keys",
+                "applies to a keyed limit only: set rate_limit.key",
+            );
+        }
+        match rl.max_delay {
+            Some(_) if !rl.smooth => r.add(
+                &key,
+                "rate_limit.max_delay",
+                "applies to smooth: true only (a token bucket rejects, it does not delay)",
+            ),
+            Some(d) if d.0 == 0 => r.add(&key, "rate_limit.max_delay", "must be positive"),
+            _ => {}
         }
     }
 }

@@ -220,3 +220,93 @@ impl Drive {
         }
     }
 }
+
+/// The resilience policies under arbitrary input. The first byte picks
+/// which: even, `data[1..]` is a config text (YAML) whose policies are
+/// validated and built; odd, `data` drives a breaker and a rate limit as
+/// a sequence of events (admit, outcome, drop, clock steps). Must never
+/// panic; the invariants (counters back to zero, probes within their
+/// limit) are asserted. Returns the number of admitted requests.
+pub fn policy_events(data: &[u8]) -> usize {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use crate::policy::breaker::{Breaker, Outcome, Params};
+    use crate::policy::ratelimit::Gcra;
+
+    let Some((&first, rest)) = data.split_first() else {
+        return 0;
+    };
+    if first % 2 == 0 {
+        let text = String::from_utf8_lossy(rest);
+        if let Ok(cfg) = crate::config::parse(&text, false) {
+            let _ = crate::snapshot::Snapshot::build(cfg, 1, |_, _| Ok(1));
+        }
+        return 0;
+    }
+    let byte = |i: usize| u64::from(data.get(i).copied().unwrap_or(1));
+    let b = Arc::new(Breaker::new(
+        Params {
+            consecutive_failures: (byte(1) % 6) as u32,
+            error_rate: (byte(2) % 11) as f64 / 10.0,
+            min_requests: (byte(3) % 8) as u32,
+            window_ns: (byte(4) + 1) * 10_000_000,
+            open_for_ns: (byte(5) + 1) * 1_000_000,
+            half_open_probes: (byte(6) % 4) as u32,
+        },
+        (byte(7) % 8 + 1) as u32,
+        (byte(8) % 4 + 1) as u32,
+        crate::policy::FailureOn::default(),
+    ));
+    let gcra = Gcra::new(
+        (byte(9) + 1) as f64,
+        byte(10) % 8,
+        byte(11) % 2 == 1,
+        byte(12) * 1_000_000,
+    );
+    let tat = AtomicU64::new(0);
+    let mut now = 1_000_000_000u64;
+    let mut held = Vec::new();
+    let mut admitted = 0;
+    for &op in data.iter().skip(13) {
+        now += u64::from(op >> 3) * 1_000_000;
+        let _ = gcra.check(&tat, now);
+        match op & 7 {
+            0 | 1 => {
+                if let (Ok(mut p), _) = b.admit(now) {
+                    admitted += 1;
+                    let _ = p.wait_for_connection();
+                    held.push(p);
+                }
+            }
+            2 | 3 => {
+                if let Some(p) = held.pop() {
+                    let o = if op & 1 == 0 {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    };
+                    let _ = p.finish(now, o, u64::from(op));
+                }
+            }
+            4 => {
+                if let Some(p) = held.first_mut() {
+                    p.connected();
+                }
+            }
+            5 => drop(held.pop()),
+            _ => {
+                if !held.is_empty() {
+                    let p = held.remove(0);
+                    let _ = p.end(now, 500 + u16::from(op % 8), ringlog::Reason::None, 0);
+                }
+            }
+        }
+        let (in_flight, pending) = b.load();
+        assert_eq!(in_flight as usize, held.len());
+        assert!(pending as usize <= held.len());
+    }
+    held.clear();
+    assert_eq!(b.load(), (0, 0));
+    admitted
+}

@@ -4,6 +4,7 @@
 //! - [`snapshot`]: the runtime snapshot (routes, clusters, types) workers use.
 //! - [`http1`]: sans-IO HTTP/1.1 framing and hardening.
 //! - [`proxy`]: the sans-IO proxy session (bytes and events in, actions out).
+//! - [`policy`]: sans-IO rate limits and circuit breakers, shared node-wide.
 
 pub mod admin;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod http1;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod snapshot;
 pub mod worker;

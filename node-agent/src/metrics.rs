@@ -5,6 +5,8 @@
 //! admin server reads every worker's counters and sums them at scrape time:
 //! a scrape never takes a lock a worker could wait on.
 
+pub mod policy;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +18,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Number of reason codes tracked.
-const REASONS: usize = 20;
+const REASONS: usize = 21;
 
 /// Driver counters, indexed by [`Driver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

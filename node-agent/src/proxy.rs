@@ -22,7 +22,7 @@ use std::ops::Range;
 pub use session::{Session, SessionLimits};
 
 use crate::snapshot::Snapshot;
-use ringlog::record::{PHASES, Record};
+use ringlog::record::{Event, PHASES, Record};
 
 /// Bytes to send: an owned buffer, or a range of the input just fed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,9 @@ pub struct Out {
     /// The connection is closed for sitting idle past its keep-alive
     /// timeout (counted; no record, nothing was asked).
     pub idle_closed: bool,
+    /// Agent events for the ring's timeline (a breaker changed state); the
+    /// driver fills in the generation.
+    pub events: Vec<Event>,
 }
 
 impl Out {
@@ -124,6 +127,7 @@ impl Out {
         self.reset_down = false;
         self.records.clear();
         self.idle_closed = false;
+        self.events.clear();
     }
 
     /// Detach the upstream: pooled if `reuse` and clean, else closed.

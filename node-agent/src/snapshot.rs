@@ -16,12 +16,15 @@
 mod lb;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ringlog::NameKind;
 
 use crate::config::schema::{Match, Mode, Protocol};
 use crate::config::{Config, Problem};
 use crate::http1::Limits;
+use crate::policy::breaker::{Breaker, Params as BreakerParams};
+use crate::policy::{FailureOn, RateLimiter};
 use crate::proxy::SessionLimits;
 
 /// Why a snapshot could not be built.
@@ -100,6 +103,8 @@ pub struct RouteRt {
     pub hash_header: Option<String>,
     /// CONNECT requests may use this route.
     pub allow_connect: bool,
+    /// The route's rate limit, shared by every worker.
+    pub limit: Option<Arc<RateLimiter>>,
 }
 
 /// An upstream endpoint.
@@ -128,6 +133,8 @@ pub struct ClusterRt {
     pub read_timeout_ns: u64,
     /// How long an upstream connection may sit idle in a worker's pool, ns.
     pub idle_timeout_ns: u64,
+    /// The cluster's breaker and concurrency limits, shared by every worker.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 /// A request type (drives sampling and attribution).
@@ -238,6 +245,15 @@ pub struct Snapshot {
     pub limits: Limits,
 }
 
+/// A problem validation should have caught (kept as an error, not a panic).
+fn invalid(name: &str, reason: String) -> SnapshotError {
+    SnapshotError::Invalid(vec![Problem {
+        key: name.to_string(),
+        field: "policy".into(),
+        reason,
+    }])
+}
+
 fn header_pairs(m: &Match) -> Vec<(String, String)> {
     m.headers
         .iter()
@@ -321,6 +337,27 @@ impl Snapshot {
                 request_timeout_ns: c.timeouts.request.map_or(0, |d| d.0),
                 read_timeout_ns: c.timeouts.read.0,
                 idle_timeout_ns: c.timeouts.idle.0,
+                breaker: match &c.breaker {
+                    Some(b) => {
+                        let p = BreakerParams {
+                            consecutive_failures: b.consecutive_failures,
+                            error_rate: b.error_rate,
+                            min_requests: b.min_requests,
+                            window_ns: b.window.0,
+                            open_for_ns: b.open_for.0,
+                            half_open_probes: b.half_open_probes,
+                        };
+                        let failure_on = match &b.failure_on {
+                            Some(list) => {
+                                FailureOn::parse(list).map_err(|why| invalid(&c.name, why))?
+                            }
+                            None => FailureOn::default(),
+                        };
+                        let (mc, mp) = (b.max_concurrent, b.max_pending);
+                        Some(Arc::new(Breaker::new(p, mc, mp, failure_on)))
+                    }
+                    None => None,
+                },
             });
         }
         let mut routes = Vec::new();
@@ -363,6 +400,12 @@ impl Snapshot {
                     .and_then(|h| h.strip_prefix("header:"))
                     .map(str::to_ascii_lowercase),
                 allow_connect: r.allow_connect,
+                limit: match &r.rate_limit {
+                    Some(rl) => Some(Arc::new(
+                        RateLimiter::new(rl).map_err(|reason| invalid(&r.name, reason))?,
+                    )),
+                    None => None,
+                },
             });
         }
         let mut listeners = Vec::new();

@@ -98,6 +98,40 @@ fn fuzz_corpora_replay_without_panic() {
     println!("{n} fuzz corpus inputs replayed");
 }
 
+/// The policy fuzz entry on pseudo-random event sequences and config
+/// texts (the cargo-fuzz target `policy` explores further).
+#[test]
+fn policy_fuzz_entry_holds_its_invariants_on_random_inputs() {
+    let mut x = 0x853c_49e6_748f_ea9b_u64;
+    let mut admitted = 0;
+    for len in 0..3000usize {
+        let data: Vec<u8> = (0..len % 700)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut odd = data.clone();
+        if let Some(b) = odd.first_mut() {
+            *b |= 1;
+        }
+        admitted += node_agent::fuzzing::policy_events(&odd);
+    }
+    // Config texts with policy sections, valid and not.
+    for text in [
+        "version: 1\nclusters: [ { name: c, breaker: { window: 0s } } ]\n",
+        "version: 1\nclusters: [ { name: c, breaker: {} } ]\nroutes: [ { name: r, to: [ { cluster: c } ], rate_limit: { rps: 1e300, burst: 18446744073709551615, smooth: true, key: \"cookie:a\" } } ]\n",
+        "version: 1\nroutes: [ { name: r, to: [], rate_limit: { rps: -1, burst: 0, key: \"query:\" } } ]\n",
+    ] {
+        let mut d = vec![0u8];
+        d.extend_from_slice(text.as_bytes());
+        node_agent::fuzzing::policy_events(&d);
+    }
+    assert!(admitted > 1000, "the sequences admit requests: {admitted}");
+}
+
 /// The differential check of the whole request path on every corpus
 /// request and on random pipelined streams of valid requests: what goes
 /// upstream re-frames as exactly the client's requests, never more.

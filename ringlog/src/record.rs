@@ -74,9 +74,11 @@ impl Flags {
     pub const TIMEOUT: u8 = 1 << 1;
     /// A connection was reset.
     pub const RESET: u8 = 1 << 2;
-    /// Rejected by a rate limit.
+    /// A rate limit acted on it: rejected (reason `rate_limited`, 429) or,
+    /// with no reason, delayed by smoothing (the wait is in its queue phase).
     pub const RATE_LIMITED: u8 = 1 << 3;
-    /// Rejected because a circuit breaker was open.
+    /// Rejected by its cluster's breaker: open (reason `breaker_open`) or
+    /// over a concurrency limit (reason `overflow`).
     pub const BREAKER_OPEN: u8 = 1 << 4;
     /// The record describes a whole L4 connection.
     pub const L4: u8 = 1 << 5;
@@ -176,6 +178,9 @@ numbered! {
         WriteTimeout = 18 => "write_timeout",
         /// A tunnel (L4 or upgraded) moved no byte for its idle timeout.
         IdleTimeout = 19 => "idle_timeout",
+        /// A cluster's concurrency limit was reached (`max_concurrent` or
+        /// `max_pending`).
+        Overflow = 20 => "overflow",
     }
 }
 

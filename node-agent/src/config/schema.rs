@@ -257,26 +257,58 @@ pub struct Outlier {
     pub max_ejection_percent: u32,
 }
 
-/// Circuit breaker.
+/// Circuit breaker and concurrency limits of a cluster (every field has
+/// a default, so `breaker: {}` turns it on with Envoy-like limits).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
-    /// Consecutive failures that open it.
+    /// Failures in a row that open it (0: off).
+    #[serde(default = "five")]
     pub consecutive_failures: u32,
-    /// Error rate over `window` that opens it.
+    /// Failure share over `window` that opens it.
+    #[serde(default = "half")]
     pub error_rate: f64,
     /// Requests in the window before the rate counts.
+    #[serde(default = "twenty")]
     pub min_requests: u32,
     /// Rate window.
+    #[serde(default = "ten_s")]
     pub window: Dur,
-    /// How long it stays open.
+    /// How long it first stays open (doubled after each failed probe).
+    #[serde(default = "thirty_s")]
     pub open_for: Dur,
     /// Probes allowed half-open.
+    #[serde(default = "three")]
     pub half_open_probes: u32,
     /// Concurrent requests allowed.
+    #[serde(default = "k1024")]
     pub max_concurrent: u32,
-    /// Requests allowed to wait for a connection.
+    /// Requests allowed to wait for an upstream connection at once.
+    #[serde(default = "k1024")]
     pub max_pending: u32,
+    /// What counts as a failure: `connect_failure`, `reset`, `timeout`,
+    /// `5xx` or a status like `"503"` (default: the first four).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_on: Option<Vec<String>>,
+}
+
+fn five() -> u32 {
+    5
+}
+fn half() -> f64 {
+    0.5
+}
+fn ten_s() -> Dur {
+    Dur(10_000_000_000)
+}
+fn thirty_s() -> Dur {
+    Dur(30_000_000_000)
+}
+fn three() -> u32 {
+    3
+}
+fn k1024() -> u32 {
+    1024
 }
 
 /// Timeouts.
@@ -398,20 +430,31 @@ pub struct Arm {
     pub weight: u32,
 }
 
-/// A token-bucket rate limit.
+/// A rate limit (GCRA): a token bucket, or with `smooth` a leaky bucket
+/// that delays requests over the rate instead of rejecting them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained requests per second.
     pub rps: f64,
-    /// Bucket size.
+    /// Token bucket: requests that may pass at once. Smooth: requests that
+    /// may wait at once.
     pub burst: u64,
-    /// Refill continuously (true) or each second.
-    #[serde(default = "yes")]
+    /// Delay requests over the rate (spaced at 1/rps) instead of
+    /// rejecting them, up to `burst` waiting and `max_delay` each.
+    #[serde(default)]
     pub smooth: bool,
-    /// Separate buckets per value of this key (`header:NAME`, `source_ip`).
+    /// Longest wait of a smoothed request (default 1 s; only with `smooth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<Dur>,
+    /// Separate buckets per value of this key: `header:NAME`,
+    /// `cookie:NAME`, `query:NAME` or `source_ip` (default: the route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Keys tracked at once (default 65536, 16 bytes each); idle keys
+    /// make room, and keys past the bound share one overflow bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u32>,
 }
 
 /// A route.

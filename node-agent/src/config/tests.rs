@@ -25,13 +25,11 @@ fn shipped_examples_validate() {
     let mut p = problems(&text);
     p.sort();
     let expect = [
-        "clusters[orders]: breaker: not supported yet",
         "clusters[orders]: health_check: not supported yet",
         "clusters[orders]: lb: not supported yet",
         "clusters[orders]: locality: not supported yet",
         "clusters[orders]: outlier: not supported yet",
         "clusters[orders]: retry: not supported yet",
-        "routes[orders]: rate_limit: not supported yet",
     ];
     assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
     for (got, want) in p.iter().zip(expect) {
@@ -91,15 +89,13 @@ ring: { size: 1000 }
         "clusters[c]: retry.attempts: 20 is more than 10",
         "clusters[c]: retry.on[0]: \"teapot\"",
         "clusters[c]: health_check: not supported yet",
-        "clusters[c]: breaker: not supported yet",
         "clusters[c]: retry: not supported yet",
         "routes[r]: match.path_prefix: \"api\" must start with /",
         "routes[r]: to[0].cluster: no cluster named \"nope\"",
         "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",
         "routes[r]: hash_on: \"ip\" is not",
-        "routes[r]: rate_limit.rps: must be a positive number",
+        "routes[r]: rate_limit.rps: 0 is not a number in (0, 1e9]",
         "routes[r]: rate_limit.burst: must be at least 1",
-        "routes[r]: rate_limit: not supported yet",
         "request_types[t]: sample: 2 is not between 0 and 1",
         "sampling: default: -1 is not between 0 and 1",
         "sampling: keep_above_quantile: 1 is not strictly between 0 and 1",
@@ -117,6 +113,70 @@ ring: { size: 1000 }
         expect.len(),
         "unexpected extra problems:\n{}",
         p.join("\n")
+    );
+}
+
+#[test]
+fn policy_fields_are_checked_together() {
+    let yaml = r#"
+version: 1
+clusters:
+  - name: c
+    endpoints: [ { addr: "127.0.0.1:1" } ]
+    breaker: { window: 1ms, open_for: 0s, half_open_probes: 0, max_pending: 0, failure_on: [5xx, teapot] }
+  - name: d
+    endpoints: [ { addr: "127.0.0.1:2" } ]
+    breaker: {}
+routes:
+  - name: r
+    to: [ { cluster: c } ]
+    rate_limit: { rps: 10, burst: 5, max_delay: 1s, max_keys: 10, key: "body:x" }
+  - name: s
+    to: [ { cluster: d } ]
+    rate_limit: { rps: 10, burst: 5, max_keys: 10 }
+  - name: ok
+    to: [ { cluster: d } ]
+    rate_limit: { rps: 100, burst: 20, smooth: true, max_delay: 250ms, key: "query:user", max_keys: 1000 }
+"#;
+    let p = problems(yaml);
+    let expect = [
+        "clusters[c]: breaker.window: must be at least 10ms",
+        "clusters[c]: breaker.open_for: must be positive",
+        "clusters[c]: breaker.half_open_probes: must be at least 1",
+        "clusters[c]: breaker.max_pending: must be at least 1",
+        "clusters[c]: breaker.failure_on: \"teapot\": expected connect_failure",
+        "routes[r]: rate_limit.key: \"body:x\": unknown key kind",
+        "routes[r]: rate_limit.max_delay: applies to smooth: true only",
+        "routes[s]: rate_limit.max_keys: applies to a keyed limit only",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            p.join("\n")
+        );
+    }
+    assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
+    // `breaker: {}` takes the documented defaults.
+    let cfg: Config = serde_saphyr::from_str(yaml).unwrap();
+    let b = cfg.clusters[1].breaker.clone().unwrap();
+    assert_eq!(
+        (
+            b.consecutive_failures,
+            b.min_requests,
+            b.half_open_probes,
+            b.max_concurrent,
+            b.max_pending
+        ),
+        (5, 20, 3, 1024, 1024)
+    );
+    assert_eq!(
+        (b.window, b.open_for),
+        (schema::Dur(10_000_000_000), schema::Dur(30_000_000_000))
+    );
+    assert!(
+        !cfg.routes[1].rate_limit.clone().unwrap().smooth,
+        "smooth defaults to off"
     );
 }
 

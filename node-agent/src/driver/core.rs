@@ -363,11 +363,16 @@ impl Core {
         out
     }
 
-    /// Samples and writes the finished requests in `out`.
+    /// Samples and writes the finished requests in `out`, and writes its
+    /// events (policy state changes) on the timeline.
     pub fn record_all(&mut self, out: &mut Out) {
         for f in out.records.drain(..) {
             self.recorder
                 .record(&f, self.now, self.shared.stats_of(self.id));
+        }
+        for mut ev in out.events.drain(..) {
+            ev.generation = self.snap.generation;
+            self.recorder.event(&ev);
         }
     }
 

@@ -254,6 +254,20 @@ pub fn local(
     head_only: bool,
     out: &mut Vec<u8>,
 ) {
+    local_with(status, reason, detail, persist, head_only, "", out);
+}
+
+/// [`local`] with `extra` header lines (each ending in CRLF, e.g.
+/// `retry-after: 1\r\n`).
+pub fn local_with(
+    status: u16,
+    reason: Reason,
+    detail: &str,
+    persist: Persist,
+    head_only: bool,
+    extra: &str,
+    out: &mut Vec<u8>,
+) {
     let body_len = detail.len() + 1;
     let conn = match persist {
         Persist::Keep => "",
@@ -262,7 +276,7 @@ pub fn local(
     };
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nx-tailmesh-reason: {}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\n{conn}\r\n",
+        "HTTP/1.1 {status} {}\r\nx-tailmesh-reason: {}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\n{extra}{conn}\r\n",
         phrase(status),
         reason.name(),
     );

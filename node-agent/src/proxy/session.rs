@@ -5,6 +5,7 @@
 //! The request side lives here; the upstream side (response framing, EOF,
 //! connect results, timeouts) is in `session/upstream.rs`.
 
+mod policy;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use crate::http1::chunked::Decoder;
 use crate::http1::request::{self, Body, HeadScan, RequestHead};
 use crate::http1::response::Persist;
 use crate::http1::{Reject, response, rewrite};
+use crate::policy::breaker::Pass;
 use crate::snapshot::{RequestView, Target};
 
 /// Client-side timeouts of a session (its listener's `timeouts`).
@@ -151,6 +153,11 @@ struct Exchange {
     /// kept to send again if a pooled connection turns out closed before
     /// any response byte.
     replay: Option<Vec<u8>>,
+    /// Admitted by the cluster's breaker: in flight until dropped; its
+    /// outcome is reported when the exchange finishes.
+    pass: Option<Pass>,
+    /// Held back by a smoothing rate limit until its time comes.
+    deferred: Option<policy::Deferred>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +314,7 @@ impl Session {
             return false;
         }
         match &self.ex {
+            Some(ex) if ex.deferred.is_some() => false,
             Some(ex) if ex.tunnel => !ex.down_eof,
             Some(ex) => !matches!(ex.req, ReqBody::Done) || self.hold_down.is_empty(),
             None => true,
@@ -349,6 +357,9 @@ impl Session {
             };
             return Some(self.next_start.saturating_add(limit));
         };
+        if let Some(d) = &ex.deferred {
+            return Some(d.until);
+        }
         if !ex.up_ready {
             return Some(ex.connect_deadline);
         }
@@ -478,6 +489,9 @@ impl Session {
                 out.to_up.push(Chunk::of(input, buf, pos..buf.len()));
                 return buf.len();
             }
+            if ex.deferred.is_some() {
+                return pos; // held until the rate limit releases the request
+            }
             let ReqBody::Body(body) = &mut ex.req else {
                 return pos; // held until the response completes (pipelining)
             };
@@ -571,24 +585,49 @@ impl Session {
             connect: None,
             reused: false,
             replay: None,
+            pass: None,
+            deferred: None,
         }
     }
 
     /// Answers `ex` locally (the agent's own response) and finishes it.
     fn local(
         &mut self,
-        mut ex: Exchange,
+        ex: Exchange,
         now: u64,
         status: u16,
         reason: Reason,
         detail: &str,
         out: &mut Out,
     ) {
+        self.local_with(ex, now, status, reason, detail, "", out);
+    }
+
+    /// [`Session::local`] with `extra` header lines.
+    #[allow(clippy::too_many_arguments)] // local() plus the header lines
+    fn local_with(
+        &mut self,
+        mut ex: Exchange,
+        now: u64,
+        status: u16,
+        reason: Reason,
+        detail: &str,
+        extra: &str,
+        out: &mut Out,
+    ) {
         // A request body that was not consumed cannot be skipped safely.
         ex.close_after |= !matches!(ex.req, ReqBody::Done);
-        let mut bytes = Vec::with_capacity(160 + detail.len());
+        let mut bytes = Vec::with_capacity(160 + detail.len() + extra.len());
         let persist = Session::persist(&ex);
-        response::local(status, reason, detail, persist, ex.head_method, &mut bytes);
+        response::local_with(
+            status,
+            reason,
+            detail,
+            persist,
+            ex.head_method,
+            extra,
+            &mut bytes,
+        );
         out.to_down.push(Chunk::Owned(bytes));
         ex.down_started = true;
         ex.record.status = status;
@@ -600,6 +639,7 @@ impl Session {
     /// Ends an exchange: its record waits for the downstream flush; the
     /// next request's queue phase starts now.
     fn finish(&mut self, mut ex: Exchange, now: u64, out: &mut Out) {
+        Session::settle(&mut ex, now, out);
         ex.marks.done = now;
         self.next_start = now;
         if ex.close_after {
@@ -648,18 +688,30 @@ impl Session {
             self.local(ex, cx.now, 405, Reason::MethodNotAllowed, msg, out);
             return;
         }
-        let target = match route {
-            Some(r) => {
-                ex.record.route = snap.routes.get(r).map_or(0, |r| r.id);
-                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr);
-                match pick.and_then(|p| snap.target(p)) {
-                    Some(t) => t,
-                    None => {
-                        let msg = "no endpoint available in the selected cluster";
-                        self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
+        let mut delay = 0;
+        let target = match route.and_then(|r| Some((r, snap.routes.get(r)?))) {
+            Some((r, rt)) => {
+                ex.record.route = rt.id;
+                if let Some(limit) = &rt.limit {
+                    let Some((limited, wait)) = self.rate_limit(ex, limit, &view, cx.now, out)
+                    else {
                         return;
-                    }
+                    };
+                    (ex, delay) = (limited, wait);
                 }
+                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr);
+                let Some((p, t)) = pick.and_then(|p| Some((p, snap.target(p)?))) else {
+                    let msg = "no endpoint available in the selected cluster";
+                    self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
+                    return;
+                };
+                if let Some(c) = snap.clusters.get(p.cluster) {
+                    let Some(admitted) = self.admit(ex, c, cx.now, out) else {
+                        return;
+                    };
+                    ex = admitted;
+                }
+                t
             }
             None => match self.orig_dst {
                 Some(addr) => Target::passthrough(addr),
@@ -686,6 +738,17 @@ impl Session {
             // price of answering a stale pooled connection with a retry
             // instead of a 502.
             ex.replay = Some(up_head.clone());
+        }
+        if delay > 0 {
+            // Smoothed: nothing goes out (and nothing more is read from
+            // the client) until the rate limit releases it.
+            ex.deferred = Some(policy::Deferred {
+                until: cx.now.saturating_add(delay),
+                head: up_head,
+                target,
+            });
+            self.ex = Some(ex);
+            return;
         }
         ex.uncommitted = Some((out.to_up.len(), out.up.len()));
         out.to_up.push(Chunk::Owned(up_head));
@@ -717,8 +780,18 @@ impl Session {
                     path: "",
                     header: &none,
                 };
-                snap.pick(r, &view, ex.hash, cx.rr)
-                    .and_then(|p| snap.target(p))
+                match snap.pick(r, &view, ex.hash, cx.rr) {
+                    Some(p) => {
+                        if let Some(c) = snap.clusters.get(p.cluster) {
+                            let Some(admitted) = self.admit(ex, c, cx.now, out) else {
+                                return;
+                            };
+                            ex = admitted;
+                        }
+                        snap.target(p)
+                    }
+                    None => None,
+                }
             }
             (None, None) => None,
         };

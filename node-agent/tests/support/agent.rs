@@ -201,7 +201,13 @@ impl Agent {
         let child = cmd
             .arg("--config")
             .arg(&cfg)
-            .args(["--admin", &format!("{admin_ip}:{admin}"), "--workers", "1"])
+            .args(["--admin", &format!("{admin_ip}:{admin}")])
+            // One worker unless the test asks for more.
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "1"][..]
+            })
             .args(io_flag(extra))
             .args(extra)
             .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())

@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use ringlog::Reason;
 use ringlog::record::Flags;
 
+mod policy;
+
 use super::*;
 use crate::proxy::{Finished, IdGen, UpOp};
 use crate::snapshot::Snapshot;
@@ -37,6 +39,7 @@ struct H {
     closed: bool,
     reset: bool,
     now: u64,
+    events: Vec<ringlog::record::Event>,
 }
 
 impl H {
@@ -69,6 +72,7 @@ impl H {
             closed: false,
             reset: false,
             now: 1000,
+            events: Vec::new(),
         }
     }
 
@@ -101,6 +105,7 @@ impl H {
         self.closed |= out.close_down;
         self.reset |= out.reset_down;
         self.records.append(&mut out.records);
+        self.events.append(&mut out.events);
         let mut out = Out::default();
         self.s.on_down_flushed(self.now, &mut out);
         self.records.append(&mut out.records);

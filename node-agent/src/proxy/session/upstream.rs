@@ -21,6 +21,9 @@ impl Session {
         {
             ex.up_ready = true;
             ex.reused = reused;
+            if let Some(pass) = &mut ex.pass {
+                pass.connected();
+            }
             ex.marks.upstream = now;
             ex.active = ex.active.max(now);
         }
@@ -413,6 +416,9 @@ impl Session {
             return;
         }
         if self.closing || self.wait_deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        if self.release_deferred(cx, out) {
             return;
         }
         let Some(ex) = &mut self.ex else {

@@ -1,0 +1,127 @@
+//! `/metrics` families of the resilience policies, read from the shared
+//! state the snapshot holds (node-wide already: no per-worker sum).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::policy::breaker::State;
+use crate::snapshot::Snapshot;
+
+/// Appends the rate-limit and breaker families for `snap`'s routes and
+/// clusters that have them.
+pub fn render(snap: &Snapshot, o: &mut String) {
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(
+            o,
+            "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
+        );
+    };
+    let limited: Vec<_> = snap
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.limit.as_ref()?)))
+        .collect();
+    family(
+        o,
+        "rate_limited_total",
+        "counter",
+        "Requests a route's rate limit rejected (429).",
+    );
+    for (route, l) in &limited {
+        let v = l.stats.rejected.load(Ordering::Relaxed);
+        let _ = writeln!(o, "tailmesh_rate_limited_total{{route=\"{route}\"}} {v}");
+    }
+    family(
+        o,
+        "rate_limit_delayed_total",
+        "counter",
+        "Requests a smoothing rate limit delayed, then sent.",
+    );
+    for (route, l) in &limited {
+        let v = l.stats.delayed.load(Ordering::Relaxed);
+        let _ = writeln!(
+            o,
+            "tailmesh_rate_limit_delayed_total{{route=\"{route}\"}} {v}"
+        );
+    }
+    let breakers: Vec<_> = snap
+        .clusters
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), c.breaker.as_ref()?)))
+        .collect();
+    family(
+        o,
+        "breaker_state",
+        "gauge",
+        "Circuit breaker state per cluster: 0 closed, 1 open, 2 half-open.",
+    );
+    for (c, b) in &breakers {
+        let _ = writeln!(
+            o,
+            "tailmesh_breaker_state{{cluster=\"{c}\"}} {}",
+            b.state() as u8
+        );
+    }
+    family(
+        o,
+        "breaker_transitions_total",
+        "counter",
+        "Circuit breaker state changes, by the state entered.",
+    );
+    for (c, b) in &breakers {
+        for s in [State::Open, State::HalfOpen, State::Closed] {
+            let v = b.stats.transitions[s as usize].load(Ordering::Relaxed);
+            let to = s.name();
+            let _ = writeln!(
+                o,
+                "tailmesh_breaker_transitions_total{{cluster=\"{c}\",to=\"{to}\"}} {v}"
+            );
+        }
+    }
+    family(
+        o,
+        "breaker_rejected_total",
+        "counter",
+        "Requests refused with a fast 503: breaker_open, or overflow of max_concurrent / max_pending.",
+    );
+    for (c, b) in &breakers {
+        let s = &b.stats;
+        for (reason, limit, v) in [
+            ("breaker_open", "", &s.rejected_open),
+            ("overflow", "max_concurrent", &s.overflow_concurrent),
+            ("overflow", "max_pending", &s.overflow_pending),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "tailmesh_breaker_rejected_total{{cluster=\"{c}\",reason=\"{reason}\",limit=\"{limit}\"}} {v}"
+            );
+        }
+    }
+    family(
+        o,
+        "cluster_requests_in_flight",
+        "gauge",
+        "Requests in flight to a cluster with a breaker (max_concurrent counts these).",
+    );
+    for (c, b) in &breakers {
+        let _ = writeln!(
+            o,
+            "tailmesh_cluster_requests_in_flight{{cluster=\"{c}\"}} {}",
+            b.load().0
+        );
+    }
+    family(
+        o,
+        "cluster_requests_pending",
+        "gauge",
+        "Requests waiting for an upstream connection to a cluster with a breaker (max_pending counts these).",
+    );
+    for (c, b) in &breakers {
+        let _ = writeln!(
+            o,
+            "tailmesh_cluster_requests_pending{{cluster=\"{c}\"}} {}",
+            b.load().1
+        );
+    }
+}

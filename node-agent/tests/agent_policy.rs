@@ -1,0 +1,266 @@
+//! Resilience policies end to end, with the real agent and fault-injecting
+//! `tailmesh-bench upstream`s (both drivers via ./test.sh): a rate limit's
+//! 429s at its rate, a smoothing limit's spacing, a breaker that opens on
+//! an erroring upstream, fails fast, probes and closes (its transitions on
+//! the ring), and a concurrency limit's fast 503s.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/agent.rs"]
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn policy_config(port: u16, up: u16, ring: &std::path::Path, route: &str, cluster: &str) -> String {
+    format!(
+        r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - name: c
+    endpoints: [ {{ addr: "127.0.0.1:{up}" }} ]
+    {cluster}
+routes:
+  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: c }} ], {route} }}
+sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
+ring: {{ path: "{}", size: 8MiB }}
+"#,
+        ring.display()
+    )
+}
+
+fn faults(port: u16, body: &str) {
+    let r = request(
+        port,
+        &format!(
+            "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// `n` keep-alive clients send requests back to back for `secs`; the
+/// responses' (status, reason header) and the time it took.
+fn hammer(port: u16, n: usize, secs: f64) -> (Vec<(u16, String)>, f64) {
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs_f64(secs);
+    let got: Vec<(u16, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut c = connect(port);
+                    let mut carry = Vec::new();
+                    let mut got = Vec::new();
+                    while Instant::now() < until {
+                        c.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                        let r = read_response(&mut c, &mut carry).unwrap();
+                        if r.status == 429 {
+                            assert!(r.header("retry-after").is_some(), "{}", r.head);
+                        }
+                        got.push((r.status, r.header("x-tailmesh-reason").unwrap_or_default()));
+                    }
+                    got
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    (got, t0.elapsed().as_secs_f64())
+}
+
+#[test]
+fn a_rate_limit_answers_429_past_its_rate_node_wide() {
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(
+        move |port, ring| policy_config(port, p, ring, "rate_limit: { rps: 200, burst: 20 }", ""),
+        &["--workers", "2"],
+    );
+    let (got, secs) = hammer(agent.port, 4, 2.0);
+    let ok = got.iter().filter(|(s, _)| *s == 200).count();
+    let limited = got
+        .iter()
+        .filter(|(s, r)| *s == 429 && r == "rate_limited")
+        .count();
+    assert_eq!(ok + limited, got.len(), "only 200 and 429 expected");
+    // Whatever worker each connection landed on, the route as a whole
+    // gets its burst plus 200 per second.
+    let want = 20.0 + 200.0 * secs;
+    eprintln!("{ok} passed, {limited} limited in {secs:.2} s (want {want:.0} passed)");
+    assert!(
+        (ok as f64 - want).abs() <= want * 0.05,
+        "{ok} passed in {secs:.2} s, want {want:.0} ± 5%"
+    );
+    assert!(limited > ok, "the clients asked for far more than the rate");
+    let metric = agent.metric("tailmesh_rate_limited_total{route=\"r\"} ");
+    assert_eq!(metric, limited as u64);
+}
+
+#[test]
+fn a_smoothing_limit_releases_requests_spaced_at_its_rate() {
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(
+        move |port, ring| {
+            policy_config(
+                port,
+                p,
+                ring,
+                "rate_limit: { rps: 50, burst: 40, smooth: true, max_delay: 2s }",
+                "",
+            )
+        },
+        &[],
+    );
+    // 20 clients at once: one passes, 19 wait their turn 20 ms apart.
+    let port = agent.port;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|_| s.spawn(move || request(port, "GET /s HTTP/1.1\r\nHost: t\r\n\r\n").status))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let recs = agent.records_at_least(20);
+    // Release time: start plus the queue phase (where the wait is charged).
+    let mut released: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["kind"] == "record")
+        .map(|r| r["start_mono_ns"].as_u64().unwrap() + r["phases_ns"]["queue"].as_u64().unwrap())
+        .collect();
+    assert_eq!(released.len(), 20);
+    released.sort_unstable();
+    let delayed = recs
+        .iter()
+        .filter(|r| {
+            r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "rate_limited"))
+        })
+        .count();
+    let mean_gap = (released[19] - released[0]) as f64 / 19.0 / 1e6;
+    eprintln!("mean release gap {mean_gap:.3} ms (1/rps = 20 ms); {delayed} delayed");
+    assert!((mean_gap - 20.0).abs() <= 1.0, "mean gap {mean_gap:.3} ms");
+    assert!(delayed >= 18, "{delayed} records flagged as delayed");
+    assert!(agent.metric("tailmesh_rate_limit_delayed_total{route=\"r\"} ") >= 18);
+}
+
+#[test]
+fn a_breaker_opens_on_errors_fails_fast_probes_and_closes() {
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(
+        move |port, ring| {
+            policy_config(
+                port,
+                p,
+                ring,
+                "",
+                "breaker: { consecutive_failures: 5, open_for: 1s, half_open_probes: 2 }",
+            )
+        },
+        &[],
+    );
+    let port = agent.port;
+    faults(up.port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    let mut c = connect(port);
+    let mut carry = Vec::new();
+    let mut send = |c: &mut std::net::TcpStream| {
+        c.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_response(c, &mut carry).unwrap();
+        (r.status, r.header("x-tailmesh-reason").unwrap_or_default())
+    };
+    for _ in 0..5 {
+        assert_eq!(send(&mut c), (503, String::new()), "the upstream's own 503");
+    }
+    // (Reading the stats may count as a request itself: measure that.)
+    let s0 = up.served();
+    let s1 = up.served();
+    for _ in 0..100 {
+        assert_eq!(send(&mut c), (503, "breaker_open".to_string()));
+    }
+    assert_eq!(
+        up.served() - s1,
+        s1 - s0,
+        "an open breaker sends nothing upstream"
+    );
+    assert_eq!(agent.metric("tailmesh_breaker_state{cluster=\"c\"} "), 1);
+    // Recovery: after open_for, two probes succeed and it closes.
+    faults(up.port, r#"{"error_fraction":0.0}"#);
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..5 {
+        assert_eq!(send(&mut c).0, 200);
+    }
+    assert_eq!(agent.metric("tailmesh_breaker_state{cluster=\"c\"} "), 0);
+    let recs = agent.records_at_least(110);
+    // Fast failure, measured inside the agent (first byte to flush).
+    let mut fast: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["reason"] == "breaker_open")
+        .map(|r| r["total_ns"].as_u64().unwrap())
+        .collect();
+    fast.sort_unstable();
+    assert_eq!(fast.len(), 100);
+    let p99 = fast[98];
+    eprintln!(
+        "rejected while open: p99 {:.3} ms inside the agent",
+        p99 as f64 / 1e6
+    );
+    assert!(p99 < 1_000_000, "p99 of breaker_open answers {p99} ns");
+    // The transitions are on the ring's timeline, in order.
+    let moves: Vec<(String, String)> = recs
+        .iter()
+        .filter(|r| r["kind"] == "event" && r["event"] == "breaker_transition")
+        .map(|r| (r["from"].to_string(), r["to"].to_string()))
+        .collect();
+    assert_eq!(moves.len(), 3, "{moves:?}");
+}
+
+#[test]
+fn a_concurrency_limit_answers_503_overflow_at_once() {
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(
+        move |port, ring| policy_config(port, p, ring, "", "breaker: { max_concurrent: 2 }"),
+        &[],
+    );
+    faults(up.port, r#"{"latency":"400ms"}"#);
+    let port = agent.port;
+    let got: Vec<(u16, String, Duration)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                s.spawn(move || {
+                    // The first two are in flight before the rest arrive.
+                    std::thread::sleep(Duration::from_millis(if i < 2 { 0 } else { 150 }));
+                    let t = Instant::now();
+                    let r = request(port, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
+                    (
+                        r.status,
+                        r.header("x-tailmesh-reason").unwrap_or_default(),
+                        t.elapsed(),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = got.iter().filter(|g| g.0 == 200).count();
+    let overflow: Vec<_> = got
+        .iter()
+        .filter(|g| g.0 == 503 && g.1 == "overflow")
+        .collect();
+    assert_eq!((ok, overflow.len()), (2, 4), "{got:?}");
+    assert!(
+        overflow.iter().all(|g| g.2 < Duration::from_millis(200)),
+        "{got:?}"
+    );
+    let m = "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_concurrent\"} ";
+    assert_eq!(agent.metric(m), 4);
+    assert_eq!(
+        agent.metric("tailmesh_cluster_requests_in_flight{cluster=\"c\"} "),
+        0
+    );
+}
