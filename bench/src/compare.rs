@@ -1,8 +1,9 @@
 //! `tailmesh-bench compare`: the same upstream and the same load in front of
 //! each target, in one run: `direct` (no proxy), `nginx-origin` (nginx as the
 //! origin, the yardstick for our upstream), `agent-uring` / `agent-epoll`
-//! (plus `agent-uring-norec`, recording off, and `agent-epoll-copy`, L4
-//! splice off),
+//! (plus `agent-uring-norec`, recording off, `agent-uring-policy`, a rate
+//! limit that is never reached and a breaker on, not in the default list,
+//! and `agent-epoll-copy`, L4 splice off),
 //! `haproxy` (http mode), `haproxy-tcp` (the same HAProxy's tcp-mode
 //! frontend, HTTP carried as L4) and `nginx`. Every proxy gets one worker thread. Targets run
 //! alternately over several rounds to cancel drift. Reported per target:
@@ -27,11 +28,12 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 9] = [
+const ALL_TARGETS: [&str; 10] = [
     "direct",
     "nginx-origin",
     "agent-uring",
     "agent-uring-norec",
+    "agent-uring-policy",
     "agent-epoll",
     "agent-epoll-copy",
     "haproxy",
@@ -287,8 +289,11 @@ pub fn run(args: &Args) -> Result<()> {
                     _ => targets.push(target(name, http_port, Some(pid), upstream.pid(), None)),
                 }
             }
-            "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec" => {
+            "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec"
+            | "agent-uring-policy" => {
                 // agent-uring-norec: the same agent with recording off;
+                // agent-uring-policy: a rate limit (never reached) on the
+                // route and a breaker on the cluster;
                 // agent-epoll-copy: epoll with L4 splice off (copy loop).
                 let io = if name.contains("uring") {
                     "uring"
@@ -489,12 +494,20 @@ fn agent_config(
     } else {
         "{ default: 0.0, keep_errors: false, max_records_per_sec: 0 }"
     };
+    let (limit, breaker) = if name.ends_with("-policy") {
+        (
+            ", rate_limit: { rps: 100000000, burst: 1000000 }",
+            ", breaker: { max_concurrent: 100000, max_pending: 100000 }",
+        )
+    } else {
+        ("", "")
+    };
     format!(
         "version: 1\n\
          listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{http}\", protocol: http, default_route: r }}\n  \
          - {{ name: bench-tcp, bind: \"127.0.0.1:{tcp}\", protocol: tcp, default_route: r }}\n\
-         clusters:\n  - {{ name: origin, endpoints: [ {{ addr: \"{upstream}\" }} ] }}\n\
-         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ] }}\n\
+         clusters:\n  - {{ name: origin, endpoints: [ {{ addr: \"{upstream}\" }} ]{breaker} }}\n\
+         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ]{limit} }}\n\
          sampling: {sampling}\n\
          ring: {{ path: \"{}\", size: 64MiB }}\n",
         dir.join(format!("{name}.ring")).display()

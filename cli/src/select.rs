@@ -46,11 +46,14 @@ impl Selection {
         e.time_ns >= self.from && e.time_ns < self.to
     }
 
-    /// Whether an entry (record or event) is selected.
+    /// Whether an entry (record or event) is selected, for `tail` and
+    /// `export`: a `--where` filter is on record fields, so it excludes
+    /// events (otherwise `tail -n 3 --where route=x` could print three
+    /// events and no record of route x).
     pub fn keep_entry(&self, e: &ringlog::Entry) -> bool {
         match &e.item {
             Item::Record(r) => self.keep(r, e.shard),
-            Item::Event(x) => self.keep_event(x),
+            Item::Event(x) => self.filter.is_empty() && self.keep_event(x),
         }
     }
 }

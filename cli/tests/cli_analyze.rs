@@ -118,7 +118,8 @@ fn spikes_and_why_find_the_slow_endpoint() {
         "{rep}"
     );
 
-    // tail --where keeps only matching records (events still interleave).
+    // tail --where keeps only matching records: a filter on record fields
+    // excludes events, so -n counts records only.
     let tailed = run(
         &[
             "tail",
@@ -137,6 +138,29 @@ fn spikes_and_why_find_the_slow_endpoint() {
         .collect();
     assert!(recs.len() > 100, "{}", recs.len());
     assert!(recs.iter().all(|v| v["endpoint"] == "10.0.3.7:8080"));
+    assert_eq!(recs.len(), tailed.lines().count(), "no event lines");
+    let three = run(
+        &[
+            "tail",
+            "-n",
+            "3",
+            "--json",
+            "--where",
+            "endpoint=10.0.3.7:8080",
+        ],
+        &ring,
+    );
+    let kinds: Vec<String> = three
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"record\""; 3]);
+    // Without a filter, events stay on the timeline.
+    let all = run(&["tail", "-n", "1000000", "--json"], &ring);
+    assert!(
+        all.lines().any(|l| l.contains("\"kind\":\"event\"")),
+        "the scenario writes events"
+    );
 
     // A window with no fault: no finding.
     let calm: Value = serde_json::from_str(&run(

@@ -20,7 +20,6 @@ use crate::http1::chunked::Decoder;
 use crate::http1::request::{self, Body, HeadScan, RequestHead};
 use crate::http1::response::Persist;
 use crate::http1::{Reject, response, rewrite};
-use crate::policy::breaker::Pass;
 use crate::snapshot::{RequestView, Target};
 
 /// Client-side timeouts of a session (its listener's `timeouts`).
@@ -153,11 +152,9 @@ struct Exchange {
     /// kept to send again if a pooled connection turns out closed before
     /// any response byte.
     replay: Option<Vec<u8>>,
-    /// Admitted by the cluster's breaker: in flight until dropped; its
-    /// outcome is reported when the exchange finishes.
-    pass: Option<Pass>,
-    /// Held back by a smoothing rate limit until its time comes.
-    deferred: Option<policy::Deferred>,
+    /// What the policies hold for it (boxed: most exchanges have none,
+    /// and every idle connection carries an `Exchange`-sized slot).
+    policy: Option<Box<policy::Policed>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +311,7 @@ impl Session {
             return false;
         }
         match &self.ex {
-            Some(ex) if ex.deferred.is_some() => false,
+            Some(ex) if ex.deferred().is_some() => false,
             Some(ex) if ex.tunnel => !ex.down_eof,
             Some(ex) => !matches!(ex.req, ReqBody::Done) || self.hold_down.is_empty(),
             None => true,
@@ -357,7 +354,7 @@ impl Session {
             };
             return Some(self.next_start.saturating_add(limit));
         };
-        if let Some(d) = &ex.deferred {
+        if let Some(d) = ex.deferred() {
             return Some(d.until);
         }
         if !ex.up_ready {
@@ -489,7 +486,7 @@ impl Session {
                 out.to_up.push(Chunk::of(input, buf, pos..buf.len()));
                 return buf.len();
             }
-            if ex.deferred.is_some() {
+            if ex.deferred().is_some() {
                 return pos; // held until the rate limit releases the request
             }
             let ReqBody::Body(body) = &mut ex.req else {
@@ -585,8 +582,7 @@ impl Session {
             connect: None,
             reused: false,
             replay: None,
-            pass: None,
-            deferred: None,
+            policy: None,
         }
     }
 
@@ -742,7 +738,7 @@ impl Session {
         if delay > 0 {
             // Smoothed: nothing goes out (and nothing more is read from
             // the client) until the rate limit releases it.
-            ex.deferred = Some(policy::Deferred {
+            ex.policed().deferred = Some(policy::Deferred {
                 until: cx.now.saturating_add(delay),
                 head: up_head,
                 target,

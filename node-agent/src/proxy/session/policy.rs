@@ -8,7 +8,7 @@ use ringlog::record::{Event, EventKind, Flags};
 
 use super::{Exchange, Session, connect_to};
 use crate::policy::RateLimiter;
-use crate::policy::breaker::{Refusal, Transition};
+use crate::policy::breaker::{Pass, Refusal, Transition};
 use crate::policy::ratelimit::Decision;
 use crate::proxy::{Chunk, Cx, Out};
 use crate::snapshot::{ClusterRt, RequestView, Target};
@@ -22,6 +22,33 @@ pub(super) struct Deferred {
     pub head: Vec<u8>,
     /// Where it goes.
     pub target: Target,
+}
+
+/// What the policies hold for one exchange.
+#[derive(Debug, Default)]
+pub(super) struct Policed {
+    /// Admitted by the cluster's breaker: in flight until dropped; its
+    /// outcome is reported when the exchange finishes.
+    pub pass: Option<Pass>,
+    /// Held back by a smoothing rate limit until its time comes.
+    pub deferred: Option<Deferred>,
+}
+
+impl Exchange {
+    /// The policy state, created on first use.
+    pub(super) fn policed(&mut self) -> &mut Policed {
+        self.policy.get_or_insert_with(Box::default)
+    }
+
+    /// The delay a smoothing limit holds it for, if any.
+    pub(super) fn deferred(&self) -> Option<&Deferred> {
+        self.policy.as_ref()?.deferred.as_ref()
+    }
+
+    /// Its breaker admission, if any.
+    pub(super) fn pass_mut(&mut self) -> Option<&mut Pass> {
+        self.policy.as_mut()?.pass.as_mut()
+    }
 }
 
 /// The ring event of a breaker's state change.
@@ -81,7 +108,7 @@ impl Session {
         let refusal = match got {
             Ok(mut pass) => match pass.wait_for_connection() {
                 Ok(()) => {
-                    ex.pass = Some(pass);
+                    ex.policed().pass = Some(pass);
                     return Some(ex);
                 }
                 Err(r) => r,
@@ -114,7 +141,7 @@ impl Session {
 
     /// The request's outcome goes to its cluster's breaker (at its end).
     pub(super) fn settle(ex: &mut Exchange, now: u64, out: &mut Out) {
-        if let Some(pass) = ex.pass.take()
+        if let Some(pass) = ex.policy.as_mut().and_then(|p| p.pass.take())
             && let Some(t) = pass.end(now, ex.record.status, ex.record.reason, ex.hash)
         {
             out.events.push(transition_event(ex.record.cluster, t, now));
@@ -129,7 +156,11 @@ impl Session {
         let Some(ex) = &mut self.ex else {
             return false;
         };
-        let Some(d) = ex.deferred.take_if(|d| now >= d.until) else {
+        let Some(d) = ex
+            .policy
+            .as_mut()
+            .and_then(|p| p.deferred.take_if(|d| now >= d.until))
+        else {
             return false;
         };
         // The wait belongs to the queue phase.

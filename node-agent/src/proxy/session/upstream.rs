@@ -21,7 +21,7 @@ impl Session {
         {
             ex.up_ready = true;
             ex.reused = reused;
-            if let Some(pass) = &mut ex.pass {
+            if let Some(pass) = ex.pass_mut() {
                 pass.connected();
             }
             ex.marks.upstream = now;
