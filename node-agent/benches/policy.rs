@@ -41,10 +41,12 @@ fn rate_limit(c: &mut Criterion) {
         })
     });
     // Two threads on one key: each op's time is the elapsed time of both
-    // threads running `iters` checks at once, divided by `iters`.
-    let shared = Arc::new(AtomicU64::new(0));
+    // threads running `iters` checks at once, divided by `iters`. A fresh
+    // bucket per sample: a bucket left far ahead by the last sample would
+    // turn every check into a rejection that never writes.
     g.bench_function("check_2_threads_one_key", |b| {
         b.iter_custom(|iters| {
+            let shared = Arc::new(AtomicU64::new(0));
             let start = Instant::now();
             std::thread::scope(|s| {
                 for t in 0..2u64 {

@@ -325,6 +325,15 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
                 );
             }
         }
+        if rt.on.is_empty() {
+            r.add(&key, "retry.on", "names nothing to retry");
+        }
+        if rt.per_try_timeout.is_some_and(|d| d.0 == 0) {
+            r.add(&key, "retry.per_try_timeout", "must be positive");
+        }
+        if rt.backoff.0 == 0 || rt.backoff.0 > 1_000_000_000 {
+            r.add(&key, "retry.backoff", "must be between 1ns and 1s");
+        }
     }
 }
 
@@ -373,7 +382,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
         ("locality", c.locality.is_some()),
         ("health_check", c.health_check.is_some()),
         ("outlier", c.outlier.is_some()),
-        ("retry", c.retry.is_some()),
         ("lb", c.lb == crate::config::schema::Lb::P2cEwma),
     ];
     for (field, set) in present {

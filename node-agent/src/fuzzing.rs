@@ -265,12 +265,25 @@ pub fn policy_events(data: &[u8]) -> usize {
         byte(12) * 1_000_000,
     );
     let tat = AtomicU64::new(0);
+    let retry = crate::policy::retry::RetryPolicy::new(
+        3,
+        crate::policy::FailureOn::default(),
+        None,
+        byte(12) * 1_000_000 + 1,
+        (byte(10) % 101) as u32,
+        (byte(11) % 4) as u32,
+    );
     let mut now = 1_000_000_000u64;
     let mut held = Vec::new();
     let mut admitted = 0;
     for &op in data.iter().skip(13) {
         now += u64::from(op >> 3) * 1_000_000;
         let _ = gcra.check(&tat, now);
+        retry.request(now);
+        if op & 8 != 0 {
+            let _ = retry.take_budget(now);
+        }
+        let _ = retry.backoff(u32::from(op), u64::from(op));
         match op & 7 {
             0 | 1 => {
                 if let (Ok(mut p), _) = b.admit(now) {

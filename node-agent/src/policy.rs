@@ -5,11 +5,13 @@
 //!
 //! - [`ratelimit`]: GCRA token and leaky buckets, keyed tables of bounded size.
 //! - [`breaker`]: the breaker state machine and its shared form.
+//! - [`retry`]: what a cluster retries, its backoff and its node-wide budget.
 //! - [`RateLimiter`] and [`KeySpec`]: a route's limit as configured.
 //! - [`FailureOn`]: which request endings count as a cluster's failures.
 
 pub mod breaker;
 pub mod ratelimit;
+pub mod retry;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

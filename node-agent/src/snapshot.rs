@@ -24,6 +24,7 @@ use crate::config::schema::{Match, Mode, Protocol};
 use crate::config::{Config, Problem};
 use crate::http1::Limits;
 use crate::policy::breaker::{Breaker, Params as BreakerParams};
+use crate::policy::retry::RetryPolicy;
 use crate::policy::{FailureOn, RateLimiter};
 use crate::proxy::SessionLimits;
 
@@ -135,6 +136,8 @@ pub struct ClusterRt {
     pub idle_timeout_ns: u64,
     /// The cluster's breaker and concurrency limits, shared by every worker.
     pub breaker: Option<Arc<Breaker>>,
+    /// The cluster's retry policy and budget, shared by every worker.
+    pub retry: Option<Arc<RetryPolicy>>,
 }
 
 /// A request type (drives sampling and attribution).
@@ -358,6 +361,20 @@ impl Snapshot {
                     }
                     None => None,
                 },
+                retry: match &c.retry {
+                    Some(rt) => {
+                        let on = FailureOn::parse(&rt.on).map_err(|why| invalid(&c.name, why))?;
+                        Some(Arc::new(RetryPolicy::new(
+                            rt.attempts,
+                            on,
+                            rt.per_try_timeout.map(|d| d.0),
+                            rt.backoff.0,
+                            rt.budget_percent,
+                            rt.min_retries_per_sec,
+                        )))
+                    }
+                    None => None,
+                },
             });
         }
         let mut routes = Vec::new();
@@ -513,6 +530,18 @@ impl Snapshot {
             endpoint: *arm.endpoints.get(i)?,
             arm: arm_no,
         })
+    }
+
+    /// Where retry number `n` of a request first sent per `p` goes: the
+    /// next endpoint of the same route arm (so a canary's retry stays in
+    /// the canary), a different one than `p`'s where the arm has another.
+    pub fn retry_pick(&self, p: Pick, n: usize) -> Option<Pick> {
+        let route = self.routes.get(p.route)?;
+        let arm = route.arms.get(usize::from(p.arm.saturating_sub(1)))?;
+        let eps = &arm.endpoints;
+        let at = eps.iter().position(|&e| e == p.endpoint)?;
+        let endpoint = *eps.get((at + n) % eps.len())?;
+        Some(Pick { endpoint, ..p })
     }
 
     /// The address, ids and timeouts of a pick made on this snapshot.

@@ -264,3 +264,98 @@ fn a_concurrency_limit_answers_503_overflow_at_once() {
         0
     );
 }
+
+fn two_endpoint_config(port: u16, ups: (u16, u16), ring: &std::path::Path, retry: &str) -> String {
+    format!(
+        r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - name: c
+    endpoints: [ {{ addr: "127.0.0.1:{}" }}, {{ addr: "127.0.0.1:{}" }} ]
+    retry: {retry}
+routes:
+  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: c }} ] }}
+sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
+ring: {{ path: "{}", size: 8MiB }}
+"#,
+        ups.0,
+        ups.1,
+        ring.display()
+    )
+}
+
+#[test]
+fn a_retried_request_lands_on_another_endpoint_and_succeeds() {
+    let (bad, good) = (Upstream::start(&[]), Upstream::start(&[]));
+    let ports = (bad.port, good.port);
+    faults(bad.port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    let agent = Agent::start(
+        move |port, ring| {
+            two_endpoint_config(
+                port,
+                ports,
+                ring,
+                r#"{ attempts: 1, on: ["503"], backoff: 1ms }"#,
+            )
+        },
+        &[],
+    );
+    let mut c = connect(agent.port);
+    let mut carry = Vec::new();
+    for _ in 0..20 {
+        c.write_all(b"GET /r HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_response(&mut c, &mut carry).unwrap();
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+    let recs = agent.records_at_least(20);
+    let recs: Vec<_> = recs.iter().filter(|r| r["kind"] == "record").collect();
+    let good_ep = format!("127.0.0.1:{}", good.port);
+    assert!(
+        recs.iter().all(|r| r["endpoint"] == good_ep.as_str()),
+        "every answer came from the healthy endpoint"
+    );
+    let retried = recs.iter().filter(|r| r["retries"] == 1).count();
+    // Round robin sent about half the first attempts to the failing one.
+    assert!((5..=15).contains(&retried), "{retried} of 20 retried");
+    assert_eq!(
+        agent.metric("tailmesh_retries_total{cluster=\"c\"} "),
+        retried as u64
+    );
+}
+
+#[test]
+fn a_retry_storm_against_a_failing_upstream_is_capped_by_the_budget() {
+    let (a, b) = (Upstream::start(&[]), Upstream::start(&[]));
+    for u in [&a, &b] {
+        faults(u.port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    }
+    let ports = (a.port, b.port);
+    let agent = Agent::start(
+        move |port, ring| {
+            two_endpoint_config(
+                port,
+                ports,
+                ring,
+                r#"{ attempts: 3, on: ["503"], backoff: 1ms, budget_percent: 20, min_retries_per_sec: 1 }"#,
+            )
+        },
+        &["--workers", "2"],
+    );
+    let (got, secs) = hammer(agent.port, 4, 2.0);
+    assert!(got.iter().all(|(s, _)| *s == 503));
+    let requests = got.len() as f64;
+    let retries = agent.metric("tailmesh_retries_total{cluster=\"c\"} ") as f64;
+    let refused = agent.metric("tailmesh_retry_budget_exhausted_total{cluster=\"c\"} ");
+    eprintln!(
+        "{requests} requests in {secs:.1} s, {retries} retries, {refused} refused by the budget"
+    );
+    // 20% of the requests plus the floor (1/s over the 10 s window), and
+    // one check per worker may race past the limit.
+    assert!(
+        retries <= requests * 0.2 + 10.0 + 2.0,
+        "{retries} retries for {requests} requests"
+    );
+    assert!(refused > 0, "a storm asks for more than the budget");
+    assert!(retries >= requests * 0.1, "the budget is used: {retries}");
+}

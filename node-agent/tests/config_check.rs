@@ -29,7 +29,7 @@ fn check_config_accepts_examples_and_names_problems() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("clusters[orders]: retry: not supported yet"),
+        err.contains("clusters[orders]: outlier: not supported yet"),
         "{err}"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -363,6 +363,25 @@ pub struct Retry {
     /// Retries as a share of requests, at most.
     #[serde(default = "twenty")]
     pub budget_percent: u32,
+    /// Limit on each attempt's wait for the response head (default: none
+    /// beyond `timeouts.read`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Dur>,
+    /// Wait before the first retry, doubled for each next one (jittered,
+    /// at most 1 s).
+    #[serde(default = "backoff_default")]
+    pub backoff: Dur,
+    /// Retries per second allowed whatever the budget says (the floor for
+    /// quiet clusters).
+    #[serde(default = "ten")]
+    pub min_retries_per_sec: u32,
+}
+
+fn backoff_default() -> Dur {
+    Dur(25_000_000)
+}
+fn ten() -> u32 {
+    10
 }
 
 fn twenty() -> u32 {

@@ -29,7 +29,6 @@ fn shipped_examples_validate() {
         "clusters[orders]: lb: not supported yet",
         "clusters[orders]: locality: not supported yet",
         "clusters[orders]: outlier: not supported yet",
-        "clusters[orders]: retry: not supported yet",
     ];
     assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
     for (got, want) in p.iter().zip(expect) {
@@ -89,7 +88,6 @@ ring: { size: 1000 }
         "clusters[c]: retry.attempts: 20 is more than 10",
         "clusters[c]: retry.on[0]: \"teapot\"",
         "clusters[c]: health_check: not supported yet",
-        "clusters[c]: retry: not supported yet",
         "routes[r]: match.path_prefix: \"api\" must start with /",
         "routes[r]: to[0].cluster: no cluster named \"nope\"",
         "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",

@@ -124,4 +124,32 @@ pub fn render(snap: &Snapshot, o: &mut String) {
             b.load().1
         );
     }
+    let retrying: Vec<_> = snap
+        .clusters
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), c.retry.as_ref()?)))
+        .collect();
+    family(
+        o,
+        "retries_total",
+        "counter",
+        "Attempts after the first sent to a cluster with a retry policy.",
+    );
+    for (c, r) in &retrying {
+        let v = r.stats.retries.load(Ordering::Relaxed);
+        let _ = writeln!(o, "tailmesh_retries_total{{cluster=\"{c}\"}} {v}");
+    }
+    family(
+        o,
+        "retry_budget_exhausted_total",
+        "counter",
+        "Retries not sent because the cluster's retry budget was used up.",
+    );
+    for (c, r) in &retrying {
+        let v = r.stats.budget_exhausted.load(Ordering::Relaxed);
+        let _ = writeln!(
+            o,
+            "tailmesh_retry_budget_exhausted_total{{cluster=\"{c}\"}} {v}"
+        );
+    }
 }

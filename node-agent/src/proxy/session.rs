@@ -357,13 +357,17 @@ impl Session {
         if let Some(d) = ex.deferred() {
             return Some(d.until);
         }
+        let attempt = ex.attempt_deadline();
         if !ex.up_ready {
-            return Some(ex.connect_deadline);
+            return Some(ex.connect_deadline.min(attempt));
         }
         if ex.tunnel {
             return Some(ex.active.saturating_add(l.tunnel_idle_ns));
         }
         let mut d = u64::MAX;
+        if matches!(ex.resp, Resp::Head) {
+            d = d.min(attempt);
+        }
         if !matches!(ex.resp, Resp::Done) {
             d = d.min(ex.request_deadline);
             // Read-idle runs once the whole request went out (an upload
@@ -684,6 +688,10 @@ impl Session {
             self.local(ex, cx.now, 405, Reason::MethodNotAllowed, msg, out);
             return;
         }
+        let replayable = matches!(ex.req, ReqBody::Done)
+            && !ex.upgrade
+            && !ex.connect_method
+            && idempotent(head.method);
         let mut delay = 0;
         let target = match route.and_then(|r| Some((r, snap.routes.get(r)?))) {
             Some((r, rt)) => {
@@ -706,6 +714,13 @@ impl Session {
                         return;
                     };
                     ex = admitted;
+                    if let Some(rp) = &c.retry {
+                        rp.request(cx.now);
+                        if replayable {
+                            let st = policy::RetryState::new(rp.clone(), p);
+                            ex.policed().retry = Some(st);
+                        }
+                    }
                 }
                 t
             }
@@ -725,11 +740,7 @@ impl Session {
             crate::http1::write_addr(target.addr, &mut host);
             rewrite::add_field(&mut up_head, b"host", &host);
         }
-        if matches!(ex.req, ReqBody::Done)
-            && !ex.upgrade
-            && !ex.connect_method
-            && idempotent(head.method)
-        {
+        if replayable {
             // One small copy of the rewritten head per such request: the
             // price of answering a stale pooled connection with a retry
             // instead of a 502.
@@ -742,6 +753,7 @@ impl Session {
                 until: cx.now.saturating_add(delay),
                 head: up_head,
                 target,
+                requeue: true,
             });
             self.ex = Some(ex);
             return;
@@ -749,6 +761,7 @@ impl Session {
         ex.uncommitted = Some((out.to_up.len(), out.up.len()));
         out.to_up.push(Chunk::Owned(up_head));
         connect_to(&mut ex, target, cx.now, out);
+        ex.begin_attempt(cx.now);
         self.ex = Some(ex);
     }
 

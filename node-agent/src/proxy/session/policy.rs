@@ -7,11 +7,14 @@ use ringlog::Reason;
 use ringlog::record::{Event, EventKind, Flags};
 
 use super::{Exchange, Session, connect_to};
+use std::sync::Arc;
+
 use crate::policy::RateLimiter;
 use crate::policy::breaker::{Pass, Refusal, Transition};
 use crate::policy::ratelimit::Decision;
+use crate::policy::retry::{MAX_WAIT_NS, RetryPolicy};
 use crate::proxy::{Chunk, Cx, Out};
-use crate::snapshot::{ClusterRt, RequestView, Target};
+use crate::snapshot::{ClusterRt, Pick, RequestView, Target};
 
 /// A request the rate limit delayed: what it sends once released.
 #[derive(Debug)]
@@ -22,6 +25,9 @@ pub(super) struct Deferred {
     pub head: Vec<u8>,
     /// Where it goes.
     pub target: Target,
+    /// The wait counts as queueing (a rate limit's delay), not as part of
+    /// the connect phase (a retry's backoff).
+    pub requeue: bool,
 }
 
 /// What the policies hold for one exchange.
@@ -30,8 +36,35 @@ pub(super) struct Policed {
     /// Admitted by the cluster's breaker: in flight until dropped; its
     /// outcome is reported when the exchange finishes.
     pub pass: Option<Pass>,
-    /// Held back by a smoothing rate limit until its time comes.
+    /// Held back by a smoothing rate limit, or waiting for its retry.
     pub deferred: Option<Deferred>,
+    /// The cluster retries it (an idempotent request without a body).
+    pub retry: Option<RetryState>,
+}
+
+/// A retryable request's progress.
+#[derive(Debug)]
+pub(super) struct RetryState {
+    policy: Arc<RetryPolicy>,
+    /// The first attempt's pick (retries rotate through its arm).
+    pick: Pick,
+    /// Retries sent so far.
+    done: u32,
+    /// The current attempt's deadline for the response head (u64::MAX:
+    /// no per-try timeout).
+    attempt_deadline: u64,
+}
+
+impl RetryState {
+    /// Retries of a request first sent per `pick` under `policy`.
+    pub fn new(policy: Arc<RetryPolicy>, pick: Pick) -> RetryState {
+        RetryState {
+            policy,
+            pick,
+            done: 0,
+            attempt_deadline: u64::MAX,
+        }
+    }
 }
 
 impl Exchange {
@@ -49,6 +82,103 @@ impl Exchange {
     pub(super) fn pass_mut(&mut self) -> Option<&mut Pass> {
         self.policy.as_mut()?.pass.as_mut()
     }
+
+    /// The current attempt's per-try deadline (u64::MAX: none).
+    pub(super) fn attempt_deadline(&self) -> u64 {
+        self.policy
+            .as_ref()
+            .and_then(|p| p.retry.as_ref())
+            .map_or(u64::MAX, |r| r.attempt_deadline)
+    }
+
+    /// An attempt starts now: its per-try timer starts.
+    pub(super) fn begin_attempt(&mut self, now: u64) {
+        if let Some(r) = self.policy.as_mut().and_then(|p| p.retry.as_mut())
+            && let Some(t) = r.policy.per_try_ns
+        {
+            r.attempt_deadline = now.saturating_add(t);
+        }
+    }
+}
+
+/// The value of `Retry-After` in a raw response head, as a wait in ns
+/// (delay-seconds only; an HTTP date is not honoured).
+pub(super) fn retry_after(head: &[u8]) -> Option<u64> {
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = line.split_at(colon);
+        if !name.eq_ignore_ascii_case(b"retry-after") {
+            return None;
+        }
+        let v = std::str::from_utf8(&value[1..]).ok()?.trim();
+        v.parse::<u64>()
+            .ok()
+            .map(|s| s.saturating_mul(1_000_000_000))
+    })
+}
+
+/// Sets up the next attempt of `ex` after its current one ended with this
+/// status and reason, if the cluster retries it: the failed upstream is
+/// let go, and the request goes out again after the backoff (or the
+/// upstream's `Retry-After`, honoured up to [`MAX_WAIT_NS`]) to the next
+/// endpoint of its arm. Never once a response byte went downstream, never
+/// past the attempts or the budget. True if it was.
+pub(super) fn retry_exchange(
+    ex: &mut Exchange,
+    cx: &Cx<'_>,
+    status: u16,
+    reason: Reason,
+    hint: Option<u64>,
+    out: &mut Out,
+) -> bool {
+    let now = cx.now;
+    if ex.down_started || ex.tunnel {
+        return false;
+    }
+    let Some(head) = ex.replay.clone() else {
+        return false;
+    };
+    let hash = ex.hash;
+    let Some(st) = ex.policy.as_mut().and_then(|p| p.retry.as_mut()) else {
+        return false;
+    };
+    if st.done >= st.policy.attempts || !st.policy.retries_on(status, reason) {
+        return false;
+    }
+    let wait = match hint {
+        Some(w) if w > MAX_WAIT_NS => return false,
+        Some(w) => w,
+        None => st.policy.backoff(st.done + 1, hash ^ now),
+    };
+    let next = cx.snap.retry_pick(st.pick, st.done as usize + 1);
+    let Some(target) = next.and_then(|p| cx.snap.target(p)) else {
+        return false;
+    };
+    if !st.policy.take_budget(now) {
+        return false;
+    }
+    st.done += 1;
+    out.release(false);
+    ex.up_ready = false;
+    ex.up_eof = false;
+    ex.up_close = false;
+    ex.reused = false;
+    ex.resp = super::Resp::Head;
+    // The failed attempts and the wait are the connect phase of the one
+    // that answers.
+    ex.marks.upstream = 0;
+    ex.marks.first_byte = 0;
+    ex.record.status = 0;
+    ex.record.flags.0 &= !(Flags::RESET | Flags::TIMEOUT | Flags::ERROR);
+    ex.record.retries = ex.record.retries.saturating_add(1);
+    ex.connect_deadline = u64::MAX;
+    ex.policed().deferred = Some(Deferred {
+        until: now.saturating_add(wait),
+        head,
+        target,
+        requeue: false,
+    });
+    true
 }
 
 /// The ring event of a breaker's state change.
@@ -163,13 +293,15 @@ impl Session {
         else {
             return false;
         };
-        // The wait belongs to the queue phase.
-        ex.marks.head = now;
+        if d.requeue {
+            ex.marks.head = now;
+        }
         ex.active = now;
         ex.body_active = now;
         ex.uncommitted = Some((out.to_up.len(), out.up.len()));
         out.to_up.push(Chunk::Owned(d.head));
         connect_to(ex, d.target, now, out);
+        ex.begin_attempt(now);
         self.process_held(cx, out);
         self.commit();
         true

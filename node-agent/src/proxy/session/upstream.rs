@@ -6,6 +6,7 @@
 use ringlog::Reason;
 use ringlog::record::Flags;
 
+use super::policy::{retry_after, retry_exchange};
 use super::{Exchange, Framed, ReqBody, Resp, Session};
 use crate::http1::Reject;
 use crate::http1::chunked::Decoder;
@@ -37,14 +38,16 @@ impl Session {
         // No response byte yet (every one sets `first_byte` before it is
         // parsed, so nothing is held or sent downstream either); `replay`
         // is only kept for a bodyless idempotent request that is not a
-        // tunnel, and only until its one retry.
+        // tunnel.
         let Some(ex) = &mut self.ex else {
             return false;
         };
         if !ex.reused || ex.marks.first_byte != 0 {
             return false;
         }
-        let (Some(c), Some(bytes)) = (ex.connect, ex.replay.take()) else {
+        // Once: the new connection is not a reused one. (The copy stays
+        // for the cluster's own retries.)
+        let (Some(c), Some(bytes)) = (ex.connect, ex.replay.clone()) else {
             return false;
         };
         out.release(false);
@@ -62,6 +65,12 @@ impl Session {
 
     /// Connecting failed (`timeout`: the connect timeout expired).
     pub fn on_up_failed(&mut self, cx: &mut Cx<'_>, timeout: bool, out: &mut Out) {
+        if let Some(ex) = &mut self.ex
+            && retry_exchange(ex, cx, 503, Reason::UpstreamConnect, None, out)
+        {
+            self.hold_up.clear();
+            return;
+        }
         let Some(mut ex) = self.ex.take() else {
             return;
         };
@@ -171,6 +180,14 @@ impl Session {
                                 }
                                 pos += h.len;
                                 continue;
+                            }
+                            if h.status >= 500 {
+                                let hint = retry_after(&buf[pos..pos + h.len]);
+                                if retry_exchange(ex, cx, h.status, Reason::None, hint, out) {
+                                    // The failed attempt's answer is dropped
+                                    // with its connection.
+                                    return buf.len();
+                                }
                             }
                             if ex.http10 && h.other_codings {
                                 let d = "transfer coding an HTTP/1.0 client cannot read";
@@ -303,6 +320,12 @@ impl Session {
         detail: &str,
         out: &mut Out,
     ) {
+        if let Some(ex) = &mut self.ex
+            && retry_exchange(ex, cx, status, reason, None, out)
+        {
+            self.hold_up.clear();
+            return;
+        }
         let Some(mut ex) = self.ex.take() else {
             return;
         };

@@ -150,3 +150,109 @@ fn the_breaker_opens_fails_fast_probes_and_closes_with_events() {
     ok_exchange(&mut h, "/after");
     assert_eq!(h.connects, 4);
 }
+
+fn retry_cfg() -> String {
+    r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: r }
+clusters:
+  - name: c
+    endpoints: [ { addr: "127.0.0.1:9" }, { addr: "127.0.0.1:10" } ]
+    retry: { attempts: 2, on: [connect_failure, "503"], backoff: 10ms }
+routes:
+  - { name: r, to: [ { cluster: c } ] }
+"#
+    .to_string()
+}
+
+/// Fires the session's timer at its deadline.
+fn fire(h: &mut H) {
+    h.now = h.s.deadline().unwrap().max(h.now);
+    h.run(b"", |s, cx, out| s.on_timer(cx, out));
+}
+
+#[test]
+fn a_failed_connect_is_retried_on_the_other_endpoint_after_the_backoff() {
+    let mut h = H::with_cfg(Protocol::Http, &retry_cfg());
+    h.down(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    let first = H::text(&h.up);
+    h.run(b"", |s, cx, out| s.on_up_failed(cx, false, out));
+    assert!(h.down.is_empty(), "nothing answered while a retry is due");
+    assert_eq!(h.releases, [false]);
+    let wait = h.s.deadline().unwrap() - h.now;
+    assert!((5 * MS..=10 * MS).contains(&wait), "backoff {wait}");
+    fire(&mut h);
+    assert_eq!(h.connects, 2);
+    assert_eq!(
+        H::text(&h.up),
+        format!("{first}{first}"),
+        "the same request again"
+    );
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 200 OK"));
+    let r = h.records[0].record;
+    assert_eq!((r.status, r.retries, r.reason), (200, 1, Reason::None));
+    assert!(!r.flags.has(Flags::ERROR));
+    assert_eq!(r.phases_ns.iter().sum::<u64>(), r.total_ns);
+    let retry = h.snap.clusters[0].retry.clone().unwrap();
+    assert_eq!(
+        retry
+            .stats
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_503_answer_is_dropped_and_retried_and_retry_after_is_honoured() {
+    let mut h = H::with_cfg(Protocol::Http, &retry_cfg());
+    h.down(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.ready();
+    h.upstream(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy");
+    assert!(
+        h.down.is_empty(),
+        "the failed attempt's answer never reaches the client"
+    );
+    assert_eq!(
+        h.s.deadline().unwrap() - h.now,
+        1_000 * MS,
+        "Retry-After: 1"
+    );
+    fire(&mut h);
+    h.ready();
+    h.upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let down = H::text(&h.down);
+    assert!(
+        down.starts_with("HTTP/1.1 200 OK") && !down.contains("busy"),
+        "{down}"
+    );
+    assert_eq!(h.records[0].record.retries, 1);
+}
+
+#[test]
+fn retries_stop_at_the_attempts_and_never_replay_a_body() {
+    let mut h = H::with_cfg(Protocol::Http, &retry_cfg());
+    h.down(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    for _ in 0..2 {
+        h.run(b"", |s, cx, out| s.on_up_failed(cx, false, out));
+        fire(&mut h);
+    }
+    assert_eq!(h.connects, 3);
+    h.run(b"", |s, cx, out| s.on_up_failed(cx, false, out));
+    assert!(
+        H::text(&h.down).starts_with("HTTP/1.1 503 "),
+        "the third failure is answered"
+    );
+    let r = h.records[0].record;
+    assert_eq!((r.retries, r.reason), (2, Reason::UpstreamConnect));
+    // A POST with a body is not retried: its 503 goes to the client.
+    let mut h = H::with_cfg(Protocol::Http, &retry_cfg());
+    h.down(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx");
+    h.ready();
+    h.upstream(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 503 Busy"));
+    assert_eq!(h.connects, 1);
+}
