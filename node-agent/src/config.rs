@@ -452,6 +452,17 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
     if let Some(h) = &route.hash_on {
         check_hash_key(r, &key, "hash_on", h);
     }
+    if let Some(t) = &route.timeouts {
+        for (field, v) in [
+            ("connect", t.connect),
+            ("request", t.request),
+            ("read", t.read),
+        ] {
+            if v.is_some_and(|d| d.0 == 0) {
+                r.add(&key, format!("timeouts.{field}"), "must be positive");
+            }
+        }
+    }
     if let Some(rl) = &route.rate_limit {
         if !(rl.rps.is_finite() && rl.rps > 0.0 && rl.rps <= 1e9) {
             r.add(

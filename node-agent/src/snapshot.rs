@@ -106,6 +106,8 @@ pub struct RouteRt {
     pub allow_connect: bool,
     /// The route's rate limit, shared by every worker.
     pub limit: Option<Arc<RateLimiter>>,
+    /// Its overrides of the clusters' timeouts.
+    pub timeouts: Option<crate::config::schema::RouteTimeouts>,
 }
 
 /// An upstream endpoint.
@@ -417,6 +419,7 @@ impl Snapshot {
                     .and_then(|h| h.strip_prefix("header:"))
                     .map(str::to_ascii_lowercase),
                 allow_connect: r.allow_connect,
+                timeouts: r.timeouts,
                 limit: match &r.rate_limit {
                     Some(rl) => Some(Arc::new(
                         RateLimiter::new(rl).map_err(|reason| invalid(&r.name, reason))?,
@@ -545,17 +548,20 @@ impl Snapshot {
     }
 
     /// The address, ids and timeouts of a pick made on this snapshot.
+    /// A route's `timeouts` override its cluster's.
     pub fn target(&self, p: Pick) -> Option<Target> {
         let c = self.clusters.get(p.cluster)?;
         let e = c.endpoints.get(p.endpoint)?;
+        let o = self.routes.get(p.route).and_then(|r| r.timeouts);
+        let pick = |own: Option<crate::config::schema::Dur>, base: u64| own.map_or(base, |d| d.0);
         Some(Target {
             addr: e.addr,
             cluster: c.id,
             endpoint: e.id,
             arm: p.arm,
-            connect_timeout_ns: c.connect_timeout_ns,
-            request_timeout_ns: c.request_timeout_ns,
-            read_timeout_ns: c.read_timeout_ns,
+            connect_timeout_ns: pick(o.and_then(|o| o.connect), c.connect_timeout_ns),
+            request_timeout_ns: pick(o.and_then(|o| o.request), c.request_timeout_ns),
+            read_timeout_ns: pick(o.and_then(|o| o.read), c.read_timeout_ns),
             idle_timeout_ns: c.idle_timeout_ns,
         })
     }

@@ -497,6 +497,24 @@ pub struct Route {
     /// cluster). Off by default: elsewhere CONNECT is answered 405.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_connect: bool,
+    /// Overrides of the target cluster's `timeouts` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+/// A route's overrides of its clusters' timeouts (each optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    /// Upstream connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Dur>,
+    /// Whole exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Dur>,
+    /// Upstream read-idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Dur>,
 }
 
 /// A request type.

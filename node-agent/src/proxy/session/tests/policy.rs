@@ -256,3 +256,18 @@ fn retries_stop_at_the_attempts_and_never_replay_a_body() {
     assert!(H::text(&h.down).starts_with("HTTP/1.1 503 Busy"));
     assert_eq!(h.connects, 1);
 }
+
+#[test]
+fn a_routes_timeouts_override_its_clusters() {
+    let yaml = cfg(
+        "timeouts: { read: 2s, connect: 300ms }",
+        "timeouts: { connect: 1s, read: 60s }",
+    );
+    let mut h = H::with_cfg(Protocol::Http, &yaml);
+    h.down(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(h.s.deadline().unwrap() - h.now, 300 * MS, "connect");
+    h.ready();
+    assert_eq!(h.s.deadline().unwrap() - h.now, 2_000 * MS, "read");
+    fire(&mut h);
+    assert!(H::text(&h.down).starts_with("HTTP/1.1 504 "));
+}
