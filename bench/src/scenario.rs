@@ -41,7 +41,7 @@ fn culprit(s: &str) -> Result<Option<Culprit>> {
     // Each kind is named by the dimension that should find it.
     match Culprit::ALL.into_iter().find(|c| c.dim().name() == s) {
         Some(c) => Ok(Some(c)),
-        None => bail!("--culprit {s}: route, endpoint, type, arm, worker, phase or none"),
+        None => bail!("--culprit {s}: route, endpoint, type, arm, worker, phase, policy or none"),
     }
 }
 

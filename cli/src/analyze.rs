@@ -27,7 +27,7 @@ fn dims(by: &str) -> Result<Vec<Dim>> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             Dim::parse(s).with_context(|| {
-                format!("--by {s}: not a dimension (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase)")
+                format!("--by {s}: not a dimension (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase, policy)")
             })
         })
         .collect()
@@ -421,6 +421,24 @@ pub fn why_json(view: &RingView<'_>, names: &NameTable, w: &Why, verdict: &str) 
     })
 }
 
+/// When the finding is one of the agent's own decisions, the sentence that
+/// says so: throttling is not the upstream being slow.
+fn own_decision(f: &ringlog::analyze::why::Finding) -> Option<&'static str> {
+    let at = f.dims.iter().position(|d| *d == Dim::Policy)?;
+    Some(match f.values.get(at)? {
+        1 => " The agent rejected them itself: a route's rate limit (429 rate_limited).",
+        2 => {
+            " The agent held them itself: a route's smoothing rate limit delayed them (the wait is their queue phase), not a slow upstream."
+        }
+        3 => {
+            " The agent refused them itself: a cluster's circuit breaker was open (503 breaker_open)."
+        }
+        4 => " The agent refused them itself: a cluster's concurrency limit (503 overflow).",
+        5 => " They were retried: failed attempts and backoff are in their connect phase.",
+        _ => return None,
+    })
+}
+
 /// The one-paragraph verdict.
 pub fn verdict(view: &RingView<'_>, names: &NameTable, w: &Why) -> String {
     let r = &w.report;
@@ -463,6 +481,9 @@ pub fn verdict(view: &RingView<'_>, names: &NameTable, w: &Why) -> String {
                 f.share_slow * 100.0,
                 f.share_base * 100.0
             ));
+            if let Some(why) = own_decision(f) {
+                s.push_str(why);
+            }
         }
         None => s.push_str(" No finding: no dimension value stands out in the slow tail."),
     }

@@ -221,6 +221,9 @@ pub fn label(names: &NameTable, d: Dim, v: u64) -> String {
         Dim::Status | Dim::Generation => v.to_string(),
         Dim::Reason => ringlog::Reason::from_code(v as u8).name().into_owned(),
         Dim::Phase => ringlog::analyze::phase_name(v as usize).to_string(),
+        Dim::Policy => ringlog::analyze::POLICY_NAMES
+            .get(v as usize)
+            .map_or_else(|| v.to_string(), |n| (*n).to_string()),
         Dim::Arm if v == 0 => "none".into(),
         Dim::Arm => format!(
             "{}/arm{}",

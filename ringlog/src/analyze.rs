@@ -39,11 +39,39 @@ pub enum Dim {
     Generation,
     /// The phase that took longest.
     Phase,
+    /// The agent's own decision on the request ([`policy_value`]): none,
+    /// rate limited, delayed by smoothing, breaker open, overflow, retried.
+    Policy,
+}
+
+/// Names of [`Dim::Policy`] values, by value.
+pub const POLICY_NAMES: [&str; 6] = [
+    "none",
+    "rate_limited",
+    "delayed",
+    "breaker_open",
+    "overflow",
+    "retried",
+];
+
+/// A record's [`Dim::Policy`] value: what the agent's own policies did to
+/// it (a rejection first, then a delay, then a retry).
+#[inline]
+pub fn policy_value(r: &Record) -> u64 {
+    use crate::record::{Flags, Reason};
+    match r.reason {
+        Reason::RateLimited => 1,
+        Reason::BreakerOpen => 3,
+        Reason::Overflow => 4,
+        _ if r.flags.has(Flags::RATE_LIMITED) => 2,
+        _ if r.retries > 0 => 5,
+        _ => 0,
+    }
 }
 
 impl Dim {
     /// Every dimension, in report order; `ALL[d as usize] == d`.
-    pub const ALL: [Dim; 10] = [
+    pub const ALL: [Dim; 11] = [
         Dim::Route,
         Dim::Cluster,
         Dim::Endpoint,
@@ -54,6 +82,7 @@ impl Dim {
         Dim::Reason,
         Dim::Generation,
         Dim::Phase,
+        Dim::Policy,
     ];
 
     /// The name used on the command line and in JSON.
@@ -69,6 +98,7 @@ impl Dim {
             Dim::Reason => "reason",
             Dim::Generation => "generation",
             Dim::Phase => "phase",
+            Dim::Policy => "policy",
         }
     }
 
@@ -85,6 +115,7 @@ impl Dim {
             "reason" => Dim::Reason,
             "generation" | "gen" => Dim::Generation,
             "phase" => Dim::Phase,
+            "policy" | "decision" => Dim::Policy,
             _ => return None,
         })
     }
@@ -104,6 +135,7 @@ impl Dim {
             Dim::Reason => u64::from(r.reason.code()),
             Dim::Generation => u64::from(r.generation),
             Dim::Phase => dominant_phase(r) as u64,
+            Dim::Policy => policy_value(r),
         }
     }
 }
@@ -222,6 +254,35 @@ pub fn phase_name(i: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::Dim;
+
+    #[test]
+    fn policy_names_the_agents_own_decision() {
+        use crate::record::{Flags, Reason, Record};
+        let v = |reason, flags, retries| {
+            let r = Record {
+                reason,
+                flags: Flags(flags),
+                retries,
+                ..Record::default()
+            };
+            super::POLICY_NAMES[super::policy_value(&r) as usize]
+        };
+        assert_eq!(v(Reason::None, 0, 0), "none");
+        assert_eq!(
+            v(Reason::RateLimited, Flags::RATE_LIMITED, 0),
+            "rate_limited"
+        );
+        assert_eq!(v(Reason::None, Flags::RATE_LIMITED, 0), "delayed");
+        assert_eq!(
+            v(Reason::BreakerOpen, Flags::BREAKER_OPEN, 0),
+            "breaker_open"
+        );
+        assert_eq!(v(Reason::Overflow, Flags::BREAKER_OPEN, 0), "overflow");
+        assert_eq!(v(Reason::None, 0, 2), "retried");
+        let f = crate::analyze::filter::Filter::parse("policy=delayed|retried", &|_, _| Vec::new());
+        assert!(f.is_ok());
+        assert!(crate::analyze::filter::Filter::parse("policy=slow", &|_, _| Vec::new()).is_err());
+    }
 
     #[test]
     fn all_is_in_declaration_order() {

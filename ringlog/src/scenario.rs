@@ -15,7 +15,7 @@
 //! which at least doubles p99.9. Everything is a pure function of the seed.
 
 use crate::analyze::Dim;
-use crate::record::{KeepReason, P_ONE, Phase, Record};
+use crate::record::{Flags, KeepReason, P_ONE, Phase, Record};
 use crate::sampler::code_of;
 use crate::synth::mix;
 use crate::writer::{RingWriter, WriterError};
@@ -37,17 +37,22 @@ pub enum Culprit {
     Worker,
     /// One phase (connect, TLS or downstream write) of some requests.
     Phase,
+    /// The agent's own rate limit: one route's requests delayed by
+    /// smoothing (queue phase, flag `rate_limited`). Named as
+    /// `policy=delayed`, not as the route.
+    Throttle,
 }
 
 impl Culprit {
     /// Every kind.
-    pub const ALL: [Culprit; 6] = [
+    pub const ALL: [Culprit; 7] = [
         Culprit::Route,
         Culprit::Endpoint,
         Culprit::Type,
         Culprit::Arm,
         Culprit::Worker,
         Culprit::Phase,
+        Culprit::Throttle,
     ];
     /// The analysis dimension that should name it.
     pub fn dim(self) -> Dim {
@@ -58,6 +63,7 @@ impl Culprit {
             Culprit::Arm => Dim::Arm,
             Culprit::Worker => Dim::Worker,
             Culprit::Phase => Dim::Phase,
+            Culprit::Throttle => Dim::Policy,
         }
     }
 }
@@ -202,6 +208,7 @@ fn values(c: Culprit, workers: u32) -> usize {
         Culprit::Arm => 2,
         Culprit::Worker => workers as usize,
         Culprit::Phase => FAULT_PHASES.len(),
+        Culprit::Throttle => ROUTES.len(),
     }
 }
 
@@ -254,7 +261,7 @@ impl Scenario {
             None => (None, usize::MAX),
         };
         let culprit = |c: Culprit| kind == Some(c);
-        let route = if hit && culprit(Culprit::Route) {
+        let route = if hit && (culprit(Culprit::Route) || culprit(Culprit::Throttle)) {
             cv
         } else if hit && culprit(Culprit::Arm) {
             0
@@ -271,7 +278,8 @@ impl Scenario {
                 .collect();
             g.weighted(&w, None)
         } else {
-            g.weighted(&ROUTES.map(|r| r.1), culprit(Culprit::Route).then_some(cv))
+            let own = culprit(Culprit::Route) || culprit(Culprit::Throttle);
+            g.weighted(&ROUTES.map(|r| r.1), own.then_some(cv))
         };
         let arm = if route != 0 {
             0
@@ -322,7 +330,8 @@ impl Scenario {
         }
     }
 
-    fn phases(&self, g: &mut Rng, d: &Draw, t_s: f64) -> [u64; 6] {
+    /// The request's phases, and whether the fault slowed it.
+    fn phases(&self, g: &mut Rng, d: &Draw, t_s: f64) -> ([u64; 6], bool) {
         let us = |x: f64| (x * 1000.0) as u64;
         let mut p = [0u64; 6];
         p[Phase::Queue as usize] = us(g.range(10.0, 40.0));
@@ -335,10 +344,10 @@ impl Scenario {
         p[Phase::Transfer as usize] = us(g.range(20.0, 80.0));
         p[Phase::Write as usize] = us(g.range(5.0, 20.0));
         let Some(f) = self.fault else {
-            return p;
+            return (p, false);
         };
         let phase = match f.culprit {
-            Culprit::Worker => Phase::Queue,
+            Culprit::Worker | Culprit::Throttle => Phase::Queue,
             Culprit::Phase => FAULT_PHASES[f.pick],
             _ => Phase::FirstByte,
         };
@@ -352,10 +361,11 @@ impl Scenario {
             }
         }
         let inside = t_s >= f.start_s && t_s < f.start_s + f.len_s;
-        if inside && d.hit && g.f() < f.affected {
+        let slowed = inside && d.hit && g.f() < f.affected;
+        if slowed {
             p[phase as usize] += us(g.range(40_000.0, 150_000.0));
         }
-        p
+        (p, slowed)
     }
 
     /// Writes the traffic into `w` (which needs [`Scenario::workers`]
@@ -399,7 +409,8 @@ impl Scenario {
         for i in 0..n {
             let t = T0_NS + i * gap + g.u64() % gap;
             let d = self.draw(&mut g);
-            let phases_ns = self.phases(&mut g, &d, (i * gap) as f64 / 1e9);
+            let (phases_ns, slowed) = self.phases(&mut g, &d, (i * gap) as f64 / 1e9);
+            let throttled = slowed && self.fault.is_some_and(|f| f.culprit == Culprit::Throttle);
             let total_ns: u64 = phases_ns.iter().sum();
             let p = TYPES[d.req_type].2;
             let (sample_p, keep) = if total_ns > KEEP_SLOWER_NS {
@@ -422,6 +433,7 @@ impl Scenario {
                 sample_p,
                 arm: d.arm,
                 keep,
+                flags: Flags(if throttled { Flags::RATE_LIMITED } else { 0 }),
                 ..Record::default()
             };
             if let Some(s) = shards.get_mut(d.worker as usize) {
@@ -437,6 +449,7 @@ impl Scenario {
                 Culprit::Arm => u64::from(ids.routes[0]) << 8 | (f.pick as u64 + 1),
                 Culprit::Worker => f.pick as u64,
                 Culprit::Phase => FAULT_PHASES[f.pick] as u64,
+                Culprit::Throttle => 2, // policy "delayed"
             },
             from_ns: T0_NS + (f.start_s * 1e9) as u64,
             to_ns: T0_NS + ((f.start_s + f.len_s) * 1e9) as u64,

@@ -180,3 +180,45 @@ fn why_names_the_injected_culprit() {
         pct(all.aa_quiet)
     );
 }
+
+/// A/A for the spike detector: calm scenarios (no fault; the usual 0.2%
+/// of requests 3-10x slower) must show no spike at all in at least 97%
+/// of the rings.
+#[test]
+fn spikes_stay_quiet_without_a_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let trials = 100u64;
+    let mut quiet = 0;
+    let mut noisy = Vec::new();
+    for trial in 0..trials {
+        let sc = Scenario::random(0x5a1e_0000 + trial, None);
+        let path = dir.path().join("aa.ring");
+        {
+            let w = RingWriter::create(&path, 24 << 20, sc.workers).unwrap();
+            sc.write(&w).unwrap();
+        }
+        let reader = RingReader::open(&path).unwrap();
+        let view = reader.view();
+        let mut det = Detector::new(Params::default());
+        records(&view, |r, _| det.add(r));
+        let (_, spikes) = det.finish();
+        if spikes.is_empty() {
+            quiet += 1;
+        } else {
+            noisy.push(format!(
+                "seed {trial}: {} spike(s), first at {} s x{:.1} with {:.0} affected of {:.0}",
+                spikes.len(),
+                (spikes[0].start_ns - T0_NS) / SEC,
+                spikes[0].peak_ns as f64 / spikes[0].baseline_ns.max(1) as f64,
+                spikes[0].affected,
+                spikes[0].requests
+            ));
+        }
+    }
+    let pct = 100.0 * quiet as f64 / trials as f64;
+    println!("A/A spikes: {quiet}/{trials} calm rings with no spike ({pct:.1}%)");
+    for n in noisy.iter().take(10) {
+        println!("  {n}");
+    }
+    assert!(pct >= 97.0, "{pct:.1}% of calm rings without a spike");
+}

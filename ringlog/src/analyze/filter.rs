@@ -157,6 +157,11 @@ fn dim_value(d: Dim, v: &str, lookup: &dyn Fn(Dim, &str) -> Vec<u64>) -> Result<
             .find(|r| r.name() == v)
             .map(|r| vec![u64::from(r.code())])
             .ok_or_else(|| format!("`{v}` is not a reason code name")),
+        Dim::Policy => super::POLICY_NAMES
+            .iter()
+            .position(|n| *n == v)
+            .map(|i| vec![i as u64])
+            .ok_or_else(|| format!("`{v}` is not a policy ({})", super::POLICY_NAMES.join(", "))),
         Dim::Phase => crate::record::Phase::ALL
             .iter()
             .position(|p| p.name() == v)

@@ -201,6 +201,28 @@ impl WHist {
         (self.weight_above(v) / mean_w).round() as u64
     }
 
+    /// The records above `v` ns exactly, from the kept tail: (records,
+    /// sum of weights, sum of squared weights). None when more records are
+    /// above `v` than the tail keeps ([`TAIL_KEEP`]). Weights are as the
+    /// tail keeps them (1 for p = 1, others rounded up).
+    pub fn tail_above(&self, v: u64) -> Option<(u64, f64, f64)> {
+        let full = self.tail.len() >= TAIL_KEEP;
+        if full && self.tail.peek().is_some_and(|Reverse((min, _))| *min > v) {
+            return None;
+        }
+        let mut n = 0;
+        let (mut sw, mut sw2) = (0.0, 0.0);
+        for Reverse((x, w)) in self.tail.iter() {
+            if *x > v {
+                let w = f64::from(*w);
+                n += 1;
+                sw += w;
+                sw2 += w * w;
+            }
+        }
+        Some((n, sw, sw2))
+    }
+
     /// Weight of records above `v` ns (bucket resolution).
     pub fn weight_above(&self, v: u64) -> f64 {
         let i = index(v);

@@ -6,7 +6,12 @@
 //! themselves (so a long spike does not become its own baseline); until
 //! enough trailing records exist, the quantile over the whole input stands
 //! in. A bucket needs at least [`MIN_BUCKET_RECORDS`] kept records above the
-//! baseline to count, so one slow request in a quiet second is not a spike.
+//! baseline to count, so one slow request in a quiet second is not a spike,
+//! and they must be significantly more than the baseline predicts (by
+//! the baseline window's own rate of requests above it, scaled to the
+//! bucket's requests): an exact one-sided Poisson tail under
+//! [`BUCKET_ALPHA`] on effective counts, so noise at a busy second is not
+//! one either.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +19,7 @@ use super::{Merge, WHist};
 use crate::record::Record;
 
 /// Kept records above the baseline a bucket needs to be a spike.
-pub const MIN_BUCKET_RECORDS: u64 = 3;
+pub const MIN_BUCKET_RECORDS: u64 = 5;
 
 /// Detection parameters.
 #[derive(Debug, Clone, Copy)]
@@ -145,16 +150,25 @@ impl Detector {
             for h in &trailing {
                 base.merge(h);
             }
+            let from = if base.raw >= need { &base } else { &self.all };
             let baseline = if base.raw >= need {
                 base.quantile(q).map_or(fallback, |x| x.ns)
             } else {
                 fallback
             };
+            // Requests above the baseline that a bucket of this many
+            // requests would hold at the baseline window's own rate.
+            let expected = if from.weight > 0.0 {
+                from.weight_above(baseline) * b.hist.weight / from.weight
+            } else {
+                0.0
+            };
             let qv = b.hist.quantile(q).map_or(0, |x| x.ns);
             let above = b.hist.raw_above(baseline);
             let spike = baseline > 0
                 && qv as f64 > self.p.factor * baseline as f64
-                && above >= MIN_BUCKET_RECORDS;
+                && above >= MIN_BUCKET_RECORDS
+                && significant(b, baseline, expected);
             let qn = |x: f64| b.hist.quantile(x).map_or(0, |v| v.ns);
             points.push(Point {
                 start_ns: idx * self.p.bucket_ns,
@@ -208,6 +222,39 @@ impl Detector {
         }
         out
     }
+}
+
+/// Chance that one calm bucket counts as a spike: a ring of a few
+/// hundred buckets then shows a false spike in well under 3% of calm runs.
+pub const BUCKET_ALPHA: f64 = 1e-4;
+
+/// Whether the bucket's requests above `baseline` are significantly more
+/// than `expected` (weighted) requests: the exact one-sided Poisson tail
+/// is below [`BUCKET_ALPHA`], on effective counts. A kept record stands
+/// for `w` = 1/p requests, so weighted counts come in lumps: with the lump
+/// size `E = sum(w^2) / sum(w)` of the records above (1 when all were kept
+/// at p = 1), the observed `sum(w) / E` and the expected `expected / E`
+/// are Poisson-like. (A normal approximation is far too lenient at the
+/// means of one or two that matter here.) More records above than the
+/// histogram keeps exactly is significant by itself.
+fn significant(b: &Bucket, baseline: u64, expected: f64) -> bool {
+    let Some((n, sw, sw2)) = b.hist.tail_above(baseline) else {
+        return true;
+    };
+    if n == 0 || sw <= 0.0 {
+        return false;
+    }
+    let lump = (sw2 / sw).max(1.0);
+    let observed = (sw / lump).floor() as u64;
+    let lambda = (expected / lump).max(1e-9);
+    // P(X < observed) by summing the pmf.
+    let mut pmf = (-lambda).exp();
+    let mut below = 0.0;
+    for k in 0..observed.min(10_000) {
+        below += pmf;
+        pmf *= lambda / (k + 1) as f64;
+    }
+    1.0 - below < BUCKET_ALPHA
 }
 
 impl Merge for Detector {

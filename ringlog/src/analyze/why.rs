@@ -201,7 +201,8 @@ impl Report {
 
 /// Tie-break order: lower is more concrete (what an operator acts on).
 fn concreteness(dims: &[Dim]) -> usize {
-    const ORDER: [Dim; 10] = [
+    const ORDER: [Dim; 11] = [
+        Dim::Policy,
         Dim::Endpoint,
         Dim::Arm,
         Dim::Route,
@@ -339,7 +340,17 @@ impl Attribution {
                 .max(0.0)
                 .sqrt();
             let lr = rr.max(f64::MIN_POSITIVE).ln();
-            let v_rate = if c.b_all > 0.0 {
+            // One of the agent's own decisions (a delay, a rejection, a
+            // retry) is not a slice of traffic with a latency of its own:
+            // a delayed request is slow by definition, so measured against
+            // its own baseline it would never explain anything. What it
+            // explains is how many more of them there are: measure it
+            // against the baseline's slow rate as a whole.
+            let own_decision = dims
+                .iter()
+                .zip(&values)
+                .any(|(d, v)| *d == Dim::Policy && *v != 0);
+            let v_rate = if c.b_all > 0.0 && !own_decision {
                 c.b_slow / c.b_all
             } else {
                 base_rate
