@@ -285,6 +285,7 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
             ("half_open_probes", b.half_open_probes),
             ("max_concurrent", b.max_concurrent),
             ("max_pending", b.max_pending),
+            ("max_connections", b.max_connections),
         ] {
             if v == 0 {
                 r.add(&key, format!("breaker.{field}"), "must be at least 1");

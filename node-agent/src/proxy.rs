@@ -58,6 +58,9 @@ impl Chunk {
 pub struct Connect {
     /// Endpoint address (also the pool key).
     pub addr: SocketAddr,
+    /// Index of its cluster in the snapshot, for the cluster's
+    /// `max_connections` (None: a passthrough destination).
+    pub cluster: Option<usize>,
     /// Connect timeout, ns.
     pub timeout_ns: u64,
     /// Open a new connection even if the pool holds one for `addr` (the

@@ -198,6 +198,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Cluster name id (0: none, e.g. an original destination).
     pub cluster: u16,
+    /// Index into [`Snapshot::clusters`] (None: a passthrough target).
+    pub cluster_ix: Option<usize>,
     /// Endpoint name id (0: none).
     pub endpoint: u16,
     /// Canary arm (see [`Pick::arm`]).
@@ -219,6 +221,7 @@ impl Target {
         Target {
             addr,
             cluster: 0,
+            cluster_ix: None,
             endpoint: 0,
             arm: 0,
             connect_timeout_ns: 1_000_000_000,
@@ -359,7 +362,9 @@ impl Snapshot {
                             None => FailureOn::default(),
                         };
                         let (mc, mp) = (b.max_concurrent, b.max_pending);
-                        Some(Arc::new(Breaker::new(p, mc, mp, failure_on)))
+                        let breaker = Breaker::new(p, mc, mp, failure_on)
+                            .with_max_connections(b.max_connections);
+                        Some(Arc::new(breaker))
                     }
                     None => None,
                 },
@@ -557,6 +562,7 @@ impl Snapshot {
         Some(Target {
             addr: e.addr,
             cluster: c.id,
+            cluster_ix: Some(p.cluster),
             endpoint: e.id,
             arm: p.arm,
             connect_timeout_ns: pick(o.and_then(|o| o.connect), c.connect_timeout_ns),

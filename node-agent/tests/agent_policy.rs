@@ -359,3 +359,42 @@ fn a_retry_storm_against_a_failing_upstream_is_capped_by_the_budget() {
     assert!(refused > 0, "a storm asks for more than the budget");
     assert!(retries >= requests * 0.1, "the budget is used: {retries}");
 }
+
+#[test]
+fn a_cluster_at_max_connections_answers_503_overflow_and_reuses_its_pool() {
+    let up = Upstream::start(&[]);
+    let p = up.port;
+    let agent = Agent::start(
+        move |port, ring| policy_config(port, p, ring, "", "breaker: { max_connections: 1 }"),
+        &[],
+    );
+    faults(up.port, r#"{"latency":"400ms"}"#);
+    let port = agent.port;
+    let got: Vec<(u16, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|i| {
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(150 * i));
+                    let r = request(port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
+                    (r.status, r.header("x-tailmesh-reason").unwrap_or_default())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(got[0], (200, String::new()), "{got:?}");
+    assert_eq!(got[1], (503, "overflow".to_string()), "{got:?}");
+    let m = "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_connections\"} ";
+    assert_eq!(agent.metric(m), 1);
+    // The one connection went back to the pool and still counts; the next
+    // request reuses it.
+    assert_eq!(
+        agent.metric("tailmesh_cluster_upstream_connections{cluster=\"c\"} "),
+        1
+    );
+    assert_eq!(
+        request(port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    assert_eq!(agent.metric(m), 1);
+}

@@ -286,6 +286,10 @@ pub struct Breaker {
     /// Requests allowed to wait for an upstream connection at once.
     #[serde(default = "k1024")]
     pub max_pending: u32,
+    /// Upstream connections open to the cluster (pooled ones included),
+    /// node-wide.
+    #[serde(default = "k1024")]
+    pub max_connections: u32,
     /// What counts as a failure: `connect_failure`, `reset`, `timeout`,
     /// `5xx` or a status like `"503"` (default: the first four).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -164,9 +164,10 @@ routes:
             b.min_requests,
             b.half_open_probes,
             b.max_concurrent,
-            b.max_pending
+            b.max_pending,
+            b.max_connections
         ),
-        (5, 20, 3, 1024, 1024)
+        (5, 20, 3, 1024, 1024, 1024)
     );
     assert_eq!(
         (b.window, b.open_for),

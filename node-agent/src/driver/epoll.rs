@@ -71,6 +71,8 @@ struct Up {
     eof: bool,
     /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
     idle_ns: u64,
+    /// Its place under the cluster's `max_connections` (freed with it).
+    _slot: Option<crate::policy::breaker::ConnSlot>,
 }
 
 #[derive(Debug, Default)]

@@ -89,6 +89,8 @@ struct Up {
     close_when_flushed: bool,
     /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
     idle_ns: u64,
+    /// Its place under the cluster's `max_connections` (freed with it).
+    _slot: Option<crate::policy::breaker::ConnSlot>,
 }
 
 #[derive(Debug, Default)]

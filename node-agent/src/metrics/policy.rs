@@ -90,6 +90,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
             ("breaker_open", "", &s.rejected_open),
             ("overflow", "max_concurrent", &s.overflow_concurrent),
             ("overflow", "max_pending", &s.overflow_pending),
+            ("overflow", "max_connections", &s.overflow_connections),
         ] {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(
@@ -109,6 +110,19 @@ pub fn render(snap: &Snapshot, o: &mut String) {
             o,
             "tailmesh_cluster_requests_in_flight{{cluster=\"{c}\"}} {}",
             b.load().0
+        );
+    }
+    family(
+        o,
+        "cluster_upstream_connections",
+        "gauge",
+        "Upstream connections open to a cluster with a breaker, pooled ones included (max_connections counts these).",
+    );
+    for (c, b) in &breakers {
+        let _ = writeln!(
+            o,
+            "tailmesh_cluster_upstream_connections{{cluster=\"{c}\"}} {}",
+            b.connections()
         );
     }
     family(

@@ -338,6 +338,8 @@ pub struct BreakerStats {
     pub overflow_concurrent: AtomicU64,
     /// Requests rejected by `max_pending`.
     pub overflow_pending: AtomicU64,
+    /// Requests rejected by `max_connections`.
+    pub overflow_connections: AtomicU64,
 }
 
 /// Why a request was not admitted.
@@ -363,8 +365,10 @@ pub struct Breaker {
     open_until: AtomicU64,
     in_flight: AtomicU32,
     pending: AtomicU32,
+    connections: AtomicU32,
     max_concurrent: u32,
     max_pending: u32,
+    max_connections: u32,
     failure_on: FailureOn,
     /// Counters for `/metrics`.
     pub stats: BreakerStats,
@@ -380,8 +384,10 @@ impl Breaker {
             open_until: AtomicU64::new(u64::MAX),
             in_flight: AtomicU32::new(0),
             pending: AtomicU32::new(0),
+            connections: AtomicU32::new(0),
             max_concurrent,
             max_pending,
+            max_connections: u32::MAX,
             failure_on,
             stats: BreakerStats::default(),
         }
@@ -390,6 +396,33 @@ impl Breaker {
     /// The state as workers see it.
     pub fn state(&self) -> State {
         State::from_code(self.word.load(Ordering::Acquire) & 0xff)
+    }
+
+    /// The same breaker with a cap on the upstream connections open to the
+    /// cluster (pooled ones included).
+    pub fn with_max_connections(self, max: u32) -> Breaker {
+        Breaker {
+            max_connections: max,
+            ..self
+        }
+    }
+
+    /// Upstream connections open to the cluster, node-wide.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new upstream connection to the cluster (it stays counted
+    /// until the slot is dropped), or None over `max_connections`.
+    pub fn open_connection(self: &Arc<Self>) -> Option<ConnSlot> {
+        if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            self.stats
+                .overflow_connections
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ConnSlot(self.clone()))
     }
 
     /// Requests in flight and waiting for a connection.
@@ -453,6 +486,17 @@ impl Breaker {
             decided: false,
         };
         (Ok(pass), moved)
+    }
+}
+
+/// One upstream connection counted against its cluster's
+/// `max_connections`, until dropped (with the connection).
+#[derive(Debug)]
+pub struct ConnSlot(Arc<Breaker>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

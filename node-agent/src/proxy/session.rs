@@ -830,6 +830,7 @@ fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
     ex.read_ns = target.read_timeout_ns;
     let c = Connect {
         addr: target.addr,
+        cluster: target.cluster_ix,
         timeout_ns: target.connect_timeout_ns,
         fresh: false,
         idle_ns: target.idle_timeout_ns,

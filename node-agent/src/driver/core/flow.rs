@@ -9,6 +9,7 @@ use std::collections::BinaryHeap;
 
 use super::{Core, PoolPut};
 use crate::metrics::Driver as Counter;
+use crate::policy::breaker::ConnSlot;
 use crate::proxy::{Chunk, Connect, Cx, Out, Session, UpOp};
 
 /// What the core needs to know about an upstream connection.
@@ -108,8 +109,10 @@ pub trait Driver {
     /// Makes closing down `i` send a RST and drop unsent bytes.
     fn abort_on_close(&mut self, i: usize);
     /// Opens a new upstream socket toward `c.addr` for down `i` and starts
-    /// connecting; attaches it. False if the socket could not be made.
-    fn open_up(&mut self, i: usize, c: &Connect) -> bool;
+    /// connecting; attaches it. It holds `slot` (its place under the
+    /// cluster's `max_connections`) until it is freed. False if the socket
+    /// could not be made.
+    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool;
     /// Closes down `i`'s socket and frees its slot (once the kernel is done
     /// with it); returns its listener index, None if it was not live.
     fn drop_down(&mut self, i: usize) -> Option<usize>;
@@ -237,7 +240,22 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         }
         return true;
     }
-    if d.open_up(i, c) {
+    let breaker = c
+        .cluster
+        .and_then(|k| d.core().snap.clusters.get(k))
+        .and_then(|cl| cl.breaker.clone());
+    let slot = match breaker {
+        Some(b) => match b.open_connection() {
+            Some(slot) => Some(slot),
+            None => {
+                // At the cluster's max_connections: a fast 503 overflow.
+                with_session(d, i, |s, cx, out| s.on_up_refused(cx, out));
+                return false;
+            }
+        },
+        None => None,
+    };
+    if d.open_up(i, c, slot) {
         d.core().ups += 1;
         return true;
     }

@@ -10,6 +10,7 @@ use crate::driver::core::Core;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
 use crate::driver::send_chunks;
 use crate::metrics::Driver as Counter;
+use crate::policy::breaker::ConnSlot;
 use crate::proxy::{Chunk, Connect, Session};
 
 impl Driver for Worker {
@@ -138,8 +139,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, i: usize, c: &Connect) -> bool {
-        self.open_upstream(i, c)
+    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
+        self.open_upstream(i, c, slot)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {

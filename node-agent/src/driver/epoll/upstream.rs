@@ -12,12 +12,13 @@ use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow;
+use crate::policy::breaker::ConnSlot;
 use crate::proxy::Connect;
 
 impl Worker {
     /// Opens a new upstream socket toward `c.addr` for down `i`, registers
     /// it and attaches it; false if that failed.
-    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect) -> bool {
+    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
         let sock = crate::driver::connect_upstream(c.addr, self.core.shared.upstream_mark);
         let j = self.alloc();
         let registered = sock.and_then(|s| {
@@ -45,6 +46,7 @@ impl Worker {
             close_when_flushed: false,
             eof: false,
             idle_ns: c.idle_ns,
+            _slot: slot,
         }));
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             d.up = Some(j);

@@ -6,6 +6,7 @@
 use super::conns::{Src, queue};
 use super::*;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
+use crate::policy::breaker::ConnSlot;
 
 impl Driver for Worker {
     type Src<'a> = Src<'a>;
@@ -131,8 +132,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, i: usize, c: &Connect) -> bool {
-        self.open_upstream(i, c)
+    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
+        self.open_upstream(i, c, slot)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {
@@ -197,7 +198,7 @@ impl Worker {
     /// Opens a new upstream socket toward `c.addr` for down `i`: a connect
     /// with a linked timeout, submitted together. False if the socket
     /// could not be made.
-    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect) -> bool {
+    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
         let Ok(sock) = crate::driver::upstream_socket(c.addr, self.core.shared.upstream_mark)
         else {
             return false;
@@ -215,6 +216,7 @@ impl Worker {
             connecting: true,
             close_when_flushed: false,
             idle_ns: c.idle_ns,
+            _slot: slot,
         });
         let fd = Fd(up.io.sock.as_raw_fd());
         // The sockaddr and timespec live in the boxed slot, which is freed

@@ -94,6 +94,27 @@ impl Session {
         self.after_exchange(cx, out);
     }
 
+    /// No connection could be opened: the cluster is at its
+    /// `max_connections`. A fast 503 `overflow` (no retry: another attempt
+    /// would meet the same limit).
+    pub fn on_up_refused(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        let Some(mut ex) = self.ex.take() else {
+            return;
+        };
+        out.release(false);
+        ex.record.flags.0 |= Flags::BREAKER_OPEN;
+        if ex.tunnel {
+            ex.record.reason = Reason::Overflow;
+            ex.record.flags.0 |= Flags::ERROR;
+            ex.close_after = true;
+            self.finish(ex, cx.now, out);
+            return;
+        }
+        let msg = "too many connections to the cluster";
+        self.local(ex, cx.now, 503, Reason::Overflow, msg, out);
+        self.after_exchange(cx, out);
+    }
+
     /// Upstream bytes arrived.
     pub fn on_up_data(&mut self, cx: &mut Cx<'_>, data: &[u8], out: &mut Out) {
         let Some(ex) = &mut self.ex else {
