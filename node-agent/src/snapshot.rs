@@ -108,6 +108,8 @@ pub struct RouteRt {
     pub limit: Option<Arc<RateLimiter>>,
     /// Its overrides of the clusters' timeouts.
     pub timeouts: Option<crate::config::schema::RouteTimeouts>,
+    /// Retries may resend any method (bodyless) on this route.
+    pub retry_any_method: bool,
 }
 
 /// An upstream endpoint.
@@ -425,6 +427,7 @@ impl Snapshot {
                     .map(str::to_ascii_lowercase),
                 allow_connect: r.allow_connect,
                 timeouts: r.timeouts,
+                retry_any_method: r.retry_any_method,
                 limit: match &r.rate_limit {
                     Some(rl) => Some(Arc::new(
                         RateLimiter::new(rl).map_err(|reason| invalid(&r.name, reason))?,

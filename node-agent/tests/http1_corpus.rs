@@ -84,6 +84,9 @@ fn fuzz_corpora_replay_without_panic() {
         ("request_head", |d: &[u8]| {
             let _ = node_agent::fuzzing::session_stream(d);
         }),
+        ("policy", |d: &[u8]| {
+            let _ = node_agent::fuzzing::policy_events(d);
+        }),
     ] {
         let dir = root.join(target);
         let files: Vec<_> = std::fs::read_dir(&dir)

@@ -504,6 +504,10 @@ pub struct Route {
     /// Overrides of the target cluster's `timeouts` for this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
+    /// The cluster's `retry` may resend requests of any method on this
+    /// route (still only without a body), not only idempotent ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_any_method: bool,
 }
 
 /// A route's overrides of its clusters' timeouts (each optional).

@@ -688,10 +688,13 @@ impl Session {
             self.local(ex, cx.now, 405, Reason::MethodNotAllowed, msg, out);
             return;
         }
+        let any_method = route
+            .and_then(|r| snap.routes.get(r))
+            .is_some_and(|r| r.retry_any_method);
         let replayable = matches!(ex.req, ReqBody::Done)
             && !ex.upgrade
             && !ex.connect_method
-            && idempotent(head.method);
+            && (any_method || idempotent(head.method));
         let mut delay = 0;
         let target = match route.and_then(|r| Some((r, snap.routes.get(r)?))) {
             Some((r, rt)) => {

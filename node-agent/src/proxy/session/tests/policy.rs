@@ -271,3 +271,24 @@ fn a_routes_timeouts_override_its_clusters() {
     fire(&mut h);
     assert!(H::text(&h.down).starts_with("HTTP/1.1 504 "));
 }
+
+#[test]
+fn a_route_may_let_retries_resend_any_bodyless_method() {
+    let yaml = retry_cfg();
+    let plain = yaml.clone();
+    let any = yaml.replace(
+        "{ name: r, to: [ { cluster: c } ] }",
+        "{ name: r, to: [ { cluster: c } ], retry_any_method: true }",
+    );
+    for (cfg, retried) in [(plain, false), (any, true)] {
+        let mut h = H::with_cfg(Protocol::Http, &cfg);
+        h.down(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        h.ready();
+        h.upstream(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.down.is_empty(), retried, "{}", H::text(&h.down));
+        if retried {
+            fire(&mut h);
+            assert_eq!(h.connects, 2);
+        }
+    }
+}
