@@ -8,8 +8,8 @@
 //! in. A bucket needs at least [`MIN_BUCKET_RECORDS`] kept records above the
 //! baseline to count, so one slow request in a quiet second is not a spike,
 //! and they must be significantly more than the baseline predicts (by
-//! the baseline window's own rate of requests above it, scaled to the
-//! bucket's requests): an exact one-sided Poisson tail under
+//! the baseline window's own rate of requests above it, at its upper 95%
+//! bound, scaled to the bucket's requests): an exact one-sided Poisson tail under
 //! [`BUCKET_ALPHA`] on effective counts, so noise at a busy second is not
 //! one either.
 
@@ -157,9 +157,14 @@ impl Detector {
                 fallback
             };
             // Requests above the baseline that a bucket of this many
-            // requests would hold at the baseline window's own rate.
+            // requests would hold at the baseline window's own rate, taken
+            // at the upper end of what the baseline's records allow (a
+            // baseline of a few seconds holds only a few records above its
+            // own p99.9, so its rate is uncertain; a long one barely moves).
             let expected = if from.weight > 0.0 {
-                from.weight_above(baseline) * b.hist.weight / from.weight
+                let seen = from.raw_above(baseline);
+                let per_record = from.weight_above(baseline) / seen.max(1) as f64;
+                poisson_upper(seen) * per_record * b.hist.weight / from.weight
             } else {
                 0.0
             };
@@ -222,6 +227,14 @@ impl Detector {
         }
         out
     }
+}
+
+/// One-sided 95% upper bound of a Poisson mean after seeing `k` events
+/// (Wilson-Hilferty): about 3.0 for 0, 7.8 for 3, 75 for 60.
+fn poisson_upper(k: u64) -> f64 {
+    let n = k as f64 + 1.0;
+    let z = 1.645;
+    n * (1.0 - 1.0 / (9.0 * n) + z / (3.0 * n.sqrt())).powi(3)
 }
 
 /// Chance that one calm bucket counts as a spike: a ring of a few
