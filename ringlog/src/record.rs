@@ -225,6 +225,11 @@ numbered! {
         WriterStarted = 8 => "writer_started",
         /// The agent began draining.
         Drain = 9 => "drain",
+        /// An attempt of a request failed and the request is sent again:
+        /// `route` / `cluster` / `endpoint` are the failed attempt's, `a` its
+        /// duration in ns (connect to failure), `b` the retry's number (1
+        /// for the first), `c` the status (0 when none) << 8 | the reason code.
+        Retry = 10 => "retry",
     }
 }
 

@@ -53,6 +53,8 @@ pub(super) struct RetryState {
     /// The current attempt's deadline for the response head (u64::MAX:
     /// no per-try timeout).
     attempt_deadline: u64,
+    /// When the current attempt started (its connect).
+    attempt_start: u64,
 }
 
 impl RetryState {
@@ -63,6 +65,7 @@ impl RetryState {
             pick,
             done: 0,
             attempt_deadline: u64::MAX,
+            attempt_start: 0,
         }
     }
 }
@@ -93,10 +96,11 @@ impl Exchange {
 
     /// An attempt starts now: its per-try timer starts.
     pub(super) fn begin_attempt(&mut self, now: u64) {
-        if let Some(r) = self.policy.as_mut().and_then(|p| p.retry.as_mut())
-            && let Some(t) = r.policy.per_try_ns
-        {
-            r.attempt_deadline = now.saturating_add(t);
+        if let Some(r) = self.policy.as_mut().and_then(|p| p.retry.as_mut()) {
+            r.attempt_start = now;
+            if let Some(t) = r.policy.per_try_ns {
+                r.attempt_deadline = now.saturating_add(t);
+            }
         }
     }
 }
@@ -158,6 +162,16 @@ pub(super) fn retry_exchange(
         return false;
     }
     st.done += 1;
+    // The failed attempt on the timeline: the record only has room for
+    // the phases of the attempt that answers.
+    let mut ev = Event::new(EventKind::Retry, now);
+    ev.route = ex.record.route;
+    ev.cluster = ex.record.cluster;
+    ev.endpoint = ex.record.endpoint;
+    ev.a = now.saturating_sub(st.attempt_start);
+    ev.b = u64::from(st.done);
+    ev.c = u64::from(status) << 8 | u64::from(reason.code());
+    out.events.push(ev);
     out.release(false);
     ex.up_ready = false;
     ex.up_eof = false;

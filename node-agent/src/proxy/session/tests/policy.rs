@@ -204,6 +204,20 @@ fn a_failed_connect_is_retried_on_the_other_endpoint_after_the_backoff() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    // The failed attempt is on the timeline, on the other endpoint.
+    let ev: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Retry)
+        .collect();
+    assert_eq!(ev.len(), 1);
+    let code = u64::from(Reason::UpstreamConnect.code());
+    assert_eq!((ev[0].b, ev[0].c & 0xff), (1, code));
+    assert!(
+        ev[0].endpoint > 0 && ev[0].endpoint != r.endpoint,
+        "{:?}",
+        ev[0]
+    );
 }
 
 #[test]
