@@ -31,6 +31,16 @@ ring: {{ path: "{}", size: 8MiB }}
     )
 }
 
+/// The agent in front of upstream port `up`, with `route` and `cluster`
+/// policy fields (YAML, inline).
+fn policy_agent(up: u16, route: &str, cluster: &str, extra: &[&str]) -> Agent {
+    let (route, cluster) = (route.to_string(), cluster.to_string());
+    Agent::start(
+        move |port, ring| policy_config(port, up, ring, &route, &cluster),
+        extra,
+    )
+}
+
 fn faults(port: u16, body: &str) {
     let r = request(
         port,
@@ -75,8 +85,10 @@ fn hammer(port: u16, n: usize, secs: f64) -> (Vec<(u16, String)>, f64) {
 fn a_rate_limit_answers_429_past_its_rate_node_wide() {
     let up = Upstream::start(&[]);
     let p = up.port;
-    let agent = Agent::start(
-        move |port, ring| policy_config(port, p, ring, "rate_limit: { rps: 200, burst: 20 }", ""),
+    let agent = policy_agent(
+        p,
+        "rate_limit: { rps: 200, burst: 20 }",
+        "",
         &["--workers", "2"],
     );
     let (got, secs) = hammer(agent.port, 4, 2.0);
@@ -103,16 +115,10 @@ fn a_rate_limit_answers_429_past_its_rate_node_wide() {
 fn a_smoothing_limit_releases_requests_spaced_at_its_rate() {
     let up = Upstream::start(&[]);
     let p = up.port;
-    let agent = Agent::start(
-        move |port, ring| {
-            policy_config(
-                port,
-                p,
-                ring,
-                "rate_limit: { rps: 50, burst: 40, smooth: true, max_delay: 2s }",
-                "",
-            )
-        },
+    let agent = policy_agent(
+        p,
+        "rate_limit: { rps: 50, burst: 40, smooth: true, max_delay: 2s }",
+        "",
         &[],
     );
     // 20 clients at once: one passes, 19 wait their turn 20 ms apart.
@@ -152,16 +158,10 @@ fn a_smoothing_limit_releases_requests_spaced_at_its_rate() {
 fn a_breaker_opens_on_errors_fails_fast_probes_and_closes() {
     let up = Upstream::start(&[]);
     let p = up.port;
-    let agent = Agent::start(
-        move |port, ring| {
-            policy_config(
-                port,
-                p,
-                ring,
-                "",
-                "breaker: { consecutive_failures: 5, open_for: 1s, half_open_probes: 2 }",
-            )
-        },
+    let agent = policy_agent(
+        p,
+        "",
+        "breaker: { consecutive_failures: 5, open_for: 1s, half_open_probes: 2 }",
         &[],
     );
     let port = agent.port;
@@ -223,10 +223,7 @@ fn a_breaker_opens_on_errors_fails_fast_probes_and_closes() {
 fn a_concurrency_limit_answers_503_overflow_at_once() {
     let up = Upstream::start(&[]);
     let p = up.port;
-    let agent = Agent::start(
-        move |port, ring| policy_config(port, p, ring, "", "breaker: { max_concurrent: 2 }"),
-        &[],
-    );
+    let agent = policy_agent(p, "", "breaker: { max_concurrent: 2 }", &[]);
     faults(up.port, r#"{"latency":"400ms"}"#);
     let port = agent.port;
     let got: Vec<(u16, String, Duration)> = std::thread::scope(|s| {
@@ -364,10 +361,7 @@ fn a_retry_storm_against_a_failing_upstream_is_capped_by_the_budget() {
 fn a_cluster_at_max_connections_answers_503_overflow_and_reuses_its_pool() {
     let up = Upstream::start(&[]);
     let p = up.port;
-    let agent = Agent::start(
-        move |port, ring| policy_config(port, p, ring, "", "breaker: { max_connections: 1 }"),
-        &[],
-    );
+    let agent = policy_agent(p, "", "breaker: { max_connections: 1 }", &[]);
     faults(up.port, r#"{"latency":"400ms"}"#);
     let port = agent.port;
     let got: Vec<(u16, String)> = std::thread::scope(|s| {

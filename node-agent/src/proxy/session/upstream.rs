@@ -71,47 +71,45 @@ impl Session {
             self.hold_up.clear();
             return;
         }
-        let Some(mut ex) = self.ex.take() else {
-            return;
-        };
-        out.release(false);
-        if timeout {
-            ex.record.flags.0 |= Flags::TIMEOUT;
-        }
-        if ex.tunnel {
-            ex.record.reason = Reason::UpstreamConnect;
-            ex.record.flags.0 |= Flags::ERROR;
-            ex.close_after = true;
-            self.finish(ex, cx.now, out);
-            return;
-        }
-        let msg = if timeout {
-            "upstream connect timed out"
+        let (flags, msg) = if timeout {
+            (Flags::TIMEOUT, "upstream connect timed out")
         } else {
-            "upstream connect failed or was refused"
+            (0, "upstream connect failed or was refused")
         };
-        self.local(ex, cx.now, 503, Reason::UpstreamConnect, msg, out);
-        self.after_exchange(cx, out);
+        self.no_connection(cx, Reason::UpstreamConnect, flags, msg, out);
     }
 
     /// No connection could be opened: the cluster is at its
     /// `max_connections`. A fast 503 `overflow` (no retry: another attempt
     /// would meet the same limit).
     pub fn on_up_refused(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
+        let msg = "too many connections to the cluster";
+        self.no_connection(cx, Reason::Overflow, Flags::BREAKER_OPEN, msg, out);
+    }
+
+    /// The exchange gets no upstream connection: a 503 with `reason` (a
+    /// tunnel is closed with it in its record), `flags` added to its record.
+    fn no_connection(
+        &mut self,
+        cx: &mut Cx<'_>,
+        reason: Reason,
+        flags: u8,
+        msg: &str,
+        out: &mut Out,
+    ) {
         let Some(mut ex) = self.ex.take() else {
             return;
         };
         out.release(false);
-        ex.record.flags.0 |= Flags::BREAKER_OPEN;
+        ex.record.flags.0 |= flags;
         if ex.tunnel {
-            ex.record.reason = Reason::Overflow;
+            ex.record.reason = reason;
             ex.record.flags.0 |= Flags::ERROR;
             ex.close_after = true;
             self.finish(ex, cx.now, out);
             return;
         }
-        let msg = "too many connections to the cluster";
-        self.local(ex, cx.now, 503, Reason::Overflow, msg, out);
+        self.local(ex, cx.now, 503, reason, msg, out);
         self.after_exchange(cx, out);
     }
 
