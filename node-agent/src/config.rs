@@ -181,7 +181,6 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     for route in &cfg.routes {
         check_route(&mut r, route, &clusters);
-        check_unsupported_route(&mut r, route);
     }
     for t in &cfg.request_types {
         let key = format!("request_types[{}]", t.name);
@@ -358,16 +357,8 @@ fn check_match(r: &mut Report, key: &str, m: &Match) {
 }
 
 fn check_hash_key(r: &mut Report, key: &str, field: &str, v: &str) {
-    let ok = v == "source_ip"
-        || v.strip_prefix("header:")
-            .or_else(|| v.strip_prefix("cookie:"))
-            .is_some_and(|n| !n.is_empty());
-    if !ok {
-        r.add(
-            key,
-            field,
-            format!("{v:?} is not header:NAME, cookie:NAME or source_ip"),
-        );
+    if let Err(e) = crate::policy::KeySpec::parse(Some(v)) {
+        r.add(key, field, e);
     }
 }
 
@@ -402,19 +393,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
                 ),
             );
         }
-    }
-}
-
-fn check_unsupported_route(r: &mut Report, route: &Route) {
-    let key = format!("routes[{}]", route.name);
-    if let Some(h) = route.hash_on.as_deref()
-        && (h.starts_with("cookie:") || h == "source_ip")
-    {
-        r.add(
-            &key,
-            "hash_on",
-            format!("{h:?} is {NOT_YET} (header:NAME works)"),
-        );
     }
 }
 

@@ -74,7 +74,21 @@ impl KeySpec {
         }
     }
 
-    /// The key of a request, hashed (never 0).
+    /// The key of a request hashed, or None when the request has no value
+    /// for it (no such header, cookie or parameter; and for [`KeySpec::Route`]).
+    pub fn key_hash(&self, req: &RequestView<'_>, client: IpAddr) -> Option<u64> {
+        let present = match self {
+            KeySpec::Route => false,
+            KeySpec::Header(n) => (req.header)(n).is_some(),
+            KeySpec::Cookie(n) => (req.header)("cookie").and_then(|c| cookie(c, n)).is_some(),
+            KeySpec::Query(n) => query(req.path, n).is_some(),
+            KeySpec::SourceIp => true,
+        };
+        present.then(|| self.hash(req, client))
+    }
+
+    /// The key of a request, hashed (never 0); requests without a value
+    /// share one "absent" hash.
     pub fn hash(&self, req: &RequestView<'_>, client: IpAddr) -> u64 {
         let h = match self {
             KeySpec::Route => 0,

@@ -9,7 +9,9 @@
 //! Routing is the minimal first cut: routes are tried in order (Host without
 //! port, path prefix, exact header values); a listener's `default_route`
 //! catches the rest. A route splits across its arms by weight on a per-request
-//! hash (the `hash_on` header when present, so a user sticks to one arm);
+//! hash (the `hash_on` key when the request has one, so a user sticks to one
+//! arm), by weighted rendezvous hashing: a weight change moves only the
+//! share of keys it must;
 //! each arm chooses among the cluster endpoints its subset selects by the
 //! cluster's `lb` (see [`lb`]).
 
@@ -25,7 +27,7 @@ use crate::config::{Config, Problem};
 use crate::http1::Limits;
 use crate::policy::breaker::{Breaker, Params as BreakerParams};
 use crate::policy::retry::RetryPolicy;
-use crate::policy::{FailureOn, RateLimiter};
+use crate::policy::{FailureOn, KeySpec, RateLimiter};
 use crate::proxy::SessionLimits;
 
 /// Why a snapshot could not be built.
@@ -100,8 +102,9 @@ pub struct RouteRt {
     pub arms: Vec<ArmRt>,
     /// Sum of arm weights.
     pub total_weight: u64,
-    /// Header whose value picks the arm (`hash_on: "header:NAME"`).
-    pub hash_header: Option<String>,
+    /// What makes a request sticky to an arm and to a `ring_hash` endpoint
+    /// (`hash_on`: a header, cookie, query parameter or the client IP).
+    pub hash_key: Option<KeySpec>,
     /// CONNECT requests may use this route.
     pub allow_connect: bool,
     /// The route's rate limit, shared by every worker.
@@ -420,11 +423,10 @@ impl Snapshot {
                 headers: header_pairs(&r.matches),
                 total_weight: arms.iter().map(|a| u64::from(a.weight)).sum(),
                 arms,
-                hash_header: r
-                    .hash_on
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("header:"))
-                    .map(str::to_ascii_lowercase),
+                hash_key: match &r.hash_on {
+                    Some(h) => Some(KeySpec::parse(Some(h)).map_err(|why| invalid(&r.name, why))?),
+                    None => None,
+                },
                 allow_connect: r.allow_connect,
                 timeouts: r.timeouts,
                 retry_any_method: r.retry_any_method,
@@ -505,28 +507,21 @@ impl Snapshot {
         req: &RequestView<'_>,
         hash: u64,
         rr: &mut Vec<u32>,
+        client: std::net::IpAddr,
     ) -> Option<Pick> {
         if rr.len() < self.arm_count {
             rr.resize(self.arm_count, 0);
         }
         let r = self.routes.get(route)?;
-        let hash = match r.hash_header.as_deref().and_then(|h| (req.header)(h)) {
-            Some(v) => ringlog::sampler::hash_bytes(v),
-            None => hash,
-        };
-        let (arm_no, arm) = if r.total_weight == 0 {
+        let hash = r
+            .hash_key
+            .as_ref()
+            .and_then(|k| k.key_hash(req, client))
+            .unwrap_or(hash);
+        let (arm_no, arm) = if r.arms.len() <= 1 || r.total_weight == 0 {
             (0, r.arms.first()?)
         } else {
-            let mut x = hash % r.total_weight;
-            r.arms.iter().enumerate().find(|(_, a)| {
-                let w = u64::from(a.weight);
-                if x < w {
-                    true
-                } else {
-                    x -= w;
-                    false
-                }
-            })?
+            lb::rendezvous(&r.arms, hash, |a| a.weight)?
         };
         let counter = rr.get_mut(arm.slot)?;
         let i = arm.chooser.choose(arm.endpoints.len(), hash, counter)?;
@@ -656,7 +651,13 @@ request_types:
         let mut per_ep = [0u32; 3];
         for h in 0..1000u64 {
             let p = s
-                .pick(0, &req, h.wrapping_mul(0x9E37_79B9_7F4A_7C15), &mut rr)
+                .pick(
+                    0,
+                    &req,
+                    h.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    &mut rr,
+                    ip(),
+                )
                 .unwrap();
             per_ep[p.endpoint] += 1;
         }
@@ -666,9 +667,12 @@ request_types:
         // The hash_on header makes the arm sticky per user.
         let user = |n: &str| (n == "x-user-id").then_some(&b"u-42"[..]);
         let req = view(None, "/api", &user);
-        let first = s.pick(0, &req, 1, &mut rr).unwrap().endpoint == 2;
+        let first = s.pick(0, &req, 1, &mut rr, ip()).unwrap().endpoint == 2;
         for h in 0..50 {
-            assert_eq!(s.pick(0, &req, h, &mut rr).unwrap().endpoint == 2, first);
+            assert_eq!(
+                s.pick(0, &req, h, &mut rr, ip()).unwrap().endpoint == 2,
+                first
+            );
         }
     }
 
@@ -691,7 +695,7 @@ request_types:
         let mut rr = Vec::new();
         let mut per_ep = [0u32; 3];
         for h in 0..20_000u64 {
-            let p = s.pick(0, &req, lb_mix(h), &mut rr).unwrap();
+            let p = s.pick(0, &req, lb_mix(h), &mut rr, ip()).unwrap();
             per_ep[p.endpoint] += 1;
         }
         let v1 = f64::from(per_ep[0] + per_ep[1]);
@@ -707,13 +711,80 @@ request_types:
             let id = format!("user-{u}");
             let hdr = |n: &str| (n == "x-user-id").then_some(id.as_bytes());
             let req = view(None, "/api", &hdr);
-            let first = s.pick(0, &req, 1, &mut rr).unwrap().endpoint;
+            let first = s.pick(0, &req, 1, &mut rr, ip()).unwrap().endpoint;
             for h in 0..20 {
-                assert_eq!(s.pick(0, &req, h, &mut rr).unwrap().endpoint, first);
+                assert_eq!(s.pick(0, &req, h, &mut rr, ip()).unwrap().endpoint, first);
             }
             seen.insert(first);
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    #[test]
+    fn every_hash_on_kind_sticks_and_splits_by_weight() {
+        for (hash_on, key) in [
+            ("header:x-user-id", "hdr"),
+            ("cookie:session", "cookie"),
+            ("query:user", "query"),
+            ("source_ip", "ip"),
+        ] {
+            let s = snap(&CFG.replace("header:x-user-id", hash_on));
+            let mut rr = Vec::new();
+            let mut arms = [0u32; 2];
+            for u in 0..2000u32 {
+                let id = format!("u{u}");
+                let cookie = format!("a=1; session={id}");
+                let path = format!("/api?user={id}");
+                let hdr = |n: &str| match (n, key) {
+                    ("x-user-id", "hdr") => Some(id.as_bytes()),
+                    ("cookie", "cookie") => Some(cookie.as_bytes()),
+                    _ => None,
+                };
+                let req = view(None, if key == "query" { &path } else { "/api" }, &hdr);
+                let client: std::net::IpAddr = [10, 0, (u >> 8) as u8, u as u8].into();
+                let mut arm = |h| s.pick(0, &req, h, &mut rr, client).unwrap().arm;
+                let first = arm(1);
+                for h in 2..6 {
+                    assert_eq!(arm(h), first, "{hash_on}: user {u} moved");
+                }
+                arms[usize::from(first - 1)] += 1;
+            }
+            // 90/10 over 2000 users.
+            assert!((140..=260).contains(&arms[1]), "{hash_on}: {arms:?}");
+        }
+    }
+
+    #[test]
+    fn rendezvous_splits_by_weight_and_a_weight_change_moves_the_minimum() {
+        let n = 100_000u64;
+        let keys = (0..n).map(lb_mix);
+        let pick = |w: &[u32], k: u64| lb::rendezvous(w, k, |w| *w).map(|(i, _)| i);
+        let share = |w: &[u32]| {
+            let hits = keys.clone().filter(|&k| pick(w, k) == Some(1)).count();
+            hits as f64 / n as f64
+        };
+        // Within 1% of the weights.
+        assert!((share(&[90, 10]) - 0.10).abs() < 0.01);
+        assert!((share(&[1, 1]) - 0.5).abs() < 0.01);
+        assert_eq!(share(&[5, 0]), 0.0, "weight 0 never wins");
+        // 95/5 -> 75/25 and 95/5 -> 95/25: only keys that must move do.
+        for (from, to) in [([95u32, 5], [75u32, 25]), ([95, 5], [95, 25])] {
+            let moved = keys
+                .clone()
+                .filter(|&k| pick(&from, k) != pick(&to, k))
+                .count();
+            let moved = moved as f64 / n as f64;
+            let must = (f64::from(to[1]) / f64::from(to[0] + to[1]))
+                - (f64::from(from[1]) / f64::from(from[0] + from[1]));
+            assert!(
+                (moved - must).abs() < 0.01,
+                "{from:?}->{to:?}: {moved} vs {must}"
+            );
+        }
+    }
+
+    fn ip() -> std::net::IpAddr {
+        [10, 0, 0, 1].into()
     }
 
     fn lb_mix(h: u64) -> u64 {

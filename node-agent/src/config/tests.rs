@@ -91,7 +91,7 @@ ring: { size: 1000 }
         "routes[r]: match.path_prefix: \"api\" must start with /",
         "routes[r]: to[0].cluster: no cluster named \"nope\"",
         "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",
-        "routes[r]: hash_on: \"ip\" is not",
+        "routes[r]: hash_on: \"ip\": expected header:NAME",
         "routes[r]: rate_limit.rps: 0 is not a number in (0, 1e9]",
         "routes[r]: rate_limit.burst: must be at least 1",
         "request_types[t]: sample: 2 is not between 0 and 1",

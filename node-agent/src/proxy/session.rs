@@ -706,7 +706,7 @@ impl Session {
                     };
                     (ex, delay) = (limited, wait);
                 }
-                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr);
+                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr, self.client);
                 let Some((p, t)) = pick.and_then(|p| Some((p, snap.target(p)?))) else {
                     let msg = "no endpoint available in the selected cluster";
                     self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
@@ -792,7 +792,7 @@ impl Session {
                     path: "",
                     header: &none,
                 };
-                match snap.pick(r, &view, ex.hash, cx.rr) {
+                match snap.pick(r, &view, ex.hash, cx.rr, self.client) {
                     Some(p) => {
                         if let Some(c) = snap.clusters.get(p.cluster) {
                             let Some(admitted) = self.admit(ex, c, cx.now, out) else {

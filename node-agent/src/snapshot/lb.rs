@@ -4,7 +4,7 @@
 //! - `weighted_random`: an endpoint drawn with probability weight / total,
 //!   from the request's hash and the worker's counter;
 //! - `ring_hash`: consistent hashing of the route's hash (the `hash_on`
-//!   header when present) on a ring of virtual nodes, as many per endpoint
+//!   key when the request has one) on a ring of virtual nodes, as many per endpoint
 //!   as its share of the largest weight allows. Removing an endpoint moves
 //!   only the keys that were on it.
 //!
@@ -17,6 +17,30 @@
 use ringlog::synth::mix;
 
 use crate::config::schema::Lb;
+
+/// Weighted rendezvous hashing: the item whose `weight / -ln(u)` is
+/// largest, with `u` in (0, 1) drawn from the key's hash and the item's
+/// position. Each item wins a share of keys equal to its share of the
+/// weight, a key stays with its item while weights do not change, and a
+/// weight change moves only the keys it must (those the grown item now
+/// wins, or the shrunk one lost). Items of weight 0 never win. Returns the
+/// position and the item.
+pub fn rendezvous<T>(items: &[T], hash: u64, weight: impl Fn(&T) -> u32) -> Option<(usize, &T)> {
+    let mut best: Option<(f64, usize)> = None;
+    for (i, item) in items.iter().enumerate() {
+        let w = f64::from(weight(item));
+        if w <= 0.0 {
+            continue;
+        }
+        let h = mix(hash ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = w / -u.ln();
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, i));
+        }
+    }
+    best.and_then(|(_, i)| Some((i, items.get(i)?)))
+}
 
 /// Virtual nodes of the heaviest endpoint on a hash ring.
 pub const RING_VNODES: u64 = 160;
