@@ -381,19 +381,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
             r.add(&key, field, NOT_YET);
         }
     }
-    // round_robin takes endpoints in turn: a weight would be ignored.
-    if c.lb == crate::config::schema::Lb::RoundRobin {
-        for (i, e) in c.endpoints.iter().enumerate().filter(|(_, e)| e.weight > 1) {
-            r.add(
-                &key,
-                format!("endpoints[{i}].weight"),
-                format!(
-                    "{} with lb round_robin is {NOT_YET} (weighted_random and ring_hash honour weights)",
-                    e.weight
-                ),
-            );
-        }
-    }
 }
 
 fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster>) {

@@ -233,15 +233,11 @@ fn defaults_are_filled_in() {
 }
 
 #[test]
-fn weights_round_robin_would_ignore_are_refused() {
+fn endpoint_weights_are_accepted_by_every_lb() {
     let base = "version: 1\nclusters:\n  - name: c\n    LBendpoints: [ { addr: \"10.0.0.1:80\", weight: 3 } ]\n";
-    let p = problems(&base.replace("LB", ""));
-    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        p[0].starts_with(
-            "clusters[c]: endpoints[0].weight: 3 with lb round_robin is not supported yet"
-        ),
-        "{p:?}"
+        problems(&base.replace("LB", "")).is_empty(),
+        "round_robin is weighted"
     );
     assert!(problems(&base.replace("LB", "lb: weighted_random\n    ")).is_empty());
 }

@@ -1,6 +1,7 @@
 //! Endpoint choice inside a route arm, by the cluster's `lb`:
-//! - `round_robin`: the worker's counter for the arm, in turn (weights are
-//!   not used);
+//! - `round_robin`: smooth weighted round robin (nginx's algorithm): one
+//!   period of its order is computed when the snapshot is built, and the
+//!   worker's counter for the arm walks it, so a pick is one index;
 //! - `weighted_random`: an endpoint drawn with probability weight / total,
 //!   from the request's hash and the worker's counter;
 //! - `ring_hash`: consistent hashing of the route's hash (the `hash_on`
@@ -42,14 +43,63 @@ pub fn rendezvous<T>(items: &[T], hash: u64, weight: impl Fn(&T) -> u32) -> Opti
     best.and_then(|(_, i)| Some((i, items.get(i)?)))
 }
 
+/// Longest period of a smooth weighted order; heavier weight sums are
+/// scaled down to fit (shares then within 1 / this of the weights).
+pub const MAX_PERIOD: u64 = 1 << 16;
+
+/// One period of nginx's smooth weighted round robin over `weights`: each
+/// step every endpoint gains its weight, the one with the most goes next
+/// (the first on a tie) and gives back the total. Over a period each
+/// endpoint comes up exactly weight times (after dividing by the common
+/// divisor), spread out instead of in runs: weights 5, 1, 1 give
+/// a a b a c a a.
+pub fn smooth_order(weights: &[u32]) -> Vec<u32> {
+    let g = weights
+        .iter()
+        .fold(0u64, |g, &w| gcd(g, u64::from(w.max(1))))
+        .max(1);
+    let mut w: Vec<u64> = weights.iter().map(|&x| u64::from(x.max(1)) / g).collect();
+    let total: u64 = w.iter().sum();
+    if total > MAX_PERIOD {
+        for x in &mut w {
+            *x = (*x * MAX_PERIOD / total).max(1);
+        }
+    }
+    let total: i64 = w.iter().map(|&x| x as i64).sum();
+    let mut current = vec![0i64; w.len()];
+    let mut seq = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, &x) in current.iter_mut().zip(&w) {
+            *c += x as i64;
+        }
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+        else {
+            break;
+        };
+        current[best] -= total;
+        seq.push(best as u32);
+    }
+    seq
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// Virtual nodes of the heaviest endpoint on a hash ring.
 pub const RING_VNODES: u64 = 160;
 
 /// How an arm chooses among its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chooser {
-    /// In turn.
-    RoundRobin,
+    /// In turn, weighted: one period of the smooth weighted order.
+    RoundRobin {
+        /// Endpoint positions, in pick order.
+        seq: Vec<u32>,
+    },
     /// Cumulative weights, in the arm's endpoint order.
     WeightedRandom {
         /// `cum[i]` is the sum of the weights of endpoints 0..=i.
@@ -67,7 +117,9 @@ impl Chooser {
     /// (a stable name per endpoint, its address, that places it on a ring).
     pub fn build(lb: &Lb, weights: &[u32], keys: &[String]) -> Chooser {
         match lb {
-            Lb::RoundRobin | Lb::P2cEwma => Chooser::RoundRobin,
+            Lb::RoundRobin | Lb::P2cEwma => Chooser::RoundRobin {
+                seq: smooth_order(weights),
+            },
             Lb::WeightedRandom => Chooser::WeightedRandom {
                 cum: weights
                     .iter()
@@ -100,7 +152,10 @@ impl Chooser {
             return None;
         }
         let i = match self {
-            Chooser::RoundRobin => *counter as usize % n,
+            Chooser::RoundRobin { seq } if !seq.is_empty() => {
+                seq[*counter as usize % seq.len()] as usize
+            }
+            Chooser::RoundRobin { .. } => *counter as usize % n,
             Chooser::WeightedRandom { cum } => {
                 let total = cum.last().copied().unwrap_or(0);
                 if total == 0 {
@@ -145,13 +200,32 @@ mod tests {
 
     #[test]
     fn round_robin_takes_turns() {
-        let c = Chooser::build(&Lb::RoundRobin, &[1, 5, 1], &keys(3));
+        let c = Chooser::build(&Lb::RoundRobin, &[1, 1, 1], &keys(3));
         let mut counter = 0;
         let got: Vec<usize> = (0..6)
             .map(|_| c.choose(3, 42, &mut counter).unwrap())
             .collect();
         assert_eq!(got, [0, 1, 2, 0, 1, 2]);
         assert_eq!(c.choose(0, 42, &mut counter), None);
+    }
+
+    #[test]
+    fn round_robin_is_smooth_and_weighted() {
+        // nginx's example: weights 5, 1, 1.
+        assert_eq!(smooth_order(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        // Common divisors do not lengthen the period.
+        assert_eq!(smooth_order(&[10, 2, 2]), smooth_order(&[5, 1, 1]));
+        let c = Chooser::build(&Lb::RoundRobin, &[1, 3, 6], &keys(3));
+        let s = shares(&c, 3, 100_000);
+        for (got, want) in s.iter().zip([0.1, 0.3, 0.6]) {
+            assert!((got - want).abs() < 0.01, "{s:?}");
+        }
+        // A huge weight sum is scaled to the period bound, shares kept.
+        let big = smooth_order(&[1_000_000, 3_000_000, 1]);
+        assert!(big.len() as u64 <= MAX_PERIOD + 3);
+        let ones = big.iter().filter(|&&i| i == 1).count() as f64 / big.len() as f64;
+        assert!((ones - 0.75).abs() < 0.01, "{ones}");
+        assert!(big.contains(&2), "a weight-1 endpoint keeps a turn");
     }
 
     #[test]
@@ -206,7 +280,7 @@ mod tests {
     fn p2c_ewma_is_round_robin_for_now() {
         assert_eq!(
             Chooser::build(&Lb::P2cEwma, &[1, 2], &keys(2)),
-            Chooser::RoundRobin
+            Chooser::build(&Lb::RoundRobin, &[1, 2], &keys(2))
         );
     }
 }
