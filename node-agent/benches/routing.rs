@@ -1,0 +1,91 @@
+//! Routing decision costs: a pick (arm, then endpoint) for every `lb`, and
+//! a two-arm route split by weighted rendezvous on a sticky key.
+//! Run: `cargo bench -p node-agent --bench routing`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure report
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group};
+use node_agent::snapshot::{RequestView, Snapshot};
+
+fn snapshot(lb: &str, arms: &str) -> Snapshot {
+    let yaml = format!(
+        r#"
+version: 1
+clusters:
+  - name: c
+    lb: {lb}
+    endpoints:
+      - {{ addr: "10.0.0.1:80", weight: 3, labels: {{ v: "1" }} }}
+      - {{ addr: "10.0.0.2:80", weight: 1, labels: {{ v: "1" }} }}
+      - {{ addr: "10.0.0.3:80", weight: 2, labels: {{ v: "1" }} }}
+      - {{ addr: "10.0.0.4:80", weight: 1, labels: {{ v: "2" }} }}
+      - {{ addr: "10.0.0.5:80", weight: 1, labels: {{ v: "2" }} }}
+routes:
+  - name: r
+    to: {arms}
+    hash_on: "header:x-user"
+"#
+    );
+    let cfg = node_agent::config::parse(&yaml, false).unwrap();
+    let mut n = 0;
+    Snapshot::build(cfg, 1, |_, _| {
+        n += 1;
+        Ok(n)
+    })
+    .unwrap()
+}
+
+fn user(n: &str) -> Option<&'static [u8]> {
+    (n == "x-user").then_some(&b"user-4711"[..])
+}
+
+fn no_header(_: &str) -> Option<&'static [u8]> {
+    None
+}
+
+fn picks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pick");
+    let client: IpAddr = [10, 1, 0, 1].into();
+    let one = "[ { cluster: c } ]";
+    let two = r#"[ { cluster: c, subset: { v: "1" }, weight: 95 }, { cluster: c, subset: { v: "2" }, weight: 5 } ]"#;
+    for (name, lb, arms, sticky) in [
+        ("round_robin", "round_robin", one, false),
+        ("weighted_random", "weighted_random", one, false),
+        ("ring_hash", "ring_hash", one, true),
+        ("two_arms_sticky_round_robin", "round_robin", two, true),
+    ] {
+        let snap = snapshot(lb, arms);
+        let header: &'static dyn Fn(&str) -> Option<&'static [u8]> =
+            if sticky { &user } else { &no_header };
+        let req = RequestView {
+            host: None,
+            path: "/",
+            header,
+        };
+        let mut rr = Vec::new();
+        let mut h = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                black_box(snap.pick(0, &req, black_box(h), &mut rr, client))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = picks
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
