@@ -63,6 +63,7 @@ fn picks(c: &mut Criterion) {
         let req = RequestView {
             host: None,
             path: "/",
+            method: "GET",
             header,
         };
         let mut rr = Vec::new();

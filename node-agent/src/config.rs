@@ -338,20 +338,60 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
 }
 
 fn check_match(r: &mut Report, key: &str, m: &Match) {
-    if let Some(p) = m.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
-        r.add(key, "match.path_prefix", format!("{p:?} must start with /"));
+    for (field, p) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
+        if let Some(p) = p.as_deref().filter(|p| !p.starts_with('/')) {
+            r.add(
+                key,
+                format!("match.{field}"),
+                format!("{p:?} must start with /"),
+            );
+        }
     }
-    for name in m.headers.keys() {
-        if name.is_empty()
-            || !name
-                .bytes()
+    if let Some(h) = m.host.as_deref()
+        && h.contains('*')
+        && !(h.starts_with("*.") && h[1..].len() > 1 && !h[1..].contains('*'))
+    {
+        r.add(
+            key,
+            "match.host",
+            format!("{h:?}: a wildcard is only `*.suffix`"),
+        );
+    }
+    let token = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+    };
+    let names = m
+        .headers
+        .keys()
+        .chain(m.headers_regex.keys())
+        .chain(&m.headers_present)
+        .chain(&m.headers_absent);
+    for name in names {
+        if !token(name) {
             r.add(
                 key,
                 format!("match.headers.{name}"),
                 "is not a valid header name",
             );
+        }
+    }
+    for method in m.methods.iter().filter(|v| !token(v)) {
+        r.add(key, "match.methods", format!("{method:?} is not a method"));
+    }
+    let regexes = m
+        .path_regex
+        .iter()
+        .map(|v| ("path_regex".to_string(), v))
+        .chain(
+            m.headers_regex
+                .iter()
+                .map(|(k, v)| (format!("headers_regex.{k}"), v)),
+        );
+    for (field, v) in regexes {
+        if let Err(e) = crate::snapshot::matcher::whole(v) {
+            r.add(key, format!("match.{field}"), e);
         }
     }
 }

@@ -126,6 +126,10 @@ fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
 }
 
 /// The raw value of query parameter `name` in a request target.
+pub fn query_value<'a>(target: &'a str, name: &str) -> Option<&'a [u8]> {
+    query(target, name)
+}
+
 fn query<'a>(target: &'a str, name: &str) -> Option<&'a [u8]> {
     let q = target.split_once('?')?.1;
     let q = q.split_once('#').map_or(q, |(q, _)| q);
@@ -271,6 +275,7 @@ mod tests {
         RequestView {
             host: None,
             path,
+            method: "GET",
             header,
         }
     }

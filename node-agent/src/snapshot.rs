@@ -16,6 +16,7 @@
 //! cluster's `lb` (see [`lb`]).
 
 mod lb;
+pub mod matcher;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,12 +93,8 @@ pub struct RouteRt {
     pub name: String,
     /// Ring name id.
     pub id: u16,
-    /// Lower-case host to match (without port).
-    pub host: Option<String>,
-    /// Path prefix to match.
-    pub path_prefix: Option<String>,
-    /// Exact header values to match (lower-case names).
-    pub headers: Vec<(String, String)>,
+    /// What it matches.
+    pub matcher: matcher::Matcher,
     /// Arms.
     pub arms: Vec<ArmRt>,
     /// Sum of arm weights.
@@ -152,12 +149,8 @@ pub struct ClusterRt {
 pub struct TypeRt {
     /// Ring name id (also the sampler's type index).
     pub id: u16,
-    /// Lower-case host to match.
-    pub host: Option<String>,
-    /// Path prefix to match.
-    pub path_prefix: Option<String>,
-    /// Exact header values to match.
-    pub headers: Vec<(String, String)>,
+    /// What it matches.
+    pub matcher: matcher::Matcher,
     /// Sampling probability.
     pub sample: f64,
 }
@@ -169,6 +162,8 @@ pub struct RequestView<'a> {
     pub host: Option<&'a [u8]>,
     /// Request target.
     pub path: &'a str,
+    /// Method (as sent; `""` for L4).
+    pub method: &'a str,
     /// Header lookup (first value, case-insensitive name).
     pub header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
 }
@@ -267,47 +262,15 @@ fn invalid(name: &str, reason: String) -> SnapshotError {
     }])
 }
 
-fn header_pairs(m: &Match) -> Vec<(String, String)> {
-    m.headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
-}
-
-fn host_without_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        // [v6]:port
-        return match host.iter().position(|&b| b == b']') {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) => &host[..i],
-        None => host,
-    }
-}
-
-fn matches(
-    host: &Option<String>,
-    prefix: &Option<String>,
-    headers: &[(String, String)],
-    req: &RequestView<'_>,
-) -> bool {
-    if let Some(h) = host {
-        match req.host {
-            Some(v) if host_without_port(v.trim_ascii()).eq_ignore_ascii_case(h.as_bytes()) => {}
-            _ => return false,
-        }
-    }
-    if let Some(p) = prefix
-        && !req.path.starts_with(p.as_str())
-    {
-        return false;
-    }
-    headers
-        .iter()
-        .all(|(k, v)| (req.header)(k).is_some_and(|got| got.trim_ascii() == v.as_bytes()))
+/// Compiles a match; a problem validation should have caught is an error.
+fn compile(key: &str, m: &Match) -> Result<matcher::Matcher, SnapshotError> {
+    matcher::Matcher::compile(m).map_err(|(field, reason)| {
+        SnapshotError::Invalid(vec![Problem {
+            key: key.to_string(),
+            field: format!("match.{field}"),
+            reason,
+        }])
+    })
 }
 
 impl Snapshot {
@@ -418,9 +381,7 @@ impl Snapshot {
             routes.push(RouteRt {
                 name: r.name.clone(),
                 id: name(NameKind::Route, &r.name)?,
-                host: r.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                path_prefix: r.matches.path_prefix.clone(),
-                headers: header_pairs(&r.matches),
+                matcher: compile(&format!("routes[{}]", r.name), &r.matches)?,
                 total_weight: arms.iter().map(|a| u64::from(a.weight)).sum(),
                 arms,
                 hash_key: match &r.hash_on {
@@ -461,9 +422,7 @@ impl Snapshot {
         for t in &config.request_types {
             types.push(TypeRt {
                 id: name(NameKind::RequestType, &t.name)?,
-                host: t.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                path_prefix: t.matches.path_prefix.clone(),
-                headers: header_pairs(&t.matches),
+                matcher: compile(&format!("request_types[{}]", t.name), &t.matches)?,
                 sample: t.sample,
             });
         }
@@ -483,7 +442,7 @@ impl Snapshot {
     pub fn request_type(&self, req: &RequestView<'_>) -> u16 {
         self.types
             .iter()
-            .find(|t| matches(&t.host, &t.path_prefix, &t.headers, req))
+            .find(|t| t.matcher.matches(req))
             .map_or(0, |t| t.id)
     }
 
@@ -492,7 +451,7 @@ impl Snapshot {
     pub fn route(&self, listener: usize, req: &RequestView<'_>) -> Option<usize> {
         self.routes
             .iter()
-            .position(|r| matches(&r.host, &r.path_prefix, &r.headers, req))
+            .position(|r| r.matcher.matches(req))
             .or_else(|| self.listeners.get(listener).and_then(|l| l.default_route))
     }
 
@@ -619,7 +578,12 @@ request_types:
         path: &'a str,
         header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
     ) -> RequestView<'a> {
-        RequestView { host, path, header }
+        RequestView {
+            host,
+            path,
+            method: "GET",
+            header,
+        }
     }
 
     #[test]

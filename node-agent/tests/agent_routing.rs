@@ -110,3 +110,57 @@ fn users_stick_to_one_arm_by_cookie_and_by_source_ip() {
     });
     check(&seen, "source_ip");
 }
+
+#[test]
+fn regex_method_header_absent_and_query_routes() {
+    let a = Upstream::start(&["--name", "a"]);
+    let b = Upstream::start(&["--name", "b"]);
+    let (pa, pb) = (a.port, b.port);
+    let agent = Agent::start(
+        move |port, ring| {
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: rest }}
+clusters:
+  - {{ name: a, endpoints: [ {{ addr: "127.0.0.1:{pa}" }} ] }}
+  - {{ name: b, endpoints: [ {{ addr: "127.0.0.1:{pb}" }} ] }}
+routes:
+  - {{ name: users, match: {{ path_regex: "/users/[0-9]+" }}, to: [ {{ cluster: a }} ] }}
+  - {{ name: writes, match: {{ methods: [POST, PUT] }}, to: [ {{ cluster: a }} ] }}
+  - {{ name: beta, match: {{ query: {{ beta: "1" }}, headers_absent: [x-stable] }}, to: [ {{ cluster: a }} ] }}
+  - {{ name: svc, match: {{ host: "*.svc.local" }}, to: [ {{ cluster: a }} ] }}
+  - {{ name: rest, to: [ {{ cluster: b }} ] }}
+ring: {{ path: "{}", size: 4MiB }}
+"#,
+                ring.display()
+            )
+        },
+        &[],
+    );
+    let via = |head: &str| {
+        let r = request(agent.port, &format!("{head}\r\n"));
+        assert_eq!(r.status, 200, "{head}: {}", r.head);
+        r.header("x-upstream").unwrap()
+    };
+    let get = |path: &str, extra: &str| via(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}"));
+    assert_eq!(get("/users/42", ""), "a");
+    assert_eq!(
+        get("/users/42/photos", ""),
+        "b",
+        "the regex matches the whole path"
+    );
+    assert_eq!(get("/users/x", ""), "b");
+    assert_eq!(
+        via("POST /x HTTP/1.1\r\nHost: t\r\ncontent-length: 0\r\n"),
+        "a"
+    );
+    assert_eq!(get("/x?beta=1", ""), "a");
+    assert_eq!(get("/x?beta=1", "X-Stable: yes\r\n"), "b", "header present");
+    assert_eq!(get("/x?beta=2", ""), "b");
+    assert_eq!(
+        via("GET / HTTP/1.1\r\nHost: orders.svc.local:8080\r\n"),
+        "a"
+    );
+    assert_eq!(via("GET / HTTP/1.1\r\nHost: svc.local\r\n"), "b");
+}

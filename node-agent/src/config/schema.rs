@@ -428,7 +428,7 @@ pub struct Cluster {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
-    /// Host (without port).
+    /// Host (without port): exact, or `*.suffix` for any subdomain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Path prefix.
@@ -437,6 +437,30 @@ pub struct Match {
     /// Headers that must be present with exactly these values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Exact path (without the query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Regex the whole path (without the query) must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Methods, any of them (empty: any method).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Headers whose whole (trimmed) value must match these regexes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_regex: BTreeMap<String, String>,
+    /// Headers that must be present, with any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_present: Vec<String>,
+    /// Headers that must be absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_absent: Vec<String>,
+    /// Query parameters with exactly these (raw) values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Query parameters that must be present, with any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_present: Vec<String>,
 }
 
 /// One arm of a route's split.

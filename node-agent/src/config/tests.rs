@@ -241,3 +241,34 @@ fn endpoint_weights_are_accepted_by_every_lb() {
     );
     assert!(problems(&base.replace("LB", "lb: weighted_random\n    ")).is_empty());
 }
+
+#[test]
+fn match_conditions_are_checked() {
+    let yaml = r#"
+version: 1
+clusters: [ { name: c, endpoints: [ { addr: "127.0.0.1:1" } ] } ]
+routes:
+  - name: r
+    match: { path_regex: "(unclosed", host: "a.*.b", methods: ["GE T"], path: "nope", headers_absent: ["bad name"] }
+    to: [ { cluster: c } ]
+  - name: ok
+    match: { path_regex: "/u/[0-9]+", host: "*.svc", methods: [GET], query: { v: "2" }, query_present: [t], headers_regex: { x-u: "u-.*" } }
+    to: [ { cluster: c } ]
+"#;
+    let p = problems(yaml);
+    let expect = [
+        "routes[r]: match.path: \"nope\" must start with /",
+        "routes[r]: match.host: \"a.*.b\": a wildcard is only `*.suffix`",
+        "routes[r]: match.headers.bad name: is not a valid header name",
+        "routes[r]: match.methods: \"GE T\" is not a method",
+        "routes[r]: match.path_regex: \"(unclosed\" is not a usable regex",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            p.join("\n")
+        );
+    }
+    assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
+}

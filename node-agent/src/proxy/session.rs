@@ -656,6 +656,7 @@ impl Session {
         let view = RequestView {
             host: head.header("host"),
             path: head.target,
+            method: head.method,
             header: &header,
         };
         let req = match head.body {
@@ -790,6 +791,7 @@ impl Session {
                 let view = RequestView {
                     host: None,
                     path: "",
+                    method: "",
                     header: &none,
                 };
                 match snap.pick(r, &view, ex.hash, cx.rr, self.client) {
