@@ -1,5 +1,6 @@
-//! Routing decision costs: a pick (arm, then endpoint) for every `lb`, and
-//! a two-arm route split by weighted rendezvous on a sticky key.
+//! Routing decision costs: a pick (arm, then endpoint) for every `lb`, a
+//! two-arm route split by weighted rendezvous on a sticky key, and route
+//! matching against 10 and 1,000 routes (indexed by host).
 //! Run: `cargo bench -p node-agent --bench routing`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure report
 
@@ -78,12 +79,55 @@ fn picks(c: &mut Criterion) {
     g.finish();
 }
 
+/// A table of `n` routes, one per host, each also on a path prefix.
+fn table(n: usize) -> Snapshot {
+    let mut yaml = String::from(
+        "version: 1\nclusters: [ { name: c, endpoints: [ { addr: \"10.0.0.1:80\" } ] } ]\nroutes:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{ name: r{i}, match: {{ host: svc{i}.local, path_prefix: /api }}, to: [ {{ cluster: c }} ] }}\n"
+        ));
+    }
+    let cfg = node_agent::config::parse(&yaml, false).unwrap();
+    let mut k = 0;
+    Snapshot::build(cfg, 1, |_, _| {
+        k += 1;
+        Ok(k)
+    })
+    .unwrap()
+}
+
+fn matching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_match");
+    for n in [10usize, 1000] {
+        let snap = table(n);
+        // A realistic mix: each request for one of the hosts, in turn.
+        let hosts: Vec<String> = (0..n).map(|i| format!("svc{i}.local:8080")).collect();
+        let mut i = 0;
+        g.bench_function(format!("{n}_routes"), |b| {
+            b.iter(|| {
+                i = (i + 7) % n;
+                let none = |_: &str| None;
+                let req = RequestView {
+                    host: Some(hosts[i].as_bytes()),
+                    path: "/api/orders/42",
+                    method: "GET",
+                    header: &none,
+                };
+                black_box(snap.route(0, &req))
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = picks
+    targets = picks, matching
 }
 
 fn main() {

@@ -15,6 +15,7 @@
 //! each arm chooses among the cluster endpoints its subset selects by the
 //! cluster's `lb` (see [`lb`]).
 
+mod index;
 mod lb;
 pub mod matcher;
 
@@ -251,6 +252,8 @@ pub struct Snapshot {
     pub arm_count: usize,
     /// Request head limits.
     pub limits: Limits,
+    /// Routes by host.
+    route_index: index::RouteIndex,
 }
 
 /// A problem validation should have caught (kept as an error, not a panic).
@@ -426,6 +429,7 @@ impl Snapshot {
                 sample: t.sample,
             });
         }
+        let routes_keys: Vec<_> = routes.iter().map(|r| r.matcher.host_key()).collect();
         Ok(Snapshot {
             generation,
             config,
@@ -435,6 +439,7 @@ impl Snapshot {
             types,
             arm_count,
             limits: Limits::default(),
+            route_index: index::RouteIndex::build(routes_keys),
         })
     }
 
@@ -449,9 +454,10 @@ impl Snapshot {
     /// The route for a request on listener `listener`: the first matching
     /// route, else the listener's default route.
     pub fn route(&self, listener: usize, req: &RequestView<'_>) -> Option<usize> {
-        self.routes
-            .iter()
-            .position(|r| r.matcher.matches(req))
+        self.route_index
+            .first(req.host, |i| {
+                self.routes.get(i).is_some_and(|r| r.matcher.matches(req))
+            })
             .or_else(|| self.listeners.get(listener).and_then(|l| l.default_route))
     }
 

@@ -23,6 +23,17 @@ enum Host {
     Suffix(String),
 }
 
+/// How a match constrains the host, for the route index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKey {
+    /// No host condition.
+    Any,
+    /// This host, lower case.
+    Exact(String),
+    /// Hosts ending with this (`.svc.local`), lower case.
+    Suffix(String),
+}
+
 /// A compiled [`Match`].
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
@@ -49,6 +60,15 @@ pub fn whole(re: &str) -> Result<Regex, String> {
 }
 
 impl Matcher {
+    /// Its host condition, for the route index.
+    pub fn host_key(&self) -> HostKey {
+        match &self.host {
+            None => HostKey::Any,
+            Some(Host::Exact(h)) => HostKey::Exact(h.clone()),
+            Some(Host::Suffix(s)) => HostKey::Suffix(s.clone()),
+        }
+    }
+
     /// Compiles `m`; the error is (field, reason).
     pub fn compile(m: &Match) -> Result<Matcher, (String, String)> {
         let re = |field: &str, v: &str| whole(v).map_err(|e| (field.to_string(), e));
