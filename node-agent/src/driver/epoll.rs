@@ -4,7 +4,6 @@
 //! every decision is in [`crate::proxy`].
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use mio::net::{TcpListener, TcpStream};
@@ -56,7 +55,6 @@ struct Up {
     sock: TcpStream,
     q: SendQueue,
     owner: Option<usize>,
-    addr: SocketAddr,
     connected: bool,
     readable: bool,
     /// The peer's FIN or an error was reported: read until 0 / error.
@@ -69,10 +67,8 @@ struct Up {
     close_when_flushed: bool,
     /// Read 0 (FIN): read no more (a tunnel may still write).
     eof: bool,
-    /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
-    idle_ns: u64,
-    /// Its place under the cluster's `max_connections` (freed with it).
-    _slot: Option<crate::policy::breaker::ConnSlot>,
+    /// Address, pool idle time and `max_connections` slot.
+    target: crate::driver::core::flow::UpTarget,
 }
 
 #[derive(Debug, Default)]

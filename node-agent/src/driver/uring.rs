@@ -18,7 +18,7 @@ mod conns;
 mod io;
 mod ops;
 
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,14 +83,11 @@ struct Down {
 struct Up {
     io: Io,
     owner: Option<usize>,
-    addr: SocketAddr,
     connected: bool,
     connecting: bool,
     close_when_flushed: bool,
-    /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
-    idle_ns: u64,
-    /// Its place under the cluster's `max_connections` (freed with it).
-    _slot: Option<crate::policy::breaker::ConnSlot>,
+    /// Address, pool idle time and `max_connections` slot.
+    target: crate::driver::core::flow::UpTarget,
 }
 
 #[derive(Debug, Default)]

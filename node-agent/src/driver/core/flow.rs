@@ -225,6 +225,30 @@ pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
     d.wake(i);
 }
 
+/// What every driver's upstream connection keeps of the [`Connect`] that
+/// opened it: its pool key, how long it may idle in the pool, and its
+/// place under the cluster's `max_connections` (given back when the
+/// connection is dropped).
+#[derive(Debug)]
+pub struct UpTarget {
+    /// Endpoint address (the pool key).
+    pub addr: std::net::SocketAddr,
+    /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
+    pub idle_ns: u64,
+    _slot: Option<ConnSlot>,
+}
+
+impl UpTarget {
+    /// The target of a connection opened for `c`, holding `slot`.
+    pub fn new(c: &Connect, slot: Option<ConnSlot>) -> UpTarget {
+        UpTarget {
+            addr: c.addr,
+            idle_ns: c.idle_ns,
+            _slot: slot,
+        }
+    }
+}
+
 /// Gives down `i` an upstream for `c`: the most recently pooled one for its
 /// address, or a new connection. False if connecting failed at once (the
 /// session was told, and answered).

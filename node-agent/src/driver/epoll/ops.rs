@@ -55,8 +55,8 @@ impl Driver for Worker {
     fn up_facts(&self, j: usize) -> Option<UpFacts> {
         match self.slab.get(j) {
             Some(Slot::Up(u)) => Some(UpFacts {
-                addr: u.addr,
-                idle_ns: u.idle_ns,
+                addr: u.target.addr,
+                idle_ns: u.target.idle_ns,
                 connected: u.connected,
                 clean: u.q.is_empty() && !u.eof,
                 shut_wr: u.shut_wr,

@@ -11,7 +11,7 @@ use mio::{Interest, Token};
 use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::QUEUE_CAP;
-use crate::driver::core::flow;
+use crate::driver::core::flow::{self, UpTarget};
 use crate::policy::breaker::ConnSlot;
 use crate::proxy::Connect;
 
@@ -36,7 +36,6 @@ impl Worker {
             sock,
             q: SendQueue::default(),
             owner: Some(i),
-            addr: c.addr,
             connected: false,
             readable: false,
             rdhup: false,
@@ -45,8 +44,7 @@ impl Worker {
             shut_wr: false,
             close_when_flushed: false,
             eof: false,
-            idle_ns: c.idle_ns,
-            _slot: slot,
+            target: UpTarget::new(c, slot),
         }));
         if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
             d.up = Some(j);

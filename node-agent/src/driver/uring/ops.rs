@@ -54,8 +54,8 @@ impl Driver for Worker {
     fn up_facts(&self, j: usize) -> Option<UpFacts> {
         match self.slab.get(j) {
             Some(Slot::Up(u)) if !u.io.closing => Some(UpFacts {
-                addr: u.addr,
-                idle_ns: u.idle_ns,
+                addr: u.target.addr,
+                idle_ns: u.target.idle_ns,
                 connected: u.connected,
                 clean: u.io.tx_idle() && u.io.rx.is_empty() && !u.io.eof && !u.io.err,
                 shut_wr: u.io.shut_wr,
@@ -211,12 +211,10 @@ impl Worker {
         let up = Box::new(Up {
             io,
             owner: Some(i),
-            addr: c.addr,
             connected: false,
             connecting: true,
             close_when_flushed: false,
-            idle_ns: c.idle_ns,
-            _slot: slot,
+            target: crate::driver::core::flow::UpTarget::new(c, slot),
         });
         let fd = Fd(up.io.sock.as_raw_fd());
         // The sockaddr and timespec live in the boxed slot, which is freed
