@@ -6,7 +6,8 @@
 use ringlog::Reason;
 use ringlog::record::{Event, EventKind, Flags};
 
-use super::{Exchange, Session, connect_to};
+use super::start::connect_to;
+use super::{Exchange, Session};
 use std::sync::Arc;
 
 use crate::policy::RateLimiter;
