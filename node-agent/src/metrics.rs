@@ -182,15 +182,17 @@ fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
         .fold(0, u64::wrapping_add)
 }
 
+/// Writes the `# HELP` and `# TYPE` lines of family `tailmesh_{name}`.
+pub(crate) fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        o,
+        "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
+    );
+}
+
 /// Renders the Prometheus text exposition of all workers' counters.
 pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
     let mut o = String::with_capacity(4096);
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(
-            o,
-            "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
-        );
-    };
     // A family with one unlabelled value, summed over the workers.
     let single = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
         family(o, name, kind, help);

@@ -77,30 +77,33 @@ impl KeySpec {
     /// The key of a request hashed, or None when the request has no value
     /// for it (no such header, cookie or parameter; and for [`KeySpec::Route`]).
     pub fn key_hash(&self, req: &RequestView<'_>, client: IpAddr) -> Option<u64> {
-        let present = match self {
-            KeySpec::Route => false,
-            KeySpec::Header(n) => (req.header)(n).is_some(),
-            KeySpec::Cookie(n) => (req.header)("cookie").and_then(|c| cookie(c, n)).is_some(),
-            KeySpec::Query(n) => query(req.path, n).is_some(),
-            KeySpec::SourceIp => true,
-        };
-        present.then(|| self.hash(req, client))
+        let (present, h) = self.lookup(req, client);
+        present.then_some(h)
     }
 
     /// The key of a request, hashed (never 0); requests without a value
     /// share one "absent" hash.
     pub fn hash(&self, req: &RequestView<'_>, client: IpAddr) -> u64 {
-        let h = match self {
-            KeySpec::Route => 0,
-            KeySpec::Header(n) => hash(b"h", (req.header)(n).map(<[u8]>::trim_ascii)),
-            KeySpec::Cookie(n) => hash(b"c", (req.header)("cookie").and_then(|c| cookie(c, n))),
-            KeySpec::Query(n) => hash(b"q", query(req.path, n)),
-            KeySpec::SourceIp => match client {
-                IpAddr::V4(a) => hash(b"4", Some(&a.octets())),
-                IpAddr::V6(a) => hash(b"6", Some(&a.octets())),
-            },
+        self.lookup(req, client).1
+    }
+
+    /// Whether the request has a value for the key, and its hash (the
+    /// value is looked up once).
+    fn lookup(&self, req: &RequestView<'_>, client: IpAddr) -> (bool, u64) {
+        let (tag, v): (&[u8], Option<&[u8]>) = match self {
+            KeySpec::Route => return (false, 1),
+            KeySpec::Header(n) => (b"h", (req.header)(n).map(<[u8]>::trim_ascii)),
+            KeySpec::Cookie(n) => (b"c", (req.header)("cookie").and_then(|c| cookie(c, n))),
+            KeySpec::Query(n) => (b"q", query(req.path, n)),
+            KeySpec::SourceIp => {
+                let h = match client {
+                    IpAddr::V4(a) => hash(b"4", Some(&a.octets())),
+                    IpAddr::V6(a) => hash(b"6", Some(&a.octets())),
+                };
+                return (true, h.max(1));
+            }
         };
-        h.max(1)
+        (v.is_some(), hash(tag, v).max(1))
     }
 }
 
@@ -126,11 +129,7 @@ fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
 }
 
 /// The raw value of query parameter `name` in a request target.
-pub fn query_value<'a>(target: &'a str, name: &str) -> Option<&'a [u8]> {
-    query(target, name)
-}
-
-fn query<'a>(target: &'a str, name: &str) -> Option<&'a [u8]> {
+pub fn query<'a>(target: &'a str, name: &str) -> Option<&'a [u8]> {
     let q = target.split_once('?')?.1;
     let q = q.split_once('#').map_or(q, |(q, _)| q);
     q.split('&').find_map(|pair| {

@@ -4,18 +4,13 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use super::family;
 use crate::policy::breaker::State;
 use crate::snapshot::Snapshot;
 
 /// Appends the rate-limit and breaker families for `snap`'s routes and
 /// clusters that have them.
 pub fn render(snap: &Snapshot, o: &mut String) {
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(
-            o,
-            "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
-        );
-    };
     let limited: Vec<_> = snap
         .routes
         .iter()

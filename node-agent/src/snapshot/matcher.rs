@@ -159,7 +159,7 @@ impl Matcher {
         if !headers_ok {
             return false;
         }
-        let query = |k: &str| crate::policy::query_value(req.path, k);
+        let query = |k: &str| crate::policy::query(req.path, k);
         self.query
             .iter()
             .all(|(k, v)| query(k) == Some(v.as_bytes()))
