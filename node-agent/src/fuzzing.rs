@@ -206,6 +206,7 @@ impl Drive {
             snap,
             rr: &mut self.rr,
             ids: &mut self.ids,
+            idle: &crate::proxy::no_idle,
         };
         if up {
             self.s.on_up_data(&mut cx, input, &mut out);

@@ -21,6 +21,7 @@ use std::ops::Range;
 
 pub use session::{Session, SessionLimits};
 
+use crate::policy::breaker::Breaker;
 use crate::snapshot::Snapshot;
 use ringlog::record::{Event, PHASES, Record};
 
@@ -87,6 +88,10 @@ pub enum UpOp {
     /// Shut down the attached upstream's write side once its queue drains
     /// (a tunnel's client half-closed).
     Shutdown,
+    /// The exchange is queued for a connection slot of its cluster (see
+    /// [`Session::awaited_slot`]): call [`Session::on_slot_free`] when one
+    /// may be free.
+    AwaitSlot,
 }
 
 /// What the driver must do after a call, in this order: the upstream
@@ -149,7 +154,6 @@ pub struct Finished {
 }
 
 /// Per-call context: the clock reading and the worker's routing state.
-#[derive(Debug)]
 pub struct Cx<'a> {
     /// CLOCK_MONOTONIC ns.
     pub now: u64,
@@ -159,6 +163,24 @@ pub struct Cx<'a> {
     pub rr: &'a mut Vec<u32>,
     /// The worker's request-id generator.
     pub ids: &'a mut IdGen,
+    /// Whether the worker's pool holds an idle connection that could
+    /// serve a connect to this address under these cluster limits: one to
+    /// the address, or one to the cluster that can be closed to make room.
+    pub idle: &'a dyn Fn(SocketAddr, &Breaker) -> bool,
+}
+
+impl std::fmt::Debug for Cx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cx")
+            .field("now", &self.now)
+            .field("generation", &self.snap.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Cx::idle`] for a worker without a pool (tests, fuzzing).
+pub fn no_idle(_: SocketAddr, _: &Breaker) -> bool {
+    false
 }
 
 /// Makes request ids unique per agent run: worker, start time, counter.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use ringlog::NameKind;
 
+use crate::config::schema::DEFAULT_LIMIT;
 use crate::config::schema::{Match, Mode, Protocol};
 use crate::config::{Config, Problem};
 use crate::http1::Limits;
@@ -139,8 +140,9 @@ pub struct ClusterRt {
     pub read_timeout_ns: u64,
     /// How long an upstream connection may sit idle in a worker's pool, ns.
     pub idle_timeout_ns: u64,
-    /// The cluster's breaker and concurrency limits, shared by every worker.
-    pub breaker: Option<Arc<Breaker>>,
+    /// The cluster's breaker and concurrency limits, shared by every worker
+    /// (limits only, at their defaults, without a `breaker` section).
+    pub breaker: Arc<Breaker>,
     /// The cluster's retry policy and budget, shared by every worker.
     pub retry: Option<Arc<RetryPolicy>>,
 }
@@ -335,9 +337,14 @@ impl Snapshot {
                         let (mc, mp) = (b.max_concurrent, b.max_pending);
                         let breaker = Breaker::new(p, mc, mp, failure_on)
                             .with_max_connections(b.max_connections);
-                        Some(Arc::new(breaker))
+                        Arc::new(breaker)
                     }
-                    None => None,
+                    // Envoy's defaults hold without a breaker section.
+                    None => Arc::new(Breaker::limits_only(
+                        DEFAULT_LIMIT,
+                        DEFAULT_LIMIT,
+                        DEFAULT_LIMIT,
+                    )),
                 },
                 retry: match &c.retry {
                     Some(rt) => {

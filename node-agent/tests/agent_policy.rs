@@ -2,7 +2,9 @@
 //! `tailmesh-bench upstream`s (both drivers via ./test.sh): a rate limit's
 //! 429s at its rate, a smoothing limit's spacing, a breaker that opens on
 //! an erroring upstream, fails fast, probes and closes (its transitions on
-//! the ring), and a concurrency limit's fast 503s.
+//! the ring), a concurrency limit's fast 503s, and requests queued for a
+//! connection slot (bounded by `max_pending`, timed out by the connect
+//! timeout).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/agent.rs"]
@@ -262,7 +264,13 @@ fn a_concurrency_limit_answers_503_overflow_at_once() {
     );
 }
 
-fn two_endpoint_config(port: u16, ups: (u16, u16), ring: &std::path::Path, retry: &str) -> String {
+/// Cluster `c` over two endpoints, with `cluster` fields (YAML lines).
+fn two_endpoint_config(
+    port: u16,
+    ups: (u16, u16),
+    ring: &std::path::Path,
+    cluster: &str,
+) -> String {
     format!(
         r#"version: 1
 listeners:
@@ -270,7 +278,7 @@ listeners:
 clusters:
   - name: c
     endpoints: [ {{ addr: "127.0.0.1:{}" }}, {{ addr: "127.0.0.1:{}" }} ]
-    retry: {retry}
+    {cluster}
 routes:
   - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: c }} ] }}
 sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
@@ -293,7 +301,7 @@ fn a_retried_request_lands_on_another_endpoint_and_succeeds() {
                 port,
                 ports,
                 ring,
-                r#"{ attempts: 1, on: ["503"], backoff: 1ms }"#,
+                r#"retry: { attempts: 1, on: ["503"], backoff: 1ms }"#,
             )
         },
         &[],
@@ -334,7 +342,7 @@ fn a_retry_storm_against_a_failing_upstream_is_capped_by_the_budget() {
                 port,
                 ports,
                 ring,
-                r#"{ attempts: 3, on: ["503"], backoff: 1ms, budget_percent: 20, min_retries_per_sec: 1 }"#,
+                r#"retry: { attempts: 3, on: ["503"], backoff: 1ms, budget_percent: 20, min_retries_per_sec: 1 }"#,
             )
         },
         &["--workers", "2"],
@@ -357,27 +365,77 @@ fn a_retry_storm_against_a_failing_upstream_is_capped_by_the_budget() {
     assert!(retries >= requests * 0.1, "the budget is used: {retries}");
 }
 
-#[test]
-fn a_cluster_at_max_connections_answers_503_overflow_and_reuses_its_pool() {
-    let up = Upstream::start(&[]);
-    let p = up.port;
-    let agent = policy_agent(p, "", "breaker: { max_connections: 1 }", &[]);
-    faults(up.port, r#"{"latency":"400ms"}"#);
-    let port = agent.port;
-    let got: Vec<(u16, String)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
+/// `n` requests to `port`, the first at once and the rest `stagger`
+/// later (so the first holds the connection): (status, reason, time).
+fn burst(port: u16, n: usize, stagger: Duration) -> Vec<(u16, String, Duration)> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
             .map(|i| {
                 s.spawn(move || {
-                    std::thread::sleep(Duration::from_millis(150 * i));
+                    if i > 0 {
+                        std::thread::sleep(stagger);
+                    }
+                    let t = Instant::now();
                     let r = request(port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
-                    (r.status, r.header("x-tailmesh-reason").unwrap_or_default())
+                    let reason = r.header("x-tailmesh-reason").unwrap_or_default();
+                    (r.status, reason, t.elapsed())
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert_eq!(got[0], (200, String::new()), "{got:?}");
-    assert_eq!(got[1], (503, "overflow".to_string()), "{got:?}");
+    })
+}
+
+#[test]
+fn requests_at_max_connections_queue_for_a_slot_bounded_by_max_pending() {
+    let up = Upstream::start(&[]);
+    let cluster = "breaker: { max_connections: 1, max_pending: 3 }\n    timeouts: { connect: 5s }";
+    let agent = policy_agent(up.port, "", cluster, &[]);
+    faults(up.port, r#"{"latency":"200ms"}"#);
+    let got = burst(agent.port, 5, Duration::from_millis(60));
+    let ok: Vec<_> = got.iter().filter(|g| g.0 == 200).collect();
+    let overflow = got
+        .iter()
+        .filter(|g| g.0 == 503 && g.1 == "overflow")
+        .count();
+    // One holds the connection, three wait for it (max_pending), one is
+    // refused at once.
+    assert_eq!((ok.len(), overflow), (4, 1), "{got:?}");
+    // The queued ones were served one after another on the one connection:
+    // the last waited for three before it.
+    let slowest = ok.iter().map(|g| g.2).max().unwrap();
+    assert!(slowest >= Duration::from_millis(650), "{got:?}");
+    let pending =
+        "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_pending\"} ";
+    assert_eq!(agent.metric(pending), 1);
+    let conns = "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_connections\"} ";
+    assert_eq!(agent.metric(conns), 0);
+    assert_eq!(
+        agent.metric("tailmesh_cluster_requests_pending{cluster=\"c\"} "),
+        0
+    );
+    // Never more than the one connection.
+    assert_eq!(
+        agent.metric("tailmesh_cluster_upstream_connections{cluster=\"c\"} "),
+        1
+    );
+}
+
+#[test]
+fn a_request_waiting_for_a_slot_gets_503_overflow_after_the_connect_timeout() {
+    let up = Upstream::start(&[]);
+    let cluster = "breaker: { max_connections: 1 }\n    timeouts: { connect: 300ms }";
+    let agent = policy_agent(up.port, "", cluster, &[]);
+    faults(up.port, r#"{"latency":"1500ms"}"#);
+    let got = burst(agent.port, 2, Duration::from_millis(100));
+    assert_eq!((got[0].0, got[1].0), (200, 503), "{got:?}");
+    assert_eq!(got[1].1, "overflow", "{got:?}");
+    // It waited the connect timeout, not the first request's 1.5 s.
+    let waited = got[1].2;
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_millis(1200),
+        "{got:?}"
+    );
     let m = "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_connections\"} ";
     assert_eq!(agent.metric(m), 1);
     // The one connection went back to the pool and still counts; the next
@@ -386,9 +444,33 @@ fn a_cluster_at_max_connections_answers_503_overflow_and_reuses_its_pool() {
         agent.metric("tailmesh_cluster_upstream_connections{cluster=\"c\"} "),
         1
     );
+    faults(up.port, r#"{"latency":"0ms"}"#);
     assert_eq!(
-        request(port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        request(agent.port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n").status,
         200
     );
     assert_eq!(agent.metric(m), 1);
+}
+
+#[test]
+fn at_max_connections_an_idle_connection_to_another_endpoint_makes_room() {
+    let (a, b) = (Upstream::start(&[]), Upstream::start(&[]));
+    let ports = (a.port, b.port);
+    let agent = Agent::start(
+        move |port, ring| two_endpoint_config(port, ports, ring, "breaker: { max_connections: 1 }"),
+        &[],
+    );
+    // Round robin alternates the endpoints; the one slot is held by an
+    // idle pooled connection to the other endpoint each time.
+    for i in 0..6 {
+        let t = Instant::now();
+        let r = request(agent.port, "GET /e HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 200, "request {i}: {}", r.head);
+        // Another worker's idle connection is given up within its loop's
+        // longest wait (100 ms).
+        assert!(t.elapsed() < Duration::from_millis(900), "request {i}");
+    }
+    let m = "tailmesh_breaker_rejected_total{cluster=\"c\",reason=\"overflow\",limit=\"max_connections\"} ";
+    assert_eq!(agent.metric(m), 0);
+    assert!(agent.metric("tailmesh_cluster_upstream_connections{cluster=\"c\"} ") <= 1);
 }

@@ -311,8 +311,13 @@ fn thirty_s() -> Dur {
 fn three() -> u32 {
     3
 }
+/// Envoy's default for each concurrency limit (`max_concurrent`,
+/// `max_pending`, `max_connections`), also applied to a cluster without a
+/// `breaker` section.
+pub const DEFAULT_LIMIT: u32 = 1024;
+
 fn k1024() -> u32 {
-    1024
+    DEFAULT_LIMIT
 }
 
 /// Timeouts.

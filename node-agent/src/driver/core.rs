@@ -19,6 +19,7 @@ pub mod flow;
 
 use crate::config::schema::Mode;
 use crate::metrics::{Driver, WorkerStats};
+use crate::policy::breaker::Breaker;
 use crate::proxy::{Connect, Cx, IdGen, Out, Session};
 use crate::snapshot::Snapshot;
 use crate::worker::{Recorder, Shared, WorkerInit};
@@ -61,6 +62,11 @@ pub struct Core {
     pooled: usize,
     /// Accepting is paused until then (descriptors ran out).
     accept_resume: Option<u64>,
+    /// Downstream connections whose exchange is queued for a connection
+    /// slot, (slot, serial), oldest first (see [`flow::serve_waiters`]).
+    /// At most one entry per live downstream that asked; stale ones are
+    /// dropped when met.
+    pub waiters: std::collections::VecDeque<(usize, u64)>,
 }
 
 /// Idle upstream connections kept per endpoint, per worker.
@@ -84,6 +90,26 @@ pub enum PoolPut {
     Evicted(usize),
 }
 
+/// How often a worker looks for a free connection slot while requests
+/// wait for one (a slot another worker frees wakes nobody).
+pub const WAITER_POLL_NS: u64 = 1_000_000;
+
+/// The identity of cluster limits, as pool entries carry it (0: none).
+pub fn group_of(b: &Breaker) -> usize {
+    std::ptr::from_ref(b) as usize
+}
+
+/// An idle connection in `pool` could serve a connect to `addr` under the
+/// cluster limits `group`: one to the address itself, or one of the
+/// cluster's that can be closed to make room.
+fn serves(
+    pool: &HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<FastHash>>,
+    addr: SocketAddr,
+    group: usize,
+) -> bool {
+    pool.contains_key(&addr) || (group != 0 && pool.values().flatten().any(|p| p.group == group))
+}
+
 /// How often the pool is swept for connections idle past their timeout:
 /// a pooled connection closes between `timeouts.idle` and this much later.
 pub const POOL_SWEEP_NS: u64 = 250_000_000;
@@ -96,6 +122,9 @@ struct Pooled {
     since: u64,
     /// When it has been idle too long (monotonic ns).
     expires: u64,
+    /// Identity of the cluster limits it counts against (0: none), see
+    /// [`flow::UpTarget::group`].
+    group: usize,
 }
 
 impl Core {
@@ -121,6 +150,7 @@ impl Core {
             next_sweep: 0,
             pooled: 0,
             accept_resume: None,
+            waiters: std::collections::VecDeque::new(),
             shared: init.shared,
         }
     }
@@ -165,11 +195,14 @@ impl Core {
         f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
     ) {
         self.now = mono_ns();
+        let pool = &self.pool;
+        let idle = |addr: SocketAddr, b: &Breaker| serves(pool, addr, group_of(b));
         let mut cx = Cx {
             now: self.now,
             snap: &self.snap,
             rr: &mut self.rr,
             ids: &mut self.ids,
+            idle: &idle,
         };
         f(session, &mut cx, out);
     }
@@ -279,7 +312,7 @@ impl Core {
     /// most [`POOL_MAX`] idle connections per destination and
     /// [`POOL_TOTAL`] in all: when full, the least recently used one is
     /// evicted to make room (counted as `pool_evicted`).
-    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64) -> PoolPut {
+    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64, group: usize) -> PoolPut {
         let mut evicted = None;
         // Rare: the worker's pool is full and this endpoint's list has room
         // (a full list gives up its own oldest below).
@@ -295,6 +328,7 @@ impl Core {
             slot: j,
             since: self.now,
             expires: self.now.saturating_add(idle_ns),
+            group,
         });
         self.pooled += 1;
         match evicted {
@@ -321,6 +355,37 @@ impl Core {
             self.pool.remove(&addr);
         }
         Some(slot)
+    }
+
+    /// Takes the least recently pooled connection counted against the
+    /// cluster limits `group` out of the pool (for the driver to close, so
+    /// a connection to another of the cluster's endpoints can open).
+    pub fn pool_take_group(&mut self, group: usize) -> Option<usize> {
+        let (&addr, _) = self
+            .pool
+            .iter()
+            .filter_map(|(a, l)| l.iter().find(|p| p.group == group).map(|p| (a, p.since)))
+            .min_by_key(|&(_, since)| since)?;
+        let list = self.pool.get_mut(&addr)?;
+        let at = list.iter().position(|p| p.group == group)?;
+        let slot = list.remove(at).slot;
+        self.pooled -= 1;
+        if list.is_empty() {
+            self.pool.remove(&addr);
+        }
+        self.stats().driver(Driver::PoolEvicted, 1);
+        Some(slot)
+    }
+
+    /// Whether an idle pooled connection could serve a connect to `addr`
+    /// under the cluster limits `group` (see [`Cx::idle`]).
+    pub fn pool_serves(&self, addr: SocketAddr, group: usize) -> bool {
+        serves(&self.pool, addr, group)
+    }
+
+    /// Every pooled slot, for a sweep.
+    pub fn pooled_slots(&self) -> Vec<usize> {
+        self.pool.values().flatten().map(|p| p.slot).collect()
     }
 
     /// Forgets slot `j` (being closed) if it is pooled.
@@ -378,7 +443,11 @@ impl Core {
 
     /// How long the next wait may last.
     pub fn wait_timeout(&self) -> Duration {
-        let cap = if self.drain_deadline.is_some() || self.accept_resume.is_some() {
+        let cap = if !self.waiters.is_empty() {
+            // A connection slot another worker frees is only seen by
+            // looking: often, while requests wait for one.
+            WAITER_POLL_NS
+        } else if self.drain_deadline.is_some() || self.accept_resume.is_some() {
             10_000_000
         } else {
             100_000_000

@@ -8,8 +8,9 @@ use super::family;
 use crate::policy::breaker::State;
 use crate::snapshot::Snapshot;
 
-/// Appends the rate-limit and breaker families for `snap`'s routes and
-/// clusters that have them.
+/// Appends the rate-limit and breaker families for `snap`'s routes that
+/// have a limit and its clusters (breaker state only where a `breaker`
+/// section makes one).
 pub fn render(snap: &Snapshot, o: &mut String) {
     let limited: Vec<_> = snap
         .routes
@@ -42,15 +43,17 @@ pub fn render(snap: &Snapshot, o: &mut String) {
     let breakers: Vec<_> = snap
         .clusters
         .iter()
-        .filter_map(|c| Some((c.name.as_str(), c.breaker.as_ref()?)))
+        .map(|c| (c.name.as_str(), &c.breaker))
         .collect();
+    // A cluster without a breaker section has limits only: no state.
+    let tripping: Vec<_> = breakers.iter().filter(|(_, b)| b.trips()).collect();
     family(
         o,
         "breaker_state",
         "gauge",
         "Circuit breaker state per cluster: 0 closed, 1 open, 2 half-open.",
     );
-    for (c, b) in &breakers {
+    for (c, b) in &tripping {
         let _ = writeln!(
             o,
             "tailmesh_breaker_state{{cluster=\"{c}\"}} {}",
@@ -63,7 +66,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         "counter",
         "Circuit breaker state changes, by the state entered.",
     );
-    for (c, b) in &breakers {
+    for (c, b) in &tripping {
         for s in [State::Open, State::HalfOpen, State::Closed] {
             let v = b.stats.transitions[s as usize].load(Ordering::Relaxed);
             let to = s.name();
@@ -77,7 +80,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         o,
         "breaker_rejected_total",
         "counter",
-        "Requests refused with a fast 503: breaker_open, or overflow of max_concurrent / max_pending.",
+        "Requests refused with a fast 503: breaker_open, or overflow of max_concurrent / max_pending / max_connections (a wait for a connection slot that timed out counts as max_connections).",
     );
     for (c, b) in &breakers {
         let s = &b.stats;
@@ -98,7 +101,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         o,
         "cluster_requests_in_flight",
         "gauge",
-        "Requests in flight to a cluster with a breaker (max_concurrent counts these).",
+        "Requests in flight to a cluster (max_concurrent counts these).",
     );
     for (c, b) in &breakers {
         let _ = writeln!(
@@ -111,7 +114,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         o,
         "cluster_upstream_connections",
         "gauge",
-        "Upstream connections open to a cluster with a breaker, pooled ones included (max_connections counts these).",
+        "Upstream connections open to a cluster, pooled ones included (max_connections counts these).",
     );
     for (c, b) in &breakers {
         let _ = writeln!(
@@ -124,7 +127,7 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         o,
         "cluster_requests_pending",
         "gauge",
-        "Requests waiting for an upstream connection to a cluster with a breaker (max_pending counts these).",
+        "Requests waiting for an upstream connection to a cluster (max_pending counts these).",
     );
     for (c, b) in &breakers {
         let _ = writeln!(

@@ -366,6 +366,10 @@ pub struct Breaker {
     in_flight: AtomicU32,
     pending: AtomicU32,
     connections: AtomicU32,
+    /// Requests queued for a connection slot (see [`SlotWait`]).
+    waiting: AtomicU32,
+    /// Outcomes can open it (false: concurrency limits only).
+    trips: bool,
     max_concurrent: u32,
     max_pending: u32,
     max_connections: u32,
@@ -385,12 +389,38 @@ impl Breaker {
             in_flight: AtomicU32::new(0),
             pending: AtomicU32::new(0),
             connections: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            trips: true,
             max_concurrent,
             max_pending,
             max_connections: u32::MAX,
             failure_on,
             stats: BreakerStats::default(),
         }
+    }
+
+    /// Concurrency limits without a breaker: it never opens, and outcomes
+    /// are not counted (what a cluster without a `breaker` section gets,
+    /// with Envoy's defaults).
+    pub fn limits_only(max_concurrent: u32, max_pending: u32, max_connections: u32) -> Breaker {
+        let off = Params {
+            consecutive_failures: 0,
+            error_rate: 2.0,
+            min_requests: 0,
+            window_ns: 1,
+            open_for_ns: 1,
+            half_open_probes: 1,
+        };
+        Breaker {
+            trips: false,
+            ..Breaker::new(off, max_concurrent, max_pending, FailureOn::default())
+        }
+        .with_max_connections(max_connections)
+    }
+
+    /// Whether outcomes can open it (false for [`Breaker::limits_only`]).
+    pub fn trips(&self) -> bool {
+        self.trips
     }
 
     /// The state as workers see it.
@@ -413,16 +443,35 @@ impl Breaker {
     }
 
     /// Counts a new upstream connection to the cluster (it stays counted
-    /// until the slot is dropped), or None over `max_connections`.
+    /// until the slot is dropped), or None over `max_connections` (the
+    /// caller counts a request refused for it in
+    /// [`BreakerStats::overflow_connections`]).
     pub fn open_connection(self: &Arc<Self>) -> Option<ConnSlot> {
         if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
-            self.stats
-                .overflow_connections
-                .fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Some(ConnSlot(self.clone()))
+    }
+
+    /// Whether a new connection would be under `max_connections` now
+    /// (another worker may take the place first).
+    pub fn has_room(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) < self.max_connections
+    }
+
+    /// Requests queued for a connection slot, node-wide.
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A request starts waiting for a connection slot: counted (here and
+    /// in [`slot_waiters`]) until the guard is dropped, so workers holding
+    /// idle pooled connections to the cluster give them up.
+    pub fn queue(self: &Arc<Self>) -> SlotWait {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        SLOT_WAITERS.fetch_add(1, Ordering::AcqRel);
+        SlotWait(self.clone())
     }
 
     /// Requests in flight and waiting for a connection.
@@ -489,10 +538,46 @@ impl Breaker {
     }
 }
 
+/// Requests queued for a connection slot in the whole process, all
+/// clusters: a hint that lets a worker skip looking for idle pooled
+/// connections to give up while nobody waits (one load per loop turn).
+static SLOT_WAITERS: AtomicU32 = AtomicU32::new(0);
+
+/// Requests queued for a connection slot in this process (a hint: any
+/// cluster, any agent in the process).
+pub fn slot_waiters() -> u32 {
+    SLOT_WAITERS.load(Ordering::Relaxed)
+}
+
+/// A request queued for a connection slot of its cluster, until dropped.
+#[derive(Debug)]
+pub struct SlotWait(Arc<Breaker>);
+
+impl SlotWait {
+    /// The cluster's limits it waits on.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.0
+    }
+}
+
+impl Drop for SlotWait {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        SLOT_WAITERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One upstream connection counted against its cluster's
 /// `max_connections`, until dropped (with the connection).
 #[derive(Debug)]
 pub struct ConnSlot(Arc<Breaker>);
+
+impl ConnSlot {
+    /// The cluster's limits it counts against.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.0
+    }
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
@@ -540,6 +625,9 @@ impl Pass {
     /// says nothing about the upstream counts as none). The state change
     /// it caused, if any.
     pub fn end(self, now: u64, status: u16, reason: Reason, rand: u64) -> Option<Transition> {
+        if !self.breaker.trips {
+            return None;
+        }
         let outcome = self.breaker.failure_on.classify(status, reason)?;
         self.finish(now, outcome, rand)
     }
@@ -548,6 +636,9 @@ impl Pass {
     /// caused, if any.
     pub fn finish(mut self, now: u64, outcome: Outcome, rand: u64) -> Option<Transition> {
         self.decided = true;
+        if !self.breaker.trips {
+            return None;
+        }
         let t = self.ticket;
         let moved = self.breaker.with_core(|c| c.record(now, t, outcome, rand));
         self.breaker.note(moved)

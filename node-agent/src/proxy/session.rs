@@ -482,6 +482,9 @@ impl Session {
                 }
                 continue;
             };
+            if ex.deferred().is_some() {
+                return pos; // held until the request is released
+            }
             if ex.tunnel {
                 if ex.down_eof {
                     return buf.len();
@@ -489,9 +492,6 @@ impl Session {
                 ex.active = ex.active.max(cx.now);
                 out.to_up.push(Chunk::of(input, buf, pos..buf.len()));
                 return buf.len();
-            }
-            if ex.deferred().is_some() {
-                return pos; // held until the rate limit releases the request
             }
             let ReqBody::Body(body) = &mut ex.req else {
                 return pos; // held until the response completes (pipelining)

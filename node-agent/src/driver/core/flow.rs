@@ -7,9 +7,11 @@
 
 use std::collections::BinaryHeap;
 
-use super::{Core, PoolPut};
+use std::sync::Arc;
+
+use super::{Core, PoolPut, group_of};
 use crate::metrics::Driver as Counter;
-use crate::policy::breaker::ConnSlot;
+use crate::policy::breaker::{Breaker, ConnSlot, slot_waiters};
 use crate::proxy::{Chunk, Connect, Cx, Out, Session, UpOp};
 
 /// What the core needs to know about an upstream connection.
@@ -30,6 +32,8 @@ pub struct UpFacts {
     pub eof: bool,
     /// Bytes still wait to be sent to it.
     pub tx_pending: bool,
+    /// The cluster limits it counts against ([`UpTarget::group`]).
+    pub group: usize,
 }
 
 /// A downstream connection's timer state, borrowed from the driver.
@@ -118,6 +122,9 @@ pub trait Driver {
     fn drop_down(&mut self, i: usize) -> Option<usize>;
     /// Closes upstream `j`'s socket; true if it was live.
     fn drop_up(&mut self, j: usize) -> bool;
+    /// What upstream `j` was opened for (None if `j` is not a live
+    /// upstream).
+    fn up_target(&self, j: usize) -> Option<&UpTarget>;
     /// Upstream `j` is closed once its queued bytes are sent.
     fn close_up_when_flushed(&mut self, j: usize);
     /// Schedules slot `i` to be pumped before the next wait.
@@ -150,8 +157,63 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
             return true;
         }
     }
+    serve_waiters(d);
+    if slot_waiters() > 0 {
+        release_starved(d);
+    }
     d.core().publish_gauges();
     false
+}
+
+/// Wakes the exchanges queued for a connection slot whose cluster has one
+/// free now (or whose connect an idle pooled connection serves), oldest
+/// first per cluster: the first of a cluster that finds none stops the
+/// rest of that cluster. Entries of closed connections, or of exchanges
+/// no longer waiting, are dropped.
+pub fn serve_waiters<D: Driver>(d: &mut D) {
+    if d.core().waiters.is_empty() {
+        return;
+    }
+    let mut blocked: Vec<usize> = Vec::new();
+    let mut keep = std::collections::VecDeque::new();
+    while let Some((i, serial)) = d.core().waiters.pop_front() {
+        let Some(slot) = d.timer_slot(i).filter(|t| t.serial == serial) else {
+            continue;
+        };
+        let Some((addr, b)) = slot.session.awaited_slot() else {
+            continue;
+        };
+        let group = group_of(b);
+        let room = b.has_room();
+        if blocked.contains(&group) || !(room || d.core().pool_serves(addr, group)) {
+            blocked.push(group);
+            keep.push_back((i, serial));
+            continue;
+        }
+        with_session(d, i, |s, cx, out| {
+            s.on_slot_free(cx, out);
+        });
+    }
+    // Sessions queued during the calls above were appended meanwhile.
+    let core = d.core();
+    keep.append(&mut core.waiters);
+    core.waiters = keep;
+}
+
+/// Closes this worker's idle pooled connections to clusters where
+/// requests wait for a connection slot (in any worker): an idle connection
+/// must not hold a slot a waiting request needs.
+fn release_starved<D: Driver>(d: &mut D) {
+    for j in d.core().pooled_slots() {
+        let starved = d
+            .up_target(j)
+            .and_then(UpTarget::breaker)
+            .is_some_and(|b| b.waiting() > 0 && !b.has_room());
+        if starved {
+            d.core().stats().driver(Counter::PoolEvicted, 1);
+            close_up(d, j);
+        }
+    }
 }
 
 /// Runs `f` on down `i`'s session without input, then carries out what it
@@ -205,6 +267,12 @@ pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
                     d.wake(j);
                 }
             }
+            UpOp::AwaitSlot => {
+                let serial = d.timer_slot(i).map(|t| t.serial);
+                if let Some(serial) = serial {
+                    d.core().waiters.push_back((i, serial));
+                }
+            }
             UpOp::Connect(c) => {
                 if !attach_up(d, i, &c) {
                     // The exchange these bytes belong to was just answered
@@ -235,7 +303,7 @@ pub struct UpTarget {
     pub addr: std::net::SocketAddr,
     /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
     pub idle_ns: u64,
-    _slot: Option<ConnSlot>,
+    slot: Option<ConnSlot>,
 }
 
 impl UpTarget {
@@ -244,8 +312,24 @@ impl UpTarget {
         UpTarget {
             addr: c.addr,
             idle_ns: c.idle_ns,
-            _slot: slot,
+            slot,
         }
+    }
+
+    /// The cluster limits it counts against.
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.slot.as_ref().map(ConnSlot::breaker)
+    }
+
+    /// Gives its place under `max_connections` back (it is being
+    /// closed).
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    /// Their identity for the pool (0: none).
+    pub fn group(&self) -> usize {
+        self.breaker().map_or(0, |b| group_of(b))
     }
 }
 
@@ -267,12 +351,13 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
     let breaker = c
         .cluster
         .and_then(|k| d.core().snap.clusters.get(k))
-        .and_then(|cl| cl.breaker.clone());
+        .map(|cl| cl.breaker.clone());
     let slot = match breaker {
-        Some(b) => match b.open_connection() {
+        Some(b) => match open_slot(d, &b) {
             Some(slot) => Some(slot),
             None => {
-                // At the cluster's max_connections: a fast 503 overflow.
+                // At the cluster's max_connections (another worker took the
+                // place the session saw free): a fast 503 overflow.
                 with_session(d, i, |s, cx, out| s.on_up_refused(cx, out));
                 return false;
             }
@@ -288,6 +373,28 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
     false
 }
 
+/// A place under `b`'s `max_connections` for a new connection, closing
+/// this worker's least recently pooled idle connection to the cluster if
+/// that is what holds the last one.
+fn open_slot<D: Driver>(d: &mut D, b: &Arc<Breaker>) -> Option<ConnSlot> {
+    if let Some(slot) = b.open_connection() {
+        return Some(slot);
+    }
+    let slot = match d.core().pool_take_group(group_of(b)) {
+        Some(idle) => {
+            close_up(d, idle);
+            b.open_connection()
+        }
+        None => None,
+    };
+    if slot.is_none() {
+        b.stats
+            .overflow_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    slot
+}
+
 /// Detaches upstream `j`: pooled if reusable and clean, closed after its
 /// queue drains if bytes still wait (a reusable one, or a tunnel upstream
 /// whose FIN came first: what the client sent after it must still
@@ -298,7 +405,7 @@ pub fn release_up<D: Driver>(d: &mut D, j: usize, reuse: bool) {
         return;
     };
     if reuse && f.connected && f.clean && !f.shut_wr {
-        if let PoolPut::Evicted(old) = d.core().pool_put(f.addr, j, f.idle_ns) {
+        if let PoolPut::Evicted(old) = d.core().pool_put(f.addr, j, f.idle_ns, f.group) {
             close_up(d, old);
         }
         return;

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 
 use super::{Slot, Worker};
 use crate::driver::core::Core;
-use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
+use crate::driver::core::flow::{Driver, TimerSlot, UpFacts, UpTarget};
 use crate::driver::send_chunks;
 use crate::metrics::Driver as Counter;
 use crate::policy::breaker::ConnSlot;
@@ -52,6 +52,13 @@ impl Driver for Worker {
         matches!(self.slab.get(i), Some(Slot::Down(d)) if d.q.is_empty())
     }
 
+    fn up_target(&self, j: usize) -> Option<&UpTarget> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) => Some(&u.target),
+            _ => None,
+        }
+    }
+
     fn up_facts(&self, j: usize) -> Option<UpFacts> {
         match self.slab.get(j) {
             Some(Slot::Up(u)) => Some(UpFacts {
@@ -62,6 +69,7 @@ impl Driver for Worker {
                 shut_wr: u.shut_wr,
                 eof: u.eof,
                 tx_pending: !u.q.is_empty(),
+                group: u.target.group(),
             }),
             _ => None,
         }

@@ -5,7 +5,7 @@
 
 use super::conns::{Src, queue};
 use super::*;
-use crate::driver::core::flow::{Driver, TimerSlot, UpFacts};
+use crate::driver::core::flow::{Driver, TimerSlot, UpFacts, UpTarget};
 use crate::policy::breaker::ConnSlot;
 
 impl Driver for Worker {
@@ -51,6 +51,13 @@ impl Driver for Worker {
         matches!(self.slab.get(i), Some(Slot::Down(d)) if !d.io.closing && d.io.tx_idle())
     }
 
+    fn up_target(&self, j: usize) -> Option<&UpTarget> {
+        match self.slab.get(j) {
+            Some(Slot::Up(u)) if !u.io.closing => Some(&u.target),
+            _ => None,
+        }
+    }
+
     fn up_facts(&self, j: usize) -> Option<UpFacts> {
         match self.slab.get(j) {
             Some(Slot::Up(u)) if !u.io.closing => Some(UpFacts {
@@ -61,6 +68,7 @@ impl Driver for Worker {
                 shut_wr: u.io.shut_wr,
                 eof: u.io.eof,
                 tx_pending: !u.io.tx_idle(),
+                group: u.target.group(),
             }),
             _ => None,
         }
@@ -148,8 +156,11 @@ impl Driver for Worker {
     }
 
     fn drop_up(&mut self, j: usize) -> bool {
-        match self.slab.get(j) {
+        match self.slab.get_mut(j) {
             Some(Slot::Up(u)) if !u.io.closing => {
+                // Its place under max_connections is free now, not when
+                // the kernel is done with the socket.
+                u.target.release_slot();
                 let connecting = u.connecting;
                 self.begin_close(j, connecting);
                 true

@@ -6,15 +6,16 @@
 use ringlog::Reason;
 use ringlog::record::{Event, EventKind, Flags};
 
-use super::start::connect_to;
-use super::{Exchange, Session};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use super::start::{connect_to, dispatch};
+use super::{Exchange, Session};
 use crate::policy::RateLimiter;
-use crate::policy::breaker::{Pass, Refusal, Transition};
+use crate::policy::breaker::{Breaker, Pass, Refusal, SlotWait, Transition};
 use crate::policy::ratelimit::Decision;
 use crate::policy::retry::{MAX_WAIT_NS, RetryPolicy};
-use crate::proxy::{Chunk, Cx, Out};
+use crate::proxy::{Chunk, Cx, Out, UpOp};
 use crate::snapshot::{ClusterRt, Pick, RequestView, Target};
 
 /// A request the rate limit delayed: what it sends once released.
@@ -26,9 +27,24 @@ pub(super) struct Deferred {
     pub head: Vec<u8>,
     /// Where it goes.
     pub target: Target,
-    /// The wait counts as queueing (a rate limit's delay), not as part of
-    /// the connect phase (a retry's backoff).
-    pub requeue: bool,
+    /// Why it waits.
+    pub hold: Hold,
+}
+
+/// Why a request is held back before its connect.
+#[derive(Debug)]
+pub(super) enum Hold {
+    /// A smoothing rate limit's delay: released at `until`, the wait
+    /// counted as queueing.
+    RateLimit,
+    /// A retry's backoff: released at `until`, counted in the connect
+    /// phase.
+    Backoff,
+    /// Queued for a connection slot (its cluster is at `max_connections`
+    /// and the worker's pool has no idle connection for it): released
+    /// when the driver finds one free, answered 503 `overflow` at `until`
+    /// (the connect timeout). Counted in the connect phase.
+    Slot(SlotWait),
 }
 
 /// What the policies hold for one exchange.
@@ -191,7 +207,7 @@ pub(super) fn retry_exchange(
         until: now.saturating_add(wait),
         head,
         target,
-        requeue: false,
+        hold: Hold::Backoff,
     });
     true
 }
@@ -243,9 +259,7 @@ impl Session {
         now: u64,
         out: &mut Out,
     ) -> Option<Exchange> {
-        let Some(b) = &cluster.breaker else {
-            return Some(ex);
-        };
+        let b = &cluster.breaker;
         let (got, moved) = b.admit(now);
         if let Some(t) = moved {
             out.events.push(transition_event(cluster.id, t, now));
@@ -273,14 +287,7 @@ impl Session {
                 "too many requests waiting for a connection",
             ),
         };
-        if ex.tunnel {
-            ex.record.reason = reason;
-            ex.record.flags.0 |= Flags::ERROR;
-            ex.close_after = true;
-            self.finish(ex, now, out);
-        } else {
-            self.local(ex, now, 503, reason, msg, out);
-        }
+        self.refuse(ex, now, reason, msg, out);
         None
     }
 
@@ -295,7 +302,8 @@ impl Session {
 
     /// Releases a delayed request whose time has come: its head goes out,
     /// its connection is asked for, and body bytes held meanwhile follow.
-    /// True if one was released.
+    /// A request queued for a connection slot is answered 503 instead.
+    /// True if one was released or answered.
     pub(super) fn release_deferred(&mut self, cx: &mut Cx<'_>, out: &mut Out) -> bool {
         let now = cx.now;
         let Some(ex) = &mut self.ex else {
@@ -308,17 +316,104 @@ impl Session {
         else {
             return false;
         };
-        if d.requeue {
-            ex.marks.head = now;
+        if let Hold::Slot(wait) = &d.hold {
+            wait.breaker()
+                .stats
+                .overflow_connections
+                .fetch_add(1, Ordering::Relaxed);
+            ex.record.flags.0 |= Flags::BREAKER_OPEN | Flags::TIMEOUT;
+            let msg = "no upstream connection to the cluster came free in time";
+            if let Some(ex) = self.ex.take() {
+                self.refuse(ex, now, Reason::Overflow, msg, out);
+            }
+            return true;
         }
+        self.release(cx, d, out);
+        true
+    }
+
+    /// The request queued for a connection slot may find one now: it is
+    /// released (the driver found the cluster under `max_connections`, or
+    /// an idle connection in its pool). False if it was not waiting.
+    pub fn on_slot_free(&mut self, cx: &mut Cx<'_>, out: &mut Out) -> bool {
+        let Some(d) = self
+            .ex
+            .as_mut()
+            .and_then(|ex| ex.policy.as_mut())
+            .and_then(|p| p.deferred.take_if(|d| matches!(d.hold, Hold::Slot(_))))
+        else {
+            return false;
+        };
+        self.release(cx, d, out);
+        true
+    }
+
+    /// What a request queued for a connection slot waits on: its
+    /// destination and cluster limits.
+    pub fn awaited_slot(&self) -> Option<(std::net::SocketAddr, &Arc<Breaker>)> {
+        let d = self.ex.as_ref()?.deferred()?;
+        match &d.hold {
+            Hold::Slot(w) => Some((d.target.addr, w.breaker())),
+            _ => None,
+        }
+    }
+
+    /// Sends a held request: head, connect, then the body bytes held.
+    fn release(&mut self, cx: &mut Cx<'_>, d: Deferred, out: &mut Out) {
+        let now = cx.now;
+        let Some(ex) = &mut self.ex else {
+            return;
+        };
         ex.active = now;
         ex.body_active = now;
-        ex.uncommitted = Some((out.to_up.len(), out.up.len()));
-        out.to_up.push(Chunk::Owned(d.head));
-        connect_to(ex, d.target, now, out);
-        ex.begin_attempt(now);
+        if matches!(d.hold, Hold::RateLimit) {
+            // Its connection may have to wait for a slot now.
+            ex.marks.head = now;
+            dispatch(ex, cx, d.head, d.target, out);
+        } else {
+            ex.uncommitted = Some((out.to_up.len(), out.up.len()));
+            if !d.head.is_empty() {
+                out.to_up.push(Chunk::Owned(d.head));
+            }
+            connect_to(ex, d.target, now, out);
+            ex.begin_attempt(now);
+        }
         self.process_held(cx, out);
         self.commit();
-        true
+    }
+
+    /// Holds `ex` until a connection slot of its cluster frees (`b` is at
+    /// its `max_connections` and no idle pooled connection serves it), at
+    /// most its connect timeout; the driver is asked to wake it. The
+    /// request stays counted against `max_pending` meanwhile.
+    pub(super) fn await_slot(
+        ex: &mut Exchange,
+        b: &Arc<Breaker>,
+        head: Vec<u8>,
+        target: Target,
+        now: u64,
+        out: &mut Out,
+    ) {
+        let until = now.saturating_add(target.connect_timeout_ns);
+        ex.policed().deferred = Some(Deferred {
+            until,
+            head,
+            target,
+            hold: Hold::Slot(b.queue()),
+        });
+        out.up.push(UpOp::AwaitSlot);
+    }
+
+    /// Answers a request the concurrency limits refused: 503 for HTTP, a
+    /// closed connection for L4.
+    fn refuse(&mut self, mut ex: Exchange, now: u64, reason: Reason, msg: &str, out: &mut Out) {
+        if ex.tunnel {
+            ex.record.reason = reason;
+            ex.record.flags.0 |= Flags::ERROR;
+            ex.close_after = true;
+            self.finish(ex, now, out);
+        } else {
+            self.local(ex, now, 503, reason, msg, out);
+        }
     }
 }

@@ -126,15 +126,12 @@ impl Session {
                 until: cx.now.saturating_add(delay),
                 head: up_head,
                 target,
-                requeue: true,
+                hold: policy::Hold::RateLimit,
             });
             self.ex = Some(ex);
             return;
         }
-        ex.uncommitted = Some((out.to_up.len(), out.up.len()));
-        out.to_up.push(Chunk::Owned(up_head));
-        connect_to(&mut ex, target, cx.now, out);
-        ex.begin_attempt(cx.now);
+        dispatch(&mut ex, cx, up_head, target, out);
         self.ex = Some(ex);
     }
 
@@ -185,9 +182,37 @@ impl Session {
             self.finish(ex, cx.now, out);
             return;
         };
-        connect_to(&mut ex, target, cx.now, out);
+        dispatch(&mut ex, cx, Vec::new(), target, out);
         self.ex = Some(ex);
     }
+}
+
+/// Sends `head` toward `target` and asks for its connection, or, when
+/// the target's cluster is at `max_connections` and the worker's pool
+/// holds no idle connection that could serve it, queues `ex` for a
+/// connection slot (see [`Session::await_slot`]).
+pub(super) fn dispatch(
+    ex: &mut Exchange,
+    cx: &Cx<'_>,
+    head: Vec<u8>,
+    target: Target,
+    out: &mut Out,
+) {
+    let full = target
+        .cluster_ix
+        .and_then(|k| cx.snap.clusters.get(k))
+        .map(|c| &c.breaker)
+        .filter(|b| !b.has_room() && !(cx.idle)(target.addr, b));
+    if let Some(b) = full {
+        Session::await_slot(ex, b, head, target, cx.now, out);
+        return;
+    }
+    ex.uncommitted = Some((out.to_up.len(), out.up.len()));
+    if !head.is_empty() {
+        out.to_up.push(Chunk::Owned(head));
+    }
+    connect_to(ex, target, cx.now, out);
+    ex.begin_attempt(cx.now);
 }
 
 /// Points `ex` at `target`: ids for its record, deadlines, and the connect

@@ -6,6 +6,7 @@ use ringlog::Reason;
 use ringlog::record::Flags;
 
 mod policy;
+mod slots;
 
 use super::*;
 use crate::proxy::{Finished, IdGen, UpOp};
@@ -36,6 +37,8 @@ struct H {
     fresh: Vec<bool>,
     releases: Vec<bool>,
     shutdowns: usize,
+    /// Times the session queued for a connection slot.
+    awaits: usize,
     closed: bool,
     reset: bool,
     now: u64,
@@ -69,6 +72,7 @@ impl H {
             fresh: Vec::new(),
             releases: Vec::new(),
             shutdowns: 0,
+            awaits: 0,
             closed: false,
             reset: false,
             now: 1000,
@@ -84,6 +88,7 @@ impl H {
             snap: &self.snap,
             rr: &mut self.rr,
             ids: &mut self.ids,
+            idle: &crate::proxy::no_idle,
         };
         f(&mut self.s, &mut cx, &mut out);
         for c in &out.to_up {
@@ -100,6 +105,7 @@ impl H {
                 }
                 UpOp::Release { reuse } => self.releases.push(*reuse),
                 UpOp::Shutdown => self.shutdowns += 1,
+                UpOp::AwaitSlot => self.awaits += 1,
             }
         }
         self.closed |= out.close_down;
