@@ -72,7 +72,7 @@ fn picks(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                black_box(snap.pick(0, &req, black_box(h), &mut rr, client))
+                black_box(snap.pick(0, &req, black_box(h), &mut rr, client, 1))
             })
         });
     }

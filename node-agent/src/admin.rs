@@ -1,9 +1,11 @@
 //! The admin server and signal handling, on a small current-thread tokio
 //! runtime of their own (never on a worker): `/healthz`, `/ready`,
-//! `/config`, `/metrics`; SIGTERM / SIGINT start the drain.
+//! `/config`, `/clusters`, `/metrics`; SIGTERM / SIGINT start the drain.
 //!
 //! Requests are tiny GETs; each connection gets one response and is closed.
 //! A scrape reads the workers' counters without locking them.
+
+mod clusters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -174,6 +176,10 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
             });
             (200, "application/json", format!("{body:#}\n"))
         }
+        "/clusters" => {
+            let body = clusters::render(&snap, ringlog::clock::mono_ns());
+            (200, "application/json", format!("{body:#}\n"))
+        }
         "/metrics" => {
             let stats: Vec<&metrics::WorkerStats> = shared.stats.iter().collect();
             let facts = Facts {
@@ -190,7 +196,7 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
         _ => (
             404,
             "text/plain",
-            "not found: try /metrics /ready /healthz /config\n".into(),
+            "not found: try /metrics /ready /healthz /config /clusters\n".into(),
         ),
     }
 }

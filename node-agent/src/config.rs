@@ -262,9 +262,35 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
         if o.max_ejection_percent > 100 {
             r.add(&key, "outlier.max_ejection_percent", "must be at most 100");
         }
-        if o.consecutive_5xx == 0 {
-            r.add(&key, "outlier.consecutive_5xx", "must be at least 1");
+        for (field, d) in [
+            ("interval", o.interval),
+            ("base_ejection", o.base_ejection),
+            ("max_ejection", o.max_ejection),
+        ] {
+            if d.0 == 0 {
+                r.add(&key, format!("outlier.{field}"), "must be positive");
+            }
         }
+        if !(o.success_rate_stdev_factor > 0.0 && o.success_rate_stdev_factor.is_finite()) {
+            r.add(
+                &key,
+                "outlier.success_rate_stdev_factor",
+                "must be a positive number",
+            );
+        }
+        if o.consecutive_5xx == 0
+            && o.consecutive_gateway_failure == 0
+            && o.success_rate_minimum_hosts == 0
+        {
+            r.add(
+                &key,
+                "outlier",
+                "every detector is off (consecutive_5xx, consecutive_gateway_failure and success_rate_minimum_hosts are 0)",
+            );
+        }
+    }
+    if c.ewma_decay.0 == 0 {
+        r.add(&key, "ewma_decay", "must be positive");
     }
     if let Some(b) = &c.breaker {
         if !(b.error_rate > 0.0 && b.error_rate <= 1.0) {
@@ -413,8 +439,6 @@ fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
     let present = [
         ("locality", c.locality.is_some()),
         ("health_check", c.health_check.is_some()),
-        ("outlier", c.outlier.is_some()),
-        ("lb", c.lb == crate::config::schema::Lb::P2cEwma),
     ];
     for (field, set) in present {
         if set {

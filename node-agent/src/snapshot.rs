@@ -17,6 +17,7 @@
 
 mod index;
 mod lb;
+pub mod live;
 pub mod matcher;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::policy::breaker::{Breaker, Params as BreakerParams};
 use crate::policy::retry::RetryPolicy;
 use crate::policy::{FailureOn, KeySpec, RateLimiter};
 use crate::proxy::SessionLimits;
+use live::{ClusterLive, OutlierParams};
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,9 @@ pub struct ClusterRt {
     pub breaker: Arc<Breaker>,
     /// The cluster's retry policy and budget, shared by every worker.
     pub retry: Option<Arc<RetryPolicy>>,
+    /// Its endpoints' live state (load, latency, ejection), shared by
+    /// every worker.
+    pub live: Arc<ClusterLive>,
 }
 
 /// A request type (drives sampling and attribution).
@@ -310,6 +315,8 @@ impl Snapshot {
                     id: name(NameKind::Endpoint, &e.addr)?,
                 });
             }
+            let outlier = c.outlier.as_ref().map(OutlierParams::from_config);
+            let live = Arc::new(ClusterLive::new(endpoints.len(), outlier, c.ewma_decay.0));
             clusters.push(ClusterRt {
                 name: c.name.clone(),
                 id: name(NameKind::Cluster, &c.name)?,
@@ -360,6 +367,7 @@ impl Snapshot {
                     }
                     None => None,
                 },
+                live,
             });
         }
         let mut routes = Vec::new();
@@ -468,10 +476,13 @@ impl Snapshot {
             .or_else(|| self.listeners.get(listener).and_then(|l| l.default_route))
     }
 
-    /// Picks cluster and endpoint on `route`. `hash` splits between arms
-    /// (replaced by a hash of the `hash_on` header when present); `rr` holds
-    /// the worker's per-arm counters (grown to `arm_count` here, so a
-    /// new snapshot with more arms needs nothing from the caller). None
+    /// Picks cluster and endpoint on `route` at `now`. `hash` splits
+    /// between arms (replaced by a hash of the `hash_on` key when the
+    /// request has one); `rr` holds the worker's per-arm counters (grown to
+    /// `arm_count` here, so a new snapshot with more arms needs nothing
+    /// from the caller). An endpoint out of rotation (ejected, failing
+    /// health checks) is passed over unless every endpoint of the arm is
+    /// out: then the pick ignores rotation (panic mode, counted). None
     /// when the chosen arm has no endpoint.
     pub fn pick(
         &self,
@@ -480,6 +491,7 @@ impl Snapshot {
         hash: u64,
         rr: &mut Vec<u32>,
         client: std::net::IpAddr,
+        now: u64,
     ) -> Option<Pick> {
         if rr.len() < self.arm_count {
             rr.resize(self.arm_count, 0);
@@ -495,8 +507,32 @@ impl Snapshot {
         } else {
             lb::rendezvous(&r.arms, hash, |a| a.weight)?
         };
+        let live = &self.clusters.get(arm.cluster)?.live;
         let counter = rr.get_mut(arm.slot)?;
-        let i = arm.chooser.choose(arm.endpoints.len(), hash, counter)?;
+        let eps = &arm.endpoints;
+        let i = match arm.chooser {
+            lb::Chooser::P2c => {
+                let (a, b) = lb::p2c_pair(eps.len(), hash, counter)?;
+                let cost = |k: usize| {
+                    let e = eps.get(k).and_then(|&e| live.endpoints.get(e));
+                    let out = live.any_out() && !e.is_some_and(|e| e.available(now));
+                    // An endpoint out of rotation loses to any in it.
+                    let c = e.map_or(f64::MAX, |e| e.cost(now, live.decay_ns));
+                    (out, c)
+                };
+                if cost(b) < cost(a) { b } else { a }
+            }
+            _ => arm.chooser.choose(eps.len(), hash, counter)?,
+        };
+        let i = if live.any_out() {
+            in_rotation(eps, i, |e| live.available(e, now)).unwrap_or_else(|| {
+                live.panics
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i
+            })
+        } else {
+            i
+        };
         let arm_no = if r.arms.len() > 1 {
             (arm_no + 1).min(15) as u8
         } else {
@@ -505,21 +541,31 @@ impl Snapshot {
         Some(Pick {
             route,
             cluster: arm.cluster,
-            endpoint: *arm.endpoints.get(i)?,
+            endpoint: *eps.get(i)?,
             arm: arm_no,
         })
     }
 
-    /// Where retry number `n` of a request first sent per `p` goes: the
-    /// next endpoint of the same route arm (so a canary's retry stays in
-    /// the canary), a different one than `p`'s where the arm has another.
-    pub fn retry_pick(&self, p: Pick, n: usize) -> Option<Pick> {
+    /// Where retry number `n` of a request first sent per `p` goes at
+    /// `now`: the next endpoint of the same route arm (so a canary's retry
+    /// stays in the canary) in rotation, a different one than `p`'s where
+    /// the arm has another.
+    pub fn retry_pick(&self, p: Pick, n: usize, now: u64) -> Option<Pick> {
         let route = self.routes.get(p.route)?;
         let arm = route.arms.get(usize::from(p.arm.saturating_sub(1)))?;
+        let live = &self.clusters.get(p.cluster)?.live;
         let eps = &arm.endpoints;
         let at = eps.iter().position(|&e| e == p.endpoint)?;
-        let endpoint = *eps.get((at + n) % eps.len())?;
-        Some(Pick { endpoint, ..p })
+        let i = (at + n) % eps.len();
+        let i = if live.any_out() {
+            in_rotation(eps, i, |e| live.available(e, now)).unwrap_or(i)
+        } else {
+            i
+        };
+        Some(Pick {
+            endpoint: *eps.get(i)?,
+            ..p
+        })
     }
 
     /// The address, ids and timeouts of a pick made on this snapshot.
@@ -543,236 +589,14 @@ impl Snapshot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snap(yaml: &str) -> Snapshot {
-        let cfg = crate::config::parse(yaml, false).unwrap();
-        let mut next = 0u16;
-        Snapshot::build(cfg, 1, |_, _| {
-            next += 1;
-            Ok(next)
-        })
-        .unwrap()
-    }
-
-    const CFG: &str = r#"
-version: 1
-listeners:
-  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: fallback }
-clusters:
-  - name: a
-    endpoints:
-      - { addr: "127.0.0.1:1", labels: { version: v1 } }
-      - { addr: "127.0.0.1:2", labels: { version: v1 } }
-      - { addr: "127.0.0.1:3", labels: { version: v2 } }
-  - name: b
-    endpoints: [ { addr: "127.0.0.1:4" } ]
-routes:
-  - name: orders
-    match: { host: orders.svc, path_prefix: /api }
-    to:
-      - { cluster: a, subset: { version: v1 }, weight: 90 }
-      - { cluster: a, subset: { version: v2 }, weight: 10 }
-    hash_on: "header:x-user-id"
-  - name: canary
-    match: { headers: { x-canary: "true" } }
-    to: [ { cluster: b } ]
-  - name: fallback
-    match: { path_prefix: /nothing-matches-this }
-    to: [ { cluster: b } ]
-request_types:
-  - { name: market, match: { headers: { x-order-type: market } }, sample: 1.0 }
-"#;
-
-    fn view<'a>(
-        host: Option<&'a [u8]>,
-        path: &'a str,
-        header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
-    ) -> RequestView<'a> {
-        RequestView {
-            host,
-            path,
-            method: "GET",
-            header,
-        }
-    }
-
-    #[test]
-    fn host_path_header_and_default_routes() {
-        let s = snap(CFG);
-        let none = |_: &str| None;
-        assert_eq!(
-            s.route(0, &view(Some(b"Orders.SVC:8080"), "/api/x", &none)),
-            Some(0)
-        );
-        assert_eq!(
-            s.route(0, &view(Some(b"orders.svc"), "/other", &none)),
-            Some(2)
-        );
-        let canary = |n: &str| (n == "x-canary").then_some(&b"true"[..]);
-        assert_eq!(s.route(0, &view(None, "/", &canary)), Some(1));
-        assert_eq!(s.route(7, &view(None, "/", &none)), None);
-        let market = |n: &str| (n == "x-order-type").then_some(&b" market"[..]);
-        assert!(s.request_type(&view(None, "/", &market)) > 0);
-        assert_eq!(s.request_type(&view(None, "/", &none)), 0);
-    }
-
-    #[test]
-    fn weighted_arms_and_round_robin() {
-        let s = snap(CFG);
-        let none = |_: &str| None;
-        let req = view(None, "/api", &none);
-        let mut rr = Vec::new();
-        let mut per_ep = [0u32; 3];
-        for h in 0..1000u64 {
-            let p = s
-                .pick(
-                    0,
-                    &req,
-                    h.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    &mut rr,
-                    ip(),
-                )
-                .unwrap();
-            per_ep[p.endpoint] += 1;
-        }
-        // v1 (90%) alternates between endpoints 0 and 1; v2 gets about 10%.
-        assert!(per_ep[0].abs_diff(per_ep[1]) <= 1, "{per_ep:?}");
-        assert!((50..=150).contains(&per_ep[2]), "{per_ep:?}");
-        // The hash_on header makes the arm sticky per user.
-        let user = |n: &str| (n == "x-user-id").then_some(&b"u-42"[..]);
-        let req = view(None, "/api", &user);
-        let first = s.pick(0, &req, 1, &mut rr, ip()).unwrap().endpoint == 2;
-        for h in 0..50 {
-            assert_eq!(
-                s.pick(0, &req, h, &mut rr, ip()).unwrap().endpoint == 2,
-                first
-            );
-        }
-    }
-
-    #[test]
-    fn cluster_lb_chooses_the_endpoint() {
-        let yaml = |lb: &str| {
-            CFG.replace(
-                "  - name: a\n    endpoints:",
-                &format!("  - name: a\n    lb: {lb}\n    endpoints:"),
-            )
-            .replace(
-                "{ addr: \"127.0.0.1:2\", labels",
-                "{ addr: \"127.0.0.1:2\", weight: 3, labels",
-            )
-        };
-        let none = |_: &str| None;
-        let req = view(None, "/api", &none);
-        // weighted_random: inside v1, endpoint 1 (weight 3) gets 3/4.
-        let s = snap(&yaml("weighted_random"));
-        let mut rr = Vec::new();
-        let mut per_ep = [0u32; 3];
-        for h in 0..20_000u64 {
-            let p = s.pick(0, &req, lb_mix(h), &mut rr, ip()).unwrap();
-            per_ep[p.endpoint] += 1;
-        }
-        let v1 = f64::from(per_ep[0] + per_ep[1]);
-        assert!(
-            (f64::from(per_ep[1]) / v1 - 0.75).abs() < 0.02,
-            "{per_ep:?}"
-        );
-        // ring_hash with hash_on: a user sticks to one endpoint, and users
-        // spread over every endpoint (both v1 ones and the v2 one).
-        let s = snap(&yaml("ring_hash"));
-        let mut seen = std::collections::BTreeSet::new();
-        for u in 0..200 {
-            let id = format!("user-{u}");
-            let hdr = |n: &str| (n == "x-user-id").then_some(id.as_bytes());
-            let req = view(None, "/api", &hdr);
-            let first = s.pick(0, &req, 1, &mut rr, ip()).unwrap().endpoint;
-            for h in 0..20 {
-                assert_eq!(s.pick(0, &req, h, &mut rr, ip()).unwrap().endpoint, first);
-            }
-            seen.insert(first);
-        }
-        assert_eq!(seen.len(), 3, "{seen:?}");
-    }
-
-    #[test]
-    fn every_hash_on_kind_sticks_and_splits_by_weight() {
-        for (hash_on, key) in [
-            ("header:x-user-id", "hdr"),
-            ("cookie:session", "cookie"),
-            ("query:user", "query"),
-            ("source_ip", "ip"),
-        ] {
-            let s = snap(&CFG.replace("header:x-user-id", hash_on));
-            let mut rr = Vec::new();
-            let mut arms = [0u32; 2];
-            for u in 0..2000u32 {
-                let id = format!("u{u}");
-                let cookie = format!("a=1; session={id}");
-                let path = format!("/api?user={id}");
-                let hdr = |n: &str| match (n, key) {
-                    ("x-user-id", "hdr") => Some(id.as_bytes()),
-                    ("cookie", "cookie") => Some(cookie.as_bytes()),
-                    _ => None,
-                };
-                let req = view(None, if key == "query" { &path } else { "/api" }, &hdr);
-                let client: std::net::IpAddr = [10, 0, (u >> 8) as u8, u as u8].into();
-                let mut arm = |h| s.pick(0, &req, h, &mut rr, client).unwrap().arm;
-                let first = arm(1);
-                for h in 2..6 {
-                    assert_eq!(arm(h), first, "{hash_on}: user {u} moved");
-                }
-                arms[usize::from(first - 1)] += 1;
-            }
-            // 90/10 over 2000 users.
-            assert!((140..=260).contains(&arms[1]), "{hash_on}: {arms:?}");
-        }
-    }
-
-    #[test]
-    fn rendezvous_splits_by_weight_and_a_weight_change_moves_the_minimum() {
-        let n = 100_000u64;
-        let keys = (0..n).map(lb_mix);
-        let pick = |w: &[u32], k: u64| lb::rendezvous(w, k, |w| *w).map(|(i, _)| i);
-        let share = |w: &[u32]| {
-            let hits = keys.clone().filter(|&k| pick(w, k) == Some(1)).count();
-            hits as f64 / n as f64
-        };
-        // Within 1% of the weights.
-        assert!((share(&[90, 10]) - 0.10).abs() < 0.01);
-        assert!((share(&[1, 1]) - 0.5).abs() < 0.01);
-        assert_eq!(share(&[5, 0]), 0.0, "weight 0 never wins");
-        // 95/5 -> 75/25 and 95/5 -> 95/25: only keys that must move do.
-        for (from, to) in [([95u32, 5], [75u32, 25]), ([95, 5], [95, 25])] {
-            let moved = keys
-                .clone()
-                .filter(|&k| pick(&from, k) != pick(&to, k))
-                .count();
-            let moved = moved as f64 / n as f64;
-            let must = (f64::from(to[1]) / f64::from(to[0] + to[1]))
-                - (f64::from(from[1]) / f64::from(from[0] + from[1]));
-            assert!(
-                (moved - must).abs() < 0.01,
-                "{from:?}->{to:?}: {moved} vs {must}"
-            );
-        }
-    }
-
-    fn ip() -> std::net::IpAddr {
-        [10, 0, 0, 1].into()
-    }
-
-    fn lb_mix(h: u64) -> u64 {
-        h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
-    }
-
-    #[test]
-    fn invalid_config_is_refused() {
-        let mut cfg = crate::config::parse(CFG, false).unwrap();
-        cfg.routes[0].to[0].cluster = "missing".into();
-        let e = Snapshot::build(cfg, 1, |_, _| Ok(1)).unwrap_err();
-        assert!(e.to_string().contains("missing"), "{e}");
-    }
+/// The first position from `i` on (wrapping) whose endpoint `ok` says
+/// is in rotation, if any.
+fn in_rotation(eps: &[usize], i: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let n = eps.len();
+    (0..n)
+        .map(|k| (i + k) % n)
+        .find(|&k| eps.get(k).is_some_and(|&e| ok(e)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -246,15 +246,54 @@ pub struct HealthCheck {
 }
 
 /// Passive outlier ejection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Passive outlier ejection of a cluster's endpoints (Envoy's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
-    /// Consecutive 5xx that eject an endpoint.
+    /// Consecutive 5xx (gateway failures included) that eject an
+    /// endpoint (0: off).
+    #[serde(default = "five")]
     pub consecutive_5xx: u32,
-    /// First ejection length (grows with repeats).
+    /// Consecutive gateway failures (connect failure, reset, timeout) that
+    /// eject an endpoint (0: off, the default, as Envoy enforces it).
+    #[serde(default)]
+    pub consecutive_gateway_failure: u32,
+    /// Success-rate detection period; also how often an endpoint's
+    /// ejection multiplier decays.
+    #[serde(default = "ten_s")]
+    pub interval: Dur,
+    /// First ejection length (the n-th lasts n times as long).
+    #[serde(default = "thirty_s")]
     pub base_ejection: Dur,
-    /// Most of the cluster that may be ejected at once.
+    /// Longest ejection.
+    #[serde(default = "three_hundred_s")]
+    pub max_ejection: Dur,
+    /// Most of the cluster that may be ejected at once, percent (one
+    /// endpoint always may be).
+    #[serde(default = "ten")]
     pub max_ejection_percent: u32,
+    /// Endpoints with enough requests the success-rate detector needs
+    /// (0: off).
+    #[serde(default = "five")]
+    pub success_rate_minimum_hosts: u32,
+    /// Requests an endpoint needs in an interval to count.
+    #[serde(default = "hundred")]
+    pub success_rate_request_volume: u32,
+    /// Ejects below mean − factor × standard deviation.
+    #[serde(default = "one_point_nine")]
+    pub success_rate_stdev_factor: f64,
+}
+
+fn three_hundred_s() -> Dur {
+    Dur(300_000_000_000)
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+fn one_point_nine() -> f64 {
+    1.9
 }
 
 /// Circuit breaker and concurrency limits of a cluster (every field has
@@ -418,6 +457,9 @@ pub struct Cluster {
     /// Outlier ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<Outlier>,
+    /// How fast `p2c_ewma`'s latency estimate forgets (linkerd: 10 s).
+    #[serde(default = "ten_s")]
+    pub ewma_decay: Dur,
     /// Circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<Breaker>,

@@ -136,6 +136,49 @@ pub fn render(snap: &Snapshot, o: &mut String) {
             b.load().1
         );
     }
+    family(
+        o,
+        "outlier_ejections_total",
+        "counter",
+        "Endpoints ejected by the outlier detector (consecutive 5xx or gateway failures, success rate).",
+    );
+    for c in &snap.clusters {
+        let v: u64 = c
+            .live
+            .endpoints
+            .iter()
+            .map(|e| e.ejected_total.load(Ordering::Relaxed))
+            .sum();
+        let _ = writeln!(
+            o,
+            "tailmesh_outlier_ejections_total{{cluster=\"{}\"}} {v}",
+            c.name
+        );
+    }
+    family(
+        o,
+        "outlier_ejected_endpoints",
+        "gauge",
+        "Endpoints currently ejected.",
+    );
+    for c in &snap.clusters {
+        let v = c.live.ejected_count();
+        let _ = writeln!(
+            o,
+            "tailmesh_outlier_ejected_endpoints{{cluster=\"{}\"}} {v}",
+            c.name
+        );
+    }
+    family(
+        o,
+        "lb_panic_total",
+        "counter",
+        "Picks made with every endpoint of the route arm out of rotation (panic mode: spread over all).",
+    );
+    for c in &snap.clusters {
+        let v = c.live.panics.load(Ordering::Relaxed);
+        let _ = writeln!(o, "tailmesh_lb_panic_total{{cluster=\"{}\"}} {v}", c.name);
+    }
     let retrying: Vec<_> = snap
         .clusters
         .iter()

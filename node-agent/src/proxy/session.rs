@@ -5,6 +5,7 @@
 //! The request side lives here; the upstream side (response framing, EOF,
 //! connect results, timeouts) is in `session/upstream.rs`.
 
+mod attempt;
 mod policy;
 mod start;
 mod upstream;
@@ -152,8 +153,13 @@ struct Exchange {
     /// kept to send again if a pooled connection turns out closed before
     /// any response byte.
     replay: Option<Vec<u8>>,
-    /// What the policies hold for it (boxed: most exchanges have none,
-    /// and every idle connection carries an `Exchange`-sized slot).
+    /// Admitted by its cluster's breaker and concurrency limits: in flight
+    /// until dropped; its outcome is reported when the exchange finishes.
+    pass: Option<crate::policy::breaker::Pass>,
+    /// The current attempt on its endpoint (load, latency, ejection).
+    attempt: Option<attempt::Attempt>,
+    /// What the rarer policies hold for it (boxed: most exchanges have
+    /// none, and every idle connection carries an `Exchange`-sized slot).
     policy: Option<Box<policy::Policed>>,
 }
 
@@ -586,6 +592,8 @@ impl Session {
             connect: None,
             reused: false,
             replay: None,
+            pass: None,
+            attempt: None,
             policy: None,
         }
     }

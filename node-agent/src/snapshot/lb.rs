@@ -7,10 +7,12 @@
 //! - `ring_hash`: consistent hashing of the route's hash (the `hash_on`
 //!   key when the request has one) on a ring of virtual nodes, as many per endpoint
 //!   as its share of the largest weight allows. Removing an endpoint moves
-//!   only the keys that were on it.
-//!
-//! `p2c_ewma` needs latency feedback the data path does not collect yet; it
-//! chooses like `round_robin` for now (docs/CONFIG.md says so).
+//!   only the keys that were on it;
+//! - `p2c_ewma`: power of two choices: two different endpoints drawn from
+//!   the worker's counter, the one with the lower cost (peak-EWMA latency
+//!   times one more than its requests in flight) wins. linkerd's
+//!   balancer; the costs live in [`super::live`], the comparison in
+//!   [`super::Snapshot::pick`].
 //!
 //! Everything here is a pure function of tables built with the snapshot,
 //! the request's hash and the counter: no clock, no I/O.
@@ -110,6 +112,24 @@ pub enum Chooser {
         /// The ring.
         ring: Vec<(u64, u32)>,
     },
+    /// Power of two choices on live costs ([`p2c_pair`] draws the pair).
+    P2c,
+}
+
+/// Two different positions in 0..n (the same one when n is 1) for a
+/// power-of-two-choices pick, drawn from `counter` (advanced) and `hash`.
+pub fn p2c_pair(n: usize, hash: u64, counter: &mut u32) -> Option<(usize, usize)> {
+    if n == 0 {
+        return None;
+    }
+    let r = mix(hash ^ mix(u64::from(*counter) | 1 << 40));
+    *counter = counter.wrapping_add(1);
+    let a = (r % n as u64) as usize;
+    if n == 1 {
+        return Some((0, 0));
+    }
+    let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+    Some((a, b))
 }
 
 impl Chooser {
@@ -117,7 +137,8 @@ impl Chooser {
     /// (a stable name per endpoint, its address, that places it on a ring).
     pub fn build(lb: &Lb, weights: &[u32], keys: &[String]) -> Chooser {
         match lb {
-            Lb::RoundRobin | Lb::P2cEwma => Chooser::RoundRobin {
+            Lb::P2cEwma => Chooser::P2c,
+            Lb::RoundRobin => Chooser::RoundRobin {
                 seq: smooth_order(weights),
             },
             Lb::WeightedRandom => Chooser::WeightedRandom {
@@ -155,7 +176,7 @@ impl Chooser {
             Chooser::RoundRobin { seq } if !seq.is_empty() => {
                 seq[*counter as usize % seq.len()] as usize
             }
-            Chooser::RoundRobin { .. } => *counter as usize % n,
+            Chooser::RoundRobin { .. } | Chooser::P2c => *counter as usize % n,
             Chooser::WeightedRandom { cum } => {
                 let total = cum.last().copied().unwrap_or(0);
                 if total == 0 {
@@ -277,10 +298,21 @@ mod tests {
     }
 
     #[test]
-    fn p2c_ewma_is_round_robin_for_now() {
-        assert_eq!(
-            Chooser::build(&Lb::P2cEwma, &[1, 2], &keys(2)),
-            Chooser::build(&Lb::RoundRobin, &[1, 2], &keys(2))
-        );
+    fn p2c_pairs_are_two_different_endpoints_spread_evenly() {
+        let mut counter = 0;
+        let mut seen = vec![0u32; 5];
+        for h in 0..50_000u64 {
+            let (a, b) = p2c_pair(5, mix(h), &mut counter).unwrap();
+            assert_ne!(a, b);
+            assert!(a < 5 && b < 5);
+            seen[a] += 1;
+            seen[b] += 1;
+        }
+        for s in seen {
+            // Each of 5 is in 2/5 of the pairs: 20,000 ± 3%.
+            assert!((19_400..=20_600).contains(&s), "{s}");
+        }
+        assert_eq!(p2c_pair(1, 7, &mut counter), Some((0, 0)));
+        assert_eq!(p2c_pair(0, 7, &mut counter), None);
     }
 }

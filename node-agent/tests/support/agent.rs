@@ -247,6 +247,13 @@ impl Agent {
         self.dir.path().join("ring")
     }
 
+    /// The body of admin `GET path`.
+    pub fn admin_get(&self, path: &str) -> String {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = try_request_at(&self.admin_ip, self.admin, &raw).unwrap();
+        String::from_utf8(r.body).unwrap()
+    }
+
     pub fn metrics(&self) -> String {
         let raw = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
         let r = try_request_at(&self.admin_ip, self.admin, raw).unwrap();

@@ -157,6 +157,7 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
             return true;
         }
     }
+    d.core().tick_clusters();
     serve_waiters(d);
     if slot_waiters() > 0 {
         release_starved(d);

@@ -9,10 +9,11 @@ use ringlog::record::{Event, EventKind, Flags};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::attempt::Attempt;
 use super::start::{connect_to, dispatch};
 use super::{Exchange, Session};
 use crate::policy::RateLimiter;
-use crate::policy::breaker::{Breaker, Pass, Refusal, SlotWait, Transition};
+use crate::policy::breaker::{Breaker, Refusal, SlotWait, Transition};
 use crate::policy::ratelimit::Decision;
 use crate::policy::retry::{MAX_WAIT_NS, RetryPolicy};
 use crate::proxy::{Chunk, Cx, Out, UpOp};
@@ -50,9 +51,6 @@ pub(super) enum Hold {
 /// What the policies hold for one exchange.
 #[derive(Debug, Default)]
 pub(super) struct Policed {
-    /// Admitted by the cluster's breaker: in flight until dropped; its
-    /// outcome is reported when the exchange finishes.
-    pub pass: Option<Pass>,
     /// Held back by a smoothing rate limit, or waiting for its retry.
     pub deferred: Option<Deferred>,
     /// The cluster retries it (an idempotent request without a body).
@@ -96,11 +94,6 @@ impl Exchange {
     /// The delay a smoothing limit holds it for, if any.
     pub(super) fn deferred(&self) -> Option<&Deferred> {
         self.policy.as_ref()?.deferred.as_ref()
-    }
-
-    /// Its breaker admission, if any.
-    pub(super) fn pass_mut(&mut self) -> Option<&mut Pass> {
-        self.policy.as_mut()?.pass.as_mut()
     }
 
     /// The current attempt's per-try deadline (u64::MAX: none).
@@ -171,14 +164,28 @@ pub(super) fn retry_exchange(
         Some(w) => w,
         None => st.policy.backoff(st.done + 1, hash ^ now),
     };
-    let next = cx.snap.retry_pick(st.pick, st.done as usize + 1);
-    let Some(target) = next.and_then(|p| cx.snap.target(p)) else {
+    let next = cx.snap.retry_pick(st.pick, st.done as usize + 1, now);
+    let Some((next, target)) = next.and_then(|p| Some((p, cx.snap.target(p)?))) else {
         return false;
     };
     if !st.policy.take_budget(now) {
         return false;
     }
     st.done += 1;
+    // The failed attempt teaches its endpoint's stats; the next one is in
+    // flight on its own endpoint from now.
+    if let Some(a) = ex.attempt.take()
+        && let Some(ev) = a.end(now, 0, status, reason, false)
+    {
+        out.events.push(ev);
+    }
+    if let Some(c) = cx.snap.clusters.get(next.cluster) {
+        let ids = (target.cluster, target.endpoint);
+        ex.attempt = Some(Attempt::begin(&c.live, next.endpoint, ids, now));
+    }
+    let Some(st) = ex.policy.as_mut().and_then(|p| p.retry.as_mut()) else {
+        return false;
+    };
     // The failed attempt on the timeline: the record only has room for
     // the phases of the attempt that answers.
     let mut ev = Event::new(EventKind::Retry, now);
@@ -267,7 +274,7 @@ impl Session {
         let refusal = match got {
             Ok(mut pass) => match pass.wait_for_connection() {
                 Ok(()) => {
-                    ex.policed().pass = Some(pass);
+                    ex.pass = Some(pass);
                     return Some(ex);
                 }
                 Err(r) => r,
@@ -293,10 +300,16 @@ impl Session {
 
     /// The request's outcome goes to its cluster's breaker (at its end).
     pub(super) fn settle(ex: &mut Exchange, now: u64, out: &mut Out) {
-        if let Some(pass) = ex.policy.as_mut().and_then(|p| p.pass.take())
-            && let Some(t) = pass.end(now, ex.record.status, ex.record.reason, ex.hash)
+        let (status, reason) = (ex.record.status, ex.record.reason);
+        if let Some(pass) = ex.pass.take()
+            && let Some(t) = pass.end(now, status, reason, ex.hash)
         {
             out.events.push(transition_event(ex.record.cluster, t, now));
+        }
+        if let Some(a) = ex.attempt.take()
+            && let Some(ev) = a.end(now, ex.marks.first_byte, status, reason, ex.tunnel)
+        {
+            out.events.push(ev);
         }
     }
 

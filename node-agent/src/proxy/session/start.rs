@@ -5,6 +5,7 @@
 use ringlog::Reason;
 use ringlog::record::Flags;
 
+use super::attempt::Attempt;
 use super::{Exchange, Framed, ReqBody, Resp, Session, policy};
 use crate::http1::chunked::Decoder;
 use crate::http1::request::{Body, RequestHead};
@@ -76,7 +77,7 @@ impl Session {
                     };
                     (ex, delay) = (limited, wait);
                 }
-                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr, self.client);
+                let pick = snap.pick(r, &view, meta.sampling_hash, cx.rr, self.client, cx.now);
                 let Some((p, t)) = pick.and_then(|p| Some((p, snap.target(p)?))) else {
                     let msg = "no endpoint available in the selected cluster";
                     self.local(ex, cx.now, 503, Reason::NoHealthyEndpoint, msg, out);
@@ -87,6 +88,8 @@ impl Session {
                         return;
                     };
                     ex = admitted;
+                    let ids = (t.cluster, t.endpoint);
+                    ex.attempt = Some(Attempt::begin(&c.live, p.endpoint, ids, cx.now));
                     if let Some(rp) = &c.retry {
                         rp.request(cx.now);
                         if replayable {
@@ -160,13 +163,15 @@ impl Session {
                     method: "",
                     header: &none,
                 };
-                match snap.pick(r, &view, ex.hash, cx.rr, self.client) {
+                match snap.pick(r, &view, ex.hash, cx.rr, self.client, cx.now) {
                     Some(p) => {
                         if let Some(c) = snap.clusters.get(p.cluster) {
                             let Some(admitted) = self.admit(ex, c, cx.now, out) else {
                                 return;
                             };
                             ex = admitted;
+                            let ids = (c.id, c.endpoints.get(p.endpoint).map_or(0, |e| e.id));
+                            ex.attempt = Some(Attempt::begin(&c.live, p.endpoint, ids, cx.now));
                         }
                         snap.target(p)
                     }
@@ -218,6 +223,9 @@ pub(super) fn dispatch(
 /// Points `ex` at `target`: ids for its record, deadlines, and the connect
 /// action.
 pub(super) fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut Out) {
+    if let Some(a) = &mut ex.attempt {
+        a.connecting(now);
+    }
     ex.record.cluster = target.cluster;
     ex.record.endpoint = target.endpoint;
     ex.record.arm = target.arm;

@@ -22,7 +22,7 @@ impl Session {
         {
             ex.up_ready = true;
             ex.reused = reused;
-            if let Some(pass) = ex.pass_mut() {
+            if let Some(pass) = &mut ex.pass {
                 pass.connected();
             }
             ex.marks.upstream = now;

@@ -1,0 +1,177 @@
+//! Load balancing on live endpoint state, end to end (both drivers via
+//! ./test.sh), with the real agent and three fault-injecting
+//! `tailmesh-bench upstream`s: `p2c_ewma` moves traffic off an endpoint
+//! made 20 ms slower and back once it recovers; the outlier detector ejects
+//! an endpoint answering 503, it gets no traffic while ejected and returns
+//! on schedule, both on the ring (`ringlog tail`) and in `/clusters`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/agent.rs"]
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn three_config(port: u16, ups: [u16; 3], ring: &std::path::Path, cluster: &str) -> String {
+    format!(
+        r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - name: c
+    endpoints:
+      - {{ addr: "127.0.0.1:{}" }}
+      - {{ addr: "127.0.0.1:{}" }}
+      - {{ addr: "127.0.0.1:{}" }}
+    {cluster}
+routes:
+  - {{ name: r, to: [ {{ cluster: c }} ] }}
+sampling: {{ default: 0.01, keep_errors: true, max_records_per_sec: 0 }}
+ring: {{ path: "{}", size: 8MiB }}
+"#,
+        ups[0],
+        ups[1],
+        ups[2],
+        ring.display()
+    )
+}
+
+fn three(cluster: &'static str) -> ([Upstream; 3], Agent) {
+    let ups = [
+        Upstream::start(&[]),
+        Upstream::start(&[]),
+        Upstream::start(&[]),
+    ];
+    let ports = [ups[0].port, ups[1].port, ups[2].port];
+    let agent = Agent::start(move |p, ring| three_config(p, ports, ring, cluster), &[]);
+    (ups, agent)
+}
+
+fn faults(port: u16, body: &str) {
+    let raw = format!(
+        "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(request(port, &raw).status, 200);
+}
+
+/// `n` keep-alive clients send requests for `secs`; the statuses seen.
+fn drive(port: u16, n: usize, secs: f64) -> Vec<u16> {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut c = connect(port);
+                    let mut carry = Vec::new();
+                    let mut got = Vec::new();
+                    while Instant::now() < until {
+                        c.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                        got.push(read_response(&mut c, &mut carry).unwrap().status);
+                    }
+                    got
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Requests each upstream served since `before`.
+fn served_since(ups: &[Upstream; 3], before: [u64; 3]) -> [u64; 3] {
+    let mut d = [0; 3];
+    for i in 0..3 {
+        d[i] = ups[i].served() - before[i];
+    }
+    d
+}
+
+fn served(ups: &[Upstream; 3]) -> [u64; 3] {
+    [ups[0].served(), ups[1].served(), ups[2].served()]
+}
+
+#[test]
+fn p2c_ewma_moves_traffic_off_a_slow_endpoint_and_back() {
+    let (ups, agent) = three("lb: p2c_ewma\n    ewma_decay: 1s");
+    drive(agent.port, 4, 1.0);
+    faults(ups[0].port, r#"{"latency":"20ms"}"#);
+    let before = served(&ups);
+    let statuses = drive(agent.port, 4, 5.0);
+    assert!(statuses.iter().all(|&s| s == 200));
+    let d = served_since(&ups, before);
+    let total: u64 = d.iter().sum();
+    let share = d[0] as f64 / total as f64;
+    assert!(share <= 0.10, "slow endpoint share {share:.3}: {d:?}");
+    // The fault clears: with a 1 s decay it is tried again within seconds
+    // and takes its share back.
+    faults(ups[0].port, "{}");
+    drive(agent.port, 4, 3.0);
+    let before = served(&ups);
+    drive(agent.port, 4, 2.0);
+    let d = served_since(&ups, before);
+    let total: u64 = d.iter().sum();
+    let share = d[0] as f64 / total as f64;
+    assert!(share >= 0.15, "recovered share {share:.3}: {d:?}");
+    let clusters: serde_json::Value = serde_json::from_str(&agent.admin_get("/clusters")).unwrap();
+    let eps = clusters["clusters"][0]["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 3);
+    assert!(
+        eps.iter().all(|e| e["ewma_ms"].as_f64().unwrap() < 20.0),
+        "{clusters:#}"
+    );
+    assert_eq!(clusters["clusters"][0]["lb"], "p2c_ewma");
+}
+
+#[test]
+fn an_endpoint_answering_503_is_ejected_and_returns_on_schedule() {
+    let (ups, agent) =
+        three("outlier: { consecutive_5xx: 3, base_ejection: 3s, max_ejection_percent: 34 }");
+    faults(ups[1].port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    let before = served(&ups);
+    let statuses = drive(agent.port, 2, 1.0);
+    let d = served_since(&ups, before);
+    let errors = statuses.iter().filter(|&&s| s == 503).count();
+    // Round robin sent it every third request until its third 503 in a
+    // row; none after that (two clients may have had one in flight).
+    assert!((3..=5).contains(&errors), "{errors} 503s, served {d:?}");
+    assert!(d[1] <= 5, "{d:?}");
+    assert_eq!(
+        agent.metric("tailmesh_outlier_ejected_endpoints{cluster=\"c\"} "),
+        1
+    );
+    let clusters: serde_json::Value = serde_json::from_str(&agent.admin_get("/clusters")).unwrap();
+    let ep = &clusters["clusters"][0]["endpoints"][1];
+    assert_eq!(
+        (ep["ejected"].as_bool(), ep["available"].as_bool()),
+        (Some(true), Some(false)),
+        "{ep}"
+    );
+    // It comes back after its 3 s ejection (which began near the start
+    // of the 1 s drive; the return is checked every 100 ms) and serves.
+    faults(ups[1].port, "{}");
+    std::thread::sleep(Duration::from_millis(2600));
+    let before = served(&ups);
+    drive(agent.port, 2, 0.5);
+    let d = served_since(&ups, before);
+    assert!(d[1] > 0, "{d:?}");
+    assert_eq!(
+        agent.metric("tailmesh_outlier_ejected_endpoints{cluster=\"c\"} "),
+        0
+    );
+    assert_eq!(
+        agent.metric("tailmesh_outlier_ejections_total{cluster=\"c\"} "),
+        1
+    );
+    // Both changes are on the timeline.
+    let recs = agent.records();
+    let kinds: Vec<_> = recs
+        .iter()
+        .filter(|r| r["kind"] == "event")
+        .map(|r| r["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let ejected = kinds.iter().position(|k| k == "endpoint_ejected");
+    let restored = kinds.iter().position(|k| k == "endpoint_restored");
+    assert!(ejected.is_some() && restored > ejected, "{kinds:?}");
+}
