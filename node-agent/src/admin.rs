@@ -1,6 +1,7 @@
 //! The admin server and signal handling, on a small current-thread tokio
 //! runtime of their own (never on a worker): `/healthz`, `/ready`,
-//! `/config`, `/clusters`, `/metrics`; SIGTERM / SIGINT start the drain.
+//! `/config`, `/clusters`, `/metrics`; SIGTERM / SIGINT start the drain;
+//! the active health checks run here too.
 //!
 //! Requests are tiny GETs; each connection gets one response and is closed.
 //! A scrape reads the workers' counters without locking them.
@@ -80,6 +81,7 @@ async fn serve(
     mut int: tokio::signal::unix::Signal,
 ) {
     let source = Arc::new(source);
+    tokio::spawn(crate::health::run(shared.clone()));
     loop {
         tokio::select! {
             _ = term.recv() => begin_drain(&shared, "SIGTERM"),

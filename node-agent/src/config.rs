@@ -241,8 +241,33 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
         );
     }
     if let Some(h) = &c.health_check {
-        if !h.http_path.starts_with('/') {
-            r.add(&key, "health_check.http_path", "must start with /");
+        match (&h.http_path, h.tcp) {
+            (Some(p), false) if !p.starts_with('/') || p.bytes().any(|b| b <= b' ') => {
+                r.add(
+                    &key,
+                    "health_check.http_path",
+                    "must start with / and hold no space or control byte",
+                );
+            }
+            (Some(_), true) => r.add(
+                &key,
+                "health_check",
+                "http_path and tcp: true are two kinds of check; give one",
+            ),
+            (None, false) => r.add(
+                &key,
+                "health_check",
+                "needs http_path (an HTTP check) or tcp: true (a connect check)",
+            ),
+            _ => {}
+        }
+        let (lo, hi) = h.expected_status;
+        if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
+            r.add(
+                &key,
+                "health_check.expected_status",
+                "must be [min, max] statuses within 100..=599, min <= max",
+            );
         }
         if h.interval.0 == 0 {
             r.add(&key, "health_check.interval", "must be positive");
@@ -436,10 +461,7 @@ const NOT_YET: &str =
 
 fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
     let key = format!("clusters[{}]", c.name);
-    let present = [
-        ("locality", c.locality.is_some()),
-        ("health_check", c.health_check.is_some()),
-    ];
+    let present = [("locality", c.locality.is_some())];
     for (field, set) in present {
         if set {
             r.add(&key, field, NOT_YET);

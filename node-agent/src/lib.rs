@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod driver;
 pub mod fuzzing;
+pub mod health;
 pub mod http1;
 pub mod metrics;
 pub mod policy;

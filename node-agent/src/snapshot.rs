@@ -316,7 +316,11 @@ impl Snapshot {
                 });
             }
             let outlier = c.outlier.as_ref().map(OutlierParams::from_config);
-            let live = Arc::new(ClusterLive::new(endpoints.len(), outlier, c.ewma_decay.0));
+            let mut live = ClusterLive::new(endpoints.len(), outlier, c.ewma_decay.0);
+            if let Some(h) = &c.health_check {
+                live = live.with_health(h.rise, h.fall);
+            }
+            let live = Arc::new(live);
             clusters.push(ClusterRt {
                 name: c.name.clone(),
                 id: name(NameKind::Cluster, &c.name)?,

@@ -175,3 +175,84 @@ fn an_endpoint_answering_503_is_ejected_and_returns_on_schedule() {
     let restored = kinds.iter().position(|k| k == "endpoint_restored");
     assert!(ejected.is_some() && restored > ejected, "{kinds:?}");
 }
+
+#[test]
+fn an_endpoint_failing_its_health_check_leaves_rotation_and_returns_after_rise() {
+    let (ups, agent) = three(
+        "health_check: { http_path: /check, interval: 200ms, timeout: 100ms, rise: 2, fall: 2 }",
+    );
+    let healthy = |i: usize| {
+        let v: serde_json::Value = serde_json::from_str(&agent.admin_get("/clusters")).unwrap();
+        v["clusters"][0]["endpoints"][i]["healthy"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(healthy(2));
+    faults(ups[2].port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    // Out within interval × fall + 1 s.
+    let t = Instant::now();
+    while healthy(2) {
+        assert!(
+            t.elapsed() < Duration::from_millis(1400),
+            "still in rotation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = served(&ups);
+    let statuses = drive(agent.port, 2, 0.5);
+    let d = served_since(&ups, before);
+    // Only the checks reach it now (the agent sends it no request).
+    assert!(statuses.iter().all(|&s| s == 200), "{d:?}");
+    assert!(d[2] <= 4, "{d:?}");
+    assert_eq!(
+        agent.metric("tailmesh_unhealthy_endpoints{cluster=\"c\"} "),
+        1
+    );
+    // Back after `rise` passing checks.
+    faults(ups[2].port, "{}");
+    let t = Instant::now();
+    while !healthy(2) {
+        assert!(t.elapsed() < Duration::from_millis(1400), "not back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = served(&ups);
+    drive(agent.port, 2, 0.5);
+    assert!(served_since(&ups, before)[2] > 10);
+    assert!(agent.metric("tailmesh_health_checks_total{cluster=\"c\",result=\"fail\"} ") >= 2);
+    // Both flips are on the timeline, once the workers ticked.
+    drive(agent.port, 1, 0.2);
+    let recs = agent.records();
+    let flips: Vec<_> = recs
+        .iter()
+        .filter(|r| r["kind"] == "event" && r["event"] == "endpoint_health")
+        .map(|r| r["to"].as_u64().unwrap_or(9))
+        .collect();
+    let events: Vec<_> = recs.iter().filter(|r| r["kind"] == "event").collect();
+    assert_eq!(flips, vec![0, 1], "{events:?}");
+}
+
+#[test]
+fn a_tcp_check_takes_a_dead_endpoint_out_of_rotation() {
+    let (ups, agent) =
+        three("health_check: { tcp: true, interval: 200ms, timeout: 100ms, rise: 1, fall: 2 }");
+    let [a, b, c] = ups;
+    drop(c); // the process is gone: connects are refused
+    let t = Instant::now();
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&agent.admin_get("/clusters")).unwrap();
+        if v["clusters"][0]["endpoints"][2]["healthy"] == false {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(1400),
+            "still in rotation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let statuses = drive(agent.port, 2, 0.5);
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "a dead endpoint got requests"
+    );
+    assert!(a.served() > 0 && b.served() > 0);
+}

@@ -213,7 +213,8 @@ numbered! {
         ConfigRejected = 2 => "config_rejected",
         /// A circuit breaker changed state (`from` -> `to`: 0 closed, 1 open, 2 half-open).
         BreakerTransition = 3 => "breaker_transition",
-        /// An endpoint was ejected (`a` = ejection in ms).
+        /// An endpoint was ejected (`a` = ejection in ms, `b` = cause: 1
+        /// consecutive 5xx, 2 consecutive gateway failures, 3 success rate).
         EndpointEjected = 4 => "endpoint_ejected",
         /// An ejected endpoint returned.
         EndpointRestored = 5 => "endpoint_restored",
@@ -230,6 +231,9 @@ numbered! {
         /// duration in ns (connect to failure), `b` the retry's number (1
         /// for the first), `c` the status (0 when none) << 8 | the reason code.
         Retry = 10 => "retry",
+        /// Active health checks flipped an endpoint (`to`: 1 healthy, 0
+        /// unhealthy; `a` = the checks in a row that decided it).
+        EndpointHealth = 11 => "endpoint_health",
     }
 }
 

@@ -229,23 +229,47 @@ fn yes() -> bool {
     true
 }
 
-/// Active health checking.
+/// Active health checking: an HTTP GET of `http_path` (healthy when the
+/// status is within `expected_status`) or, with `tcp: true`, a TCP
+/// connect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Path for HTTP checks.
-    pub http_path: String,
-    /// Check interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    /// A TCP connect is the check (instead of HTTP).
+    #[serde(default)]
+    pub tcp: bool,
+    /// Statuses an HTTP check accepts, inclusive.
+    #[serde(default = "ok_statuses")]
+    pub expected_status: (u16, u16),
+    /// Check interval (each check is jittered by up to a tenth of it).
+    #[serde(default = "five_s")]
     pub interval: Dur,
     /// Check timeout (less than the interval).
+    #[serde(default = "one_s")]
     pub timeout: Dur,
-    /// Successes to become healthy.
+    /// Successes in a row to become healthy.
+    #[serde(default = "three")]
     pub rise: u32,
-    /// Failures to become unhealthy.
+    /// Failures in a row to become unhealthy.
+    #[serde(default = "three")]
     pub fall: u32,
 }
 
-/// Passive outlier ejection.
+fn ok_statuses() -> (u16, u16) {
+    (200, 399)
+}
+
+fn five_s() -> Dur {
+    Dur(5_000_000_000)
+}
+
+fn one_s() -> Dur {
+    Dur(1_000_000_000)
+}
+
 /// Passive outlier ejection of a cluster's endpoints (Envoy's defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,10 +24,7 @@ fn shipped_examples_validate() {
     let text = std::fs::read_to_string(examples().join("design-example.yaml")).unwrap();
     let mut p = problems(&text);
     p.sort();
-    let expect = [
-        "clusters[orders]: health_check: not supported yet",
-        "clusters[orders]: locality: not supported yet",
-    ];
+    let expect = ["clusters[orders]: locality: not supported yet"];
     assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
     for (got, want) in p.iter().zip(expect) {
         assert!(got.starts_with(want), "{got} is not {want}");
@@ -85,7 +82,6 @@ ring: { size: 1000 }
         "clusters[c]: breaker.error_rate: 1.5 is not in (0, 1]",
         "clusters[c]: retry.attempts: 20 is more than 10",
         "clusters[c]: retry.on[0]: \"teapot\"",
-        "clusters[c]: health_check: not supported yet",
         "routes[r]: match.path_prefix: \"api\" must start with /",
         "routes[r]: to[0].cluster: no cluster named \"nope\"",
         "routes[r]: to[1].subset: matches no endpoint of cluster \"c\"",

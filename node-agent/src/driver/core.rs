@@ -544,18 +544,13 @@ impl Core {
         self.recorder.event(ev);
     }
 
-    /// The clusters' outlier housekeeping (ejected endpoints returning on
-    /// schedule, the success-rate detector), by whichever worker comes
-    /// first; the changes go on the ring.
+    /// The clusters' endpoint housekeeping (ejected endpoints returning
+    /// on schedule, the success-rate detector, health flips), by whichever
+    /// worker comes first; the changes go on the ring.
     pub fn tick_clusters(&mut self) {
         let now = mono_ns();
         let mut changes = Vec::new();
-        for c in self
-            .snap
-            .clusters
-            .iter()
-            .filter(|c| c.live.outlier.is_some())
-        {
+        for c in self.snap.clusters.iter().filter(|c| c.live.watched()) {
             c.live.tick(now, &mut changes);
             for ch in changes.drain(..) {
                 let ep = c.endpoints.get(ch.endpoint()).map_or(0, |e| e.id);

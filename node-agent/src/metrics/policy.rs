@@ -169,6 +169,49 @@ pub fn render(snap: &Snapshot, o: &mut String) {
             c.name
         );
     }
+    let checked: Vec<_> = snap
+        .clusters
+        .iter()
+        .filter(|c| c.live.health.is_some())
+        .collect();
+    family(
+        o,
+        "health_checks_total",
+        "counter",
+        "Active health checks done, by result (clusters with a health_check).",
+    );
+    for c in &checked {
+        let (done, failed) = c.live.endpoints.iter().fold((0, 0), |(d, f), e| {
+            (
+                d + e.checks.load(Ordering::Relaxed),
+                f + e.checks_failed.load(Ordering::Relaxed),
+            )
+        });
+        let n = &c.name;
+        let pass = done.saturating_sub(failed);
+        let _ = writeln!(
+            o,
+            "tailmesh_health_checks_total{{cluster=\"{n}\",result=\"pass\"}} {pass}"
+        );
+        let _ = writeln!(
+            o,
+            "tailmesh_health_checks_total{{cluster=\"{n}\",result=\"fail\"}} {failed}"
+        );
+    }
+    family(
+        o,
+        "unhealthy_endpoints",
+        "gauge",
+        "Endpoints the active health checks hold out of rotation.",
+    );
+    for c in &checked {
+        let down = c.live.endpoints.iter().filter(|e| !e.healthy()).count();
+        let _ = writeln!(
+            o,
+            "tailmesh_unhealthy_endpoints{{cluster=\"{}\"}} {down}",
+            c.name
+        );
+    }
     family(
         o,
         "lb_panic_total",

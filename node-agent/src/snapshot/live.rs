@@ -2,16 +2,18 @@
 //! locks: requests in flight, the peak-EWMA latency `p2c_ewma` weighs,
 //! request and failure counts, and passive outlier ejection (consecutive
 //! 5xx, consecutive gateway failures, success rate). Sans-IO: every call
-//! takes `now`; the data path reports each attempt's outcome, and
-//! [`ClusterLive::tick`] (called by workers, at most one of them at a
-//! time) returns ejected endpoints on schedule and runs the success-rate
-//! detector once per `interval`.
+//! takes `now`; the data path reports each attempt's outcome, the health
+//! checker (off the workers) each check's, and [`ClusterLive::tick`]
+//! (called by workers, at most one of them at a time) returns ejected
+//! endpoints on schedule, runs the success-rate detector once per
+//! `interval`, and hands the health flips to the ring.
 //!
 //! Updates from two workers can race (a latency sample or a counter reset
 //! lost in a window of a few ns): these are estimates, and no invariant
 //! rests on them. The ejected count is kept exact with compare-and-swap.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use ringlog::record::{Event, EventKind};
 
@@ -59,13 +61,24 @@ pub enum Change {
         /// Endpoint position in the cluster.
         endpoint: usize,
     },
+    /// Active health checks flipped it.
+    Health {
+        /// Endpoint position in the cluster.
+        endpoint: usize,
+        /// Healthy now.
+        up: bool,
+        /// Checks in a row that decided it (`rise` or `fall`).
+        run: u32,
+    },
 }
 
 impl Change {
     /// The endpoint it is about (its position in the cluster).
     pub fn endpoint(self) -> usize {
         match self {
-            Change::Ejected { endpoint, .. } | Change::Restored { endpoint } => endpoint,
+            Change::Ejected { endpoint, .. }
+            | Change::Restored { endpoint }
+            | Change::Health { endpoint, .. } => endpoint,
         }
     }
 
@@ -81,6 +94,13 @@ impl Change {
                 ev
             }
             Change::Restored { .. } => Event::new(EventKind::EndpointRestored, now),
+            Change::Health { up, run, .. } => {
+                let mut ev = Event::new(EventKind::EndpointHealth, now);
+                ev.from = u8::from(!up);
+                ev.to = u8::from(up);
+                ev.a = u64::from(run);
+                ev
+            }
         };
         ev.cluster = cluster;
         ev.endpoint = endpoint;
@@ -120,8 +140,14 @@ pub struct EndpointLive {
     ejections: AtomicU32,
     /// Times ejected, all time.
     pub ejected_total: AtomicU64,
-    /// Active health checks pass (true until one says otherwise).
+    /// Active health checks pass (true until they say otherwise).
     healthy: AtomicBool,
+    /// Health checks in a row that disagreed with `healthy`.
+    hc_run: AtomicU32,
+    /// Health checks done, and failed, all time.
+    pub checks: AtomicU64,
+    /// See `checks`.
+    pub checks_failed: AtomicU64,
 }
 
 impl Default for EndpointLive {
@@ -141,6 +167,9 @@ impl Default for EndpointLive {
             ejections: AtomicU32::new(0),
             ejected_total: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            hc_run: AtomicU32::new(0),
+            checks: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
         }
     }
 }
@@ -339,6 +368,12 @@ pub struct ClusterLive {
     next_interval: AtomicU64,
     /// Picks made with every endpoint of the arm out (panic mode).
     pub panics: AtomicU64,
+    /// Health checks (`rise`, `fall`) run on it.
+    pub health: Option<(u32, u32)>,
+    /// Changes made off the workers (health checks), for the next tick to
+    /// put on the ring.
+    queued: Mutex<Vec<Change>>,
+    has_queued: AtomicBool,
 }
 
 impl ClusterLive {
@@ -353,6 +388,58 @@ impl ClusterLive {
             next_tick: AtomicU64::new(0),
             next_interval: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            health: None,
+            queued: Mutex::new(Vec::new()),
+            has_queued: AtomicBool::new(false),
+        }
+    }
+
+    /// The same, with health checks deciding after `rise` successes or
+    /// `fall` failures in a row.
+    pub fn with_health(self, rise: u32, fall: u32) -> ClusterLive {
+        ClusterLive {
+            health: Some((rise.max(1), fall.max(1))),
+            ..self
+        }
+    }
+
+    /// Whether [`ClusterLive::tick`] has anything to do for it.
+    pub fn watched(&self) -> bool {
+        self.outlier.is_some() || self.health.is_some()
+    }
+
+    /// A health check of endpoint `i` passed (`ok`) or failed: after
+    /// `rise` passes in a row an unhealthy endpoint is healthy again,
+    /// after `fall` failures a healthy one is out of rotation. The flip
+    /// is queued for the ring (the checks run off the workers).
+    pub fn health_result(&self, i: usize, ok: bool) {
+        let (Some(e), Some((rise, fall))) = (self.endpoints.get(i), self.health) else {
+            return;
+        };
+        e.checks.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            e.checks_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if ok == e.healthy() {
+            e.hc_run.store(0, Ordering::Relaxed);
+            return;
+        }
+        let run = e.hc_run.fetch_add(1, Ordering::Relaxed) + 1;
+        if run < if ok { rise } else { fall } {
+            return;
+        }
+        e.hc_run.store(0, Ordering::Relaxed);
+        if self.set_healthy(i, ok) {
+            let change = Change::Health {
+                endpoint: i,
+                up: ok,
+                run,
+            };
+            self.queued
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(change);
+            self.has_queued.store(true, Ordering::Release);
         }
     }
 
@@ -444,6 +531,12 @@ impl ClusterLive {
     /// ejection multipliers of endpoints that stayed in decay by one.
     /// The changes, for the ring.
     pub fn tick(&self, now: u64, changes: &mut Vec<Change>) {
+        if self.has_queued.load(Ordering::Relaxed) && self.has_queued.swap(false, Ordering::AcqRel)
+        {
+            // A poisoned lock holds a complete list: use it.
+            let mut q = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+            changes.append(&mut q);
+        }
         let Some(p) = self.outlier else {
             return;
         };

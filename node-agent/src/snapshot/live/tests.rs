@@ -237,3 +237,36 @@ fn health_verdicts_move_endpoints_out_and_back() {
     assert!(c.set_healthy(1, true));
     assert!(!c.any_out() && c.available(1, S));
 }
+
+#[test]
+fn health_checks_flip_after_fall_and_rise_runs_and_queue_the_flip() {
+    let c = ClusterLive::new(2, None, 10 * S).with_health(2, 3);
+    assert!(c.watched());
+    let mut changes = Vec::new();
+    c.health_result(0, false);
+    c.health_result(0, false);
+    c.health_result(0, true); // a pass breaks the run
+    c.health_result(0, false);
+    c.health_result(0, false);
+    assert!(c.available(0, S));
+    c.health_result(0, false);
+    assert!(!c.available(0, S), "three failures in a row");
+    c.tick(S, &mut changes);
+    assert_eq!(
+        changes,
+        vec![Change::Health {
+            endpoint: 0,
+            up: false,
+            run: 3
+        }]
+    );
+    c.health_result(0, true);
+    assert!(!c.available(0, S));
+    c.health_result(0, true);
+    assert!(c.available(0, S), "two passes in a row");
+    changes.clear();
+    c.tick(2 * S, &mut changes);
+    assert_eq!(changes.len(), 1);
+    let ev = changes[0].event(2 * S, 7, 9);
+    assert_eq!((ev.kind, ev.to, ev.a), (EventKind::EndpointHealth, 1, 2));
+}
