@@ -453,6 +453,60 @@ fn check_hash_key(r: &mut Report, key: &str, field: &str, v: &str) {
     }
 }
 
+/// A route's header edits and prefix rewrite: field names and values an
+/// HTTP head can carry, never a framing or hop-by-hop field, never the
+/// request's Host removed; a rewrite needs a matched prefix to replace.
+fn check_route_edits(r: &mut Report, key: &str, route: &Route) {
+    use crate::http1::edit::{check_field_name, check_field_value};
+    if let Some(h) = &route.headers {
+        let maps = [
+            ("request_add", &h.request_add),
+            ("request_set", &h.request_set),
+            ("response_add", &h.response_add),
+            ("response_set", &h.response_set),
+        ];
+        for (field, map) in maps {
+            for (n, v) in map {
+                if let Err(e) = check_field_name(n).and_then(|()| check_field_value(v)) {
+                    r.add(key, format!("headers.{field}.{n}"), e);
+                }
+            }
+        }
+        for (field, list) in [
+            ("request_remove", &h.request_remove),
+            ("response_remove", &h.response_remove),
+        ] {
+            for n in list {
+                if let Err(e) = check_field_name(n) {
+                    r.add(key, format!("headers.{field}"), e);
+                } else if field == "request_remove" && n.eq_ignore_ascii_case("host") {
+                    r.add(
+                        key,
+                        format!("headers.{field}"),
+                        "an HTTP/1.1 request needs its Host: use request_set to change it",
+                    );
+                }
+            }
+        }
+    }
+    if let Some(p) = &route.prefix_rewrite {
+        if route.matches.path_prefix.is_none() {
+            r.add(
+                key,
+                "prefix_rewrite",
+                "needs match.path_prefix (the part it replaces)",
+            );
+        }
+        if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            r.add(
+                key,
+                "prefix_rewrite",
+                format!("{p:?} must start with / and hold no space or control byte"),
+            );
+        }
+    }
+}
+
 /// Said of a field the schema names but the data path does not act on yet:
 /// an accepted and ignored field would tell the operator a policy is in
 /// force when none is.
@@ -501,6 +555,7 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
             Some(_) => {}
         }
     }
+    check_route_edits(r, &key, route);
     if let Some(h) = &route.hash_on {
         check_hash_key(r, &key, "hash_on", h);
     }

@@ -24,6 +24,7 @@ pub fn request_head(data: &[u8]) -> u16 {
     let meta = rewrite::upstream_head(
         &head,
         std::net::Ipv4Addr::LOCALHOST.into(),
+        None,
         || *b"0123456789abcdef0123456789abcdef",
         &mut out,
     );

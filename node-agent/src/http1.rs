@@ -21,6 +21,7 @@
 //! | request line over 8 KiB (configurable) | 414 |
 
 pub mod chunked;
+pub mod edit;
 pub mod request;
 pub mod response;
 pub mod rewrite;

@@ -29,6 +29,7 @@ use crate::config::schema::DEFAULT_LIMIT;
 use crate::config::schema::{Match, Mode, Protocol};
 use crate::config::{Config, Problem};
 use crate::http1::Limits;
+use crate::http1::edit::RouteEdits;
 use crate::policy::breaker::{Breaker, Params as BreakerParams};
 use crate::policy::retry::RetryPolicy;
 use crate::policy::{FailureOn, KeySpec, RateLimiter};
@@ -114,6 +115,8 @@ pub struct RouteRt {
     pub timeouts: Option<crate::config::schema::RouteTimeouts>,
     /// Retries may resend any method (bodyless) on this route.
     pub retry_any_method: bool,
+    /// Header edits and path rewrite (None: nothing to do).
+    pub edits: Option<Arc<RouteEdits>>,
 }
 
 /// An upstream endpoint.
@@ -413,6 +416,12 @@ impl Snapshot {
                 allow_connect: r.allow_connect,
                 timeouts: r.timeouts,
                 retry_any_method: r.retry_any_method,
+                edits: RouteEdits::build(
+                    r.headers.as_ref(),
+                    r.matches.path_prefix.as_deref(),
+                    r.prefix_rewrite.as_deref(),
+                )
+                .map(Arc::new),
                 limit: match &r.rate_limit {
                     Some(rl) => Some(Arc::new(
                         RateLimiter::new(rl).map_err(|reason| invalid(&r.name, reason))?,

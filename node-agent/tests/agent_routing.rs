@@ -164,3 +164,114 @@ ring: {{ path: "{}", size: 4MiB }}
     );
     assert_eq!(via("GET / HTTP/1.1\r\nHost: svc.local\r\n"), "b");
 }
+
+/// A one-shot upstream: accepts one connection, reads one request head,
+/// answers 200 with `server` and `x-up` fields; the head it read.
+fn capture_once() -> (u16, std::thread::JoinHandle<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            use std::io::Read;
+            if s.read(&mut b).unwrap() == 0 {
+                break;
+            }
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nserver: secret/1.0\r\nx-up: 1\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    (port, h)
+}
+
+#[test]
+fn route_header_edits_and_prefix_rewrite_reach_both_sides() {
+    let (up, seen) = capture_once();
+    let agent = Agent::start(
+        move |port, ring| {
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http }}
+clusters:
+  - {{ name: a, endpoints: [ {{ addr: "127.0.0.1:{up}" }} ] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    to: [ {{ cluster: a }} ]
+    prefix_rewrite: /v2/
+    headers:
+      request_add: {{ x-env: prod }}
+      request_set: {{ x-tenant: t1 }}
+      request_remove: [ x-debug ]
+      response_add: {{ x-served-by: tailmesh }}
+      response_remove: [ server ]
+ring: {{ path: "{}", size: 4MiB }}
+"#,
+                ring.display()
+            )
+        },
+        &[],
+    );
+    let r = request(
+        agent.port,
+        "GET /api/users?id=7 HTTP/1.1\r\nHost: t\r\nX-Debug: 1\r\nX-Tenant: spoofed\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-served-by").as_deref(), Some("tailmesh"));
+    assert_eq!(r.header("x-up").as_deref(), Some("1"));
+    assert!(r.header("server").is_none(), "{}", r.head);
+    let head = seen.join().unwrap();
+    assert!(
+        head.starts_with("GET /v2/users?id=7 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        !lower.contains("x-debug") && !lower.contains("spoofed"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("x-env: prod\r\n") && lower.contains("x-tenant: t1\r\n"),
+        "{head}"
+    );
+}
+
+#[test]
+fn header_edits_of_framing_fields_are_config_errors() {
+    let yaml = r#"version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:1", protocol: http }
+clusters:
+  - { name: a, endpoints: [ { addr: "127.0.0.1:2" } ] }
+routes:
+  - name: r
+    to: [ { cluster: a } ]
+    prefix_rewrite: /v2/
+    headers: { request_set: { content-length: "0" }, request_remove: [ host ], response_add: { x-bad: "a\u0001" } }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(sibling("node-agent"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "routes[r]: headers.request_set.content-length",
+        "routes[r]: headers.request_remove: an HTTP/1.1 request needs its Host",
+        "routes[r]: headers.response_add.x-bad",
+        "routes[r]: prefix_rewrite: needs match.path_prefix",
+    ] {
+        assert!(err.contains(want), "{want} not in:\n{err}");
+    }
+}

@@ -603,6 +603,38 @@ pub struct Route {
     /// route (still only without a body), not only idempotent ones.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_any_method: bool,
+    /// Header fields added, set or removed on the request and response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderActions>,
+    /// Replaces the matched `match.path_prefix` of the request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+}
+
+/// A route's header edits. `*_add` appends a field (an existing one with
+/// the name stays), `*_set` replaces every field of the name, `*_remove`
+/// drops them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderActions {
+    /// Appended to the request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_add: BTreeMap<String, String>,
+    /// Set on the request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_set: BTreeMap<String, String>,
+    /// Removed from the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_remove: Vec<String>,
+    /// Appended to the response.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_add: BTreeMap<String, String>,
+    /// Set on the response.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_set: BTreeMap<String, String>,
+    /// Removed from the response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_remove: Vec<String>,
 }
 
 /// A route's overrides of its clusters' timeouts (each optional).

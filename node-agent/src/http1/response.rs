@@ -6,6 +6,7 @@ use std::io::Write;
 
 use ringlog::Reason;
 
+use super::edit::HeaderEdit;
 use super::{Limits, Reject};
 
 pub use super::{HeaderSlots, MAX_HEADERS, header_slots};
@@ -185,11 +186,13 @@ const NOT_COPIED: [&str; 6] = [
 /// codings are kept, never dropped while their bytes pass through). With
 /// `dechunk` the body goes out de-chunked and close-delimited (for an
 /// HTTP/1.0 client). `persist` says what the connection does next; a
-/// close-delimited body always closes.
+/// close-delimited body always closes. `edit`: the route's response
+/// header edits.
 pub fn downstream_head(
     resp: &ResponseHead<'_>,
     persist: Persist,
     dechunk: bool,
+    edit: Option<&HeaderEdit>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -209,13 +212,17 @@ pub fn downstream_head(
         let is_named = named
             .iter()
             .any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()));
-        if is_named || NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+        let edited = edit.is_some_and(|e| e.removes(h.name));
+        if is_named || edited || NOT_COPIED.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = edit {
+        e.write_added(out);
     }
     let coded = resp.body == Body::Chunked || (resp.body == Body::UntilClose && resp.other_codings);
     if coded && !dechunk {
@@ -393,7 +400,7 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::Keep, false, &mut out);
+        downstream_head(&r, Persist::Keep, false, None, &mut out);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nX-A: 1\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -439,7 +446,7 @@ mod tests {
 Content-Length: 2\r\ncontent-length: 2\r\nX-B: 2\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::KeepHttp10, false, &mut out);
+        downstream_head(&r, Persist::KeepHttp10, false, None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nX-B: 2\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n"
@@ -448,24 +455,24 @@ Content-Length: 2\r\ncontent-length: 2\r\nX-B: 2\r\n\r\n";
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::Keep, false, &mut out);
+        downstream_head(&r, Persist::Keep, false, None, &mut out);
         assert!(out.ends_with(b"transfer-encoding: gzip, chunked\r\n\r\n"));
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::Keep, false, &mut out);
+        downstream_head(&r, Persist::Keep, false, None, &mut out);
         assert!(out.ends_with(b"transfer-encoding: gzip\r\nconnection: close\r\n\r\n"));
         // De-chunked for an HTTP/1.0 client: no framing field, close.
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         let r = p(raw, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::KeepHttp10, true, &mut out);
+        downstream_head(&r, Persist::KeepHttp10, true, None, &mut out);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
         // HEAD keeps the length it describes.
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
         let r = p(raw, "HEAD").unwrap().unwrap();
         let mut out = Vec::new();
-        downstream_head(&r, Persist::Keep, false, &mut out);
+        downstream_head(&r, Persist::Keep, false, None, &mut out);
         assert!(out.ends_with(b"content-length: 7\r\n\r\n"));
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use super::edit::RouteEdits;
 use super::request::{Body, RequestHead};
 
 /// Fields that describe one hop and never go upstream as received.
@@ -30,17 +31,23 @@ pub struct Meta {
     pub sampling_hash: u64,
 }
 
-/// Writes the upstream head for `head` into `out` (appending).
-/// `new_id` is called only when the request carries no `x-request-id`.
+/// Writes the upstream head for `head` into `out` (appending), with the
+/// route's `edits` (fields dropped before anything else looks at them,
+/// fields added after the client's, the path prefix rewritten). `new_id`
+/// is called only when the request carries no `x-request-id`.
 pub fn upstream_head(
     head: &RequestHead<'_>,
     client: IpAddr,
+    edits: Option<&RouteEdits>,
     new_id: impl FnOnce() -> [u8; 32],
     out: &mut Vec<u8>,
 ) -> Meta {
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
+    match edits {
+        Some(e) => e.write_target(head.target, out),
+        None => out.extend_from_slice(head.target.as_bytes()),
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // Fields named in Connection are hop-by-hop too.
     let connection_named: Vec<&[u8]> = head
@@ -57,7 +64,7 @@ pub fn upstream_head(
         let lower_is = |n: &str| name.eq_ignore_ascii_case(n);
         // The framing is written once below from what the parser decided
         // (several identical Content-Length fields become one).
-        if lower_is("content-length") {
+        if lower_is("content-length") || edits.is_some_and(|e| e.request.removes(name)) {
             continue;
         }
         let named = connection_named
@@ -83,6 +90,9 @@ pub fn upstream_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = edits {
+        e.request.write_added(out);
     }
     match head.body {
         Body::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -160,6 +170,10 @@ mod tests {
     use crate::http1::{Limits, request};
 
     fn rewrite(raw: &[u8]) -> (String, Meta) {
+        rewrite_with(raw, None)
+    }
+
+    fn rewrite_with(raw: &[u8], edits: Option<&RouteEdits>) -> (String, Meta) {
         let mut slots = request::header_slots();
         let head = request::parse(raw, &Limits::default(), &mut slots)
             .unwrap()
@@ -168,6 +182,7 @@ mod tests {
         let meta = upstream_head(
             &head,
             "10.1.2.3".parse().unwrap(),
+            edits,
             || *b"00000000000000000000000000000001",
             &mut out,
         );
@@ -251,5 +266,32 @@ Connection: x-request-id, x-forwarded-for\r\nX-Request-Id: evil\r\nX-Forwarded-F
             h.contains("Connection: Upgrade\r\n") && h.contains("Upgrade: websocket\r\n"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn route_edits_drop_set_add_and_rewrite_the_prefix() {
+        let a = crate::config::schema::HeaderActions {
+            request_add: [("x-env".to_string(), "prod".to_string())].into(),
+            request_set: [("x-tenant".to_string(), "t1".to_string())].into(),
+            request_remove: vec!["x-debug".into()],
+            ..Default::default()
+        };
+        let e = RouteEdits::build(Some(&a), Some("/api/"), Some("/")).unwrap();
+        let raw = b"GET /api/users HTTP/1.1\r\nHost: s\r\nX-Debug: 1\r\nX-Tenant: evil\r\nx-env: dev\r\n\r\n";
+        let (h, _) = rewrite_with(raw, Some(&e));
+        assert!(h.starts_with("GET /users HTTP/1.1\r\n"), "{h}");
+        assert!(!h.contains("X-Debug") && !h.contains("evil"), "{h}");
+        assert!(
+            h.contains("x-env: dev\r\n") && h.contains("x-env: prod\r\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("x-tenant: t1\r\n") && h.ends_with("\r\n\r\n"),
+            "{h}"
+        );
+        // The result is still one well-framed request.
+        let mut slots = request::header_slots();
+        let again = request::parse(h.as_bytes(), &Limits::default(), &mut slots);
+        assert!(matches!(again, Ok(Some(_))), "{h}");
     }
 }

@@ -158,6 +158,8 @@ struct Exchange {
     pass: Option<crate::policy::breaker::Pass>,
     /// The current attempt on its endpoint (load, latency, ejection).
     attempt: Option<attempt::Attempt>,
+    /// Its route's edits, when they touch the response head.
+    edits: Option<std::sync::Arc<crate::http1::edit::RouteEdits>>,
     /// What the rarer policies hold for it (boxed: most exchanges have
     /// none, and every idle connection carries an `Exchange`-sized slot).
     policy: Option<Box<policy::Policed>>,
@@ -594,6 +596,7 @@ impl Session {
             replay: None,
             pass: None,
             attempt: None,
+            edits: None,
             policy: None,
         }
     }

@@ -42,11 +42,16 @@ impl Session {
         ex.upgrade = head.tunnel && !ex.connect_method;
         ex.http10 = head.minor == 0;
         ex.close_after = head.close;
+        let route = snap.route(self.listener, &view);
+        let edits = route
+            .and_then(|r| snap.routes.get(r))
+            .and_then(|r| r.edits.as_ref());
         let mut up_head = Vec::with_capacity(head.len + 128);
         let ids = &mut *cx.ids;
-        let meta = rewrite::upstream_head(head, self.client, || ids.next_id(), &mut up_head);
+        let e = edits.map(|e| &**e);
+        let meta = rewrite::upstream_head(head, self.client, e, || ids.next_id(), &mut up_head);
         ex.hash = meta.sampling_hash;
-        let route = snap.route(self.listener, &view);
+        ex.edits = edits.filter(|e| !e.response.is_empty()).cloned();
         if ex.connect_method
             && !route.is_some_and(|r| snap.routes.get(r).is_some_and(|r| r.allow_connect))
         {

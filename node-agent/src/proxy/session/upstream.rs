@@ -194,7 +194,13 @@ impl Session {
                                 // expect one.
                                 if !ex.http10 {
                                     let mut head = Vec::with_capacity(h.len + 32);
-                                    response::downstream_head(&h, Persist::Keep, false, &mut head);
+                                    response::downstream_head(
+                                        &h,
+                                        Persist::Keep,
+                                        false,
+                                        None,
+                                        &mut head,
+                                    );
                                     out.to_down.push(Chunk::Owned(head));
                                 }
                                 pos += h.len;
@@ -221,7 +227,8 @@ impl Session {
                             ex.close_after |= dechunk || h.body == Body::UntilClose;
                             let mut head = Vec::with_capacity(h.len + 32);
                             let persist = Session::persist(ex);
-                            response::downstream_head(&h, persist, dechunk, &mut head);
+                            let edit = ex.edits.as_ref().map(|e| &e.response);
+                            response::downstream_head(&h, persist, dechunk, edit, &mut head);
                             out.to_down.push(Chunk::Owned(head));
                             ex.down_started = true;
                             ex.record.status = h.status;
