@@ -72,6 +72,10 @@ fn record_text(h: &Header, names: &NameTable, worker: &str, r: &Record) -> Strin
     if r.arm > 0 {
         s.push_str(&format!(" arm={}", r.arm));
     }
+    if r.locality > 0 {
+        // Served outside the preferred locality (1: next tier, 2: further).
+        s.push_str(&format!(" locality={}", r.locality));
+    }
     s.push_str(&format!(
         " keep={} weight={} gen={}",
         r.keep.name(),
@@ -145,6 +149,7 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
                 "flags": flag_list(r.flags),
                 "retries": r.retries,
                 "arm": r.arm,
+                "locality": r.locality,
                 "keep": r.keep.name(),
                 "p": r.p(),
                 "weight": r.weight(),

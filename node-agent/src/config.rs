@@ -177,7 +177,6 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     for c in &cfg.clusters {
         check_cluster(&mut r, c);
-        check_unsupported_cluster(&mut r, c);
     }
     for route in &cfg.routes {
         check_route(&mut r, route, &clusters);
@@ -503,22 +502,6 @@ fn check_route_edits(r: &mut Report, key: &str, route: &Route) {
                 "prefix_rewrite",
                 format!("{p:?} must start with / and hold no space or control byte"),
             );
-        }
-    }
-}
-
-/// Said of a field the schema names but the data path does not act on yet:
-/// an accepted and ignored field would tell the operator a policy is in
-/// force when none is.
-const NOT_YET: &str =
-    "not supported yet: the agent does not enforce it, so it is refused rather than ignored";
-
-fn check_unsupported_cluster(r: &mut Report, c: &Cluster) {
-    let key = format!("clusters[{}]", c.name);
-    let present = [("locality", c.locality.is_some())];
-    for (field, set) in present {
-        if set {
-            r.add(&key, field, NOT_YET);
         }
     }
 }

@@ -43,7 +43,7 @@ struct Cli {
     /// I/O driver; auto probes io_uring and falls back to epoll.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
-    /// Admin listener (/metrics, /ready, /healthz, /config).
+    /// Admin listener (/metrics, /ready, /healthz, /config, /clusters).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: String,
     /// How long SIGTERM waits for in-flight requests.
@@ -55,6 +55,14 @@ struct Cli {
     /// limit (the rest stays for upstream connections).
     #[arg(long)]
     max_connections: Option<u64>,
+    /// This node's zone, for clusters with a `locality` preference (else
+    /// NODE_ZONE, else the config's `node.zone`).
+    #[arg(long)]
+    zone: Option<String>,
+    /// This node's region (else NODE_REGION, else the config's
+    /// `node.region`).
+    #[arg(long)]
+    region: Option<String>,
     /// etcd endpoints, comma separated (config from etcd, watched).
     #[arg(long)]
     etcd: Option<String>,
@@ -96,6 +104,24 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The node's zone and region: each from its flag, else its environment
+/// variable, else the config.
+fn node_locality(
+    cli: &Cli,
+    from_config: Option<node_agent::config::schema::NodeLocality>,
+) -> Option<node_agent::config::schema::NodeLocality> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let cfg = from_config.unwrap_or_default();
+    let zone = cli.zone.clone().or_else(|| env("NODE_ZONE")).or(cfg.zone);
+    let region = cli
+        .region
+        .clone()
+        .or_else(|| env("NODE_REGION"))
+        .or(cfg.region);
+    (zone.is_some() || region.is_some())
+        .then_some(node_agent::config::schema::NodeLocality { zone, region })
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
@@ -157,6 +183,18 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("embedded default config: {e}"))?
         }
     };
+    let mut config = config;
+    config.node = node_locality(cli, config.node.take());
+    if config.clusters.iter().any(|c| c.locality.is_some())
+        && config
+            .node
+            .as_ref()
+            .is_none_or(|n| n.zone.is_none() && n.region.is_none())
+    {
+        eprintln!(
+            "node-agent: a cluster prefers a locality but this node's zone and region are unknown (--zone / --region, NODE_ZONE / NODE_REGION, or node: in the config): its endpoints are all treated alike"
+        );
+    }
     let workers = match cli.workers {
         Some(0) => bail!("--workers must be at least 1"),
         Some(n) => n,

@@ -18,6 +18,7 @@
 mod index;
 mod lb;
 pub mod live;
+pub mod locality;
 pub mod matcher;
 
 use std::net::SocketAddr;
@@ -89,6 +90,9 @@ pub struct ArmRt {
     pub slot: usize,
     /// How it chooses among `endpoints` (the cluster's `lb`).
     pub chooser: lb::Chooser,
+    /// Its endpoints by locality tier (None: no locality preference, or
+    /// the node's locality is unknown).
+    pub tiers: Option<locality::Tiers>,
 }
 
 /// A route.
@@ -200,6 +204,8 @@ pub struct Pick {
     /// Canary arm: 1-based index of the route's `to` entry taken, 0 when
     /// the route has a single target (at most 15, as the record holds).
     pub arm: u8,
+    /// Locality tier of the endpoint (0: preferred, or no preference).
+    pub locality: u8,
 }
 
 /// Where a pick sends a request, with the ids its record needs.
@@ -215,6 +221,8 @@ pub struct Target {
     pub endpoint: u16,
     /// Canary arm (see [`Pick::arm`]).
     pub arm: u8,
+    /// Locality tier (see [`Pick::locality`]).
+    pub locality: u8,
     /// Connect timeout, ns.
     pub connect_timeout_ns: u64,
     /// Whole-exchange timeout, ns (0: none).
@@ -235,6 +243,7 @@ impl Target {
             cluster_ix: None,
             endpoint: 0,
             arm: 0,
+            locality: 0,
             connect_timeout_ns: 1_000_000_000,
             request_timeout_ns: 0,
             read_timeout_ns: 60_000_000_000,
@@ -394,12 +403,18 @@ impl Snapshot {
                     .collect();
                 let weights: Vec<u32> = chosen.iter().map(|(_, e)| e.weight).collect();
                 let keys: Vec<String> = chosen.iter().map(|(_, e)| e.addr.clone()).collect();
+                let node = config.node.clone().unwrap_or_default();
+                let tiers = cluster.locality.as_ref().and_then(|l| {
+                    let eps: Vec<_> = chosen.iter().map(|(_, e)| *e).collect();
+                    locality::Tiers::build(&cluster.lb, &eps, &node, &l.prefer, l.failover)
+                });
                 arms.push(ArmRt {
                     cluster: ci,
                     endpoints: chosen.iter().map(|(i, _)| *i).collect(),
                     weight: a.weight,
                     slot: arm_count,
                     chooser: lb::Chooser::build(&cluster.lb, &weights, &keys),
+                    tiers,
                 });
                 arm_count += 1;
             }
@@ -522,30 +537,7 @@ impl Snapshot {
         };
         let live = &self.clusters.get(arm.cluster)?.live;
         let counter = rr.get_mut(arm.slot)?;
-        let eps = &arm.endpoints;
-        let i = match arm.chooser {
-            lb::Chooser::P2c => {
-                let (a, b) = lb::p2c_pair(eps.len(), hash, counter)?;
-                let cost = |k: usize| {
-                    let e = eps.get(k).and_then(|&e| live.endpoints.get(e));
-                    let out = live.any_out() && !e.is_some_and(|e| e.available(now));
-                    // An endpoint out of rotation loses to any in it.
-                    let c = e.map_or(f64::MAX, |e| e.cost(now, live.decay_ns));
-                    (out, c)
-                };
-                if cost(b) < cost(a) { b } else { a }
-            }
-            _ => arm.chooser.choose(eps.len(), hash, counter)?,
-        };
-        let i = if live.any_out() {
-            in_rotation(eps, i, |e| live.available(e, now)).unwrap_or_else(|| {
-                live.panics
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                i
-            })
-        } else {
-            i
-        };
+        let i = choose_endpoint(arm, live, hash, counter, now)?;
         let arm_no = if r.arms.len() > 1 {
             (arm_no + 1).min(15) as u8
         } else {
@@ -554,8 +546,12 @@ impl Snapshot {
         Some(Pick {
             route,
             cluster: arm.cluster,
-            endpoint: *eps.get(i)?,
+            endpoint: *arm.endpoints.get(i)?,
             arm: arm_no,
+            locality: arm
+                .tiers
+                .as_ref()
+                .map_or(0, |t| t.tier_of.get(i).copied().unwrap_or(0)),
         })
     }
 
@@ -577,6 +573,10 @@ impl Snapshot {
         };
         Some(Pick {
             endpoint: *eps.get(i)?,
+            locality: arm
+                .tiers
+                .as_ref()
+                .map_or(0, |t| t.tier_of.get(i).copied().unwrap_or(0)),
             ..p
         })
     }
@@ -594,6 +594,7 @@ impl Snapshot {
             cluster_ix: Some(p.cluster),
             endpoint: e.id,
             arm: p.arm,
+            locality: p.locality,
             connect_timeout_ns: pick(o.and_then(|o| o.connect), c.connect_timeout_ns),
             request_timeout_ns: pick(o.and_then(|o| o.request), c.request_timeout_ns),
             read_timeout_ns: pick(o.and_then(|o| o.read), c.read_timeout_ns),
@@ -601,6 +602,77 @@ impl Snapshot {
         })
     }
 }
+
+/// The position in `arm`'s endpoint list of the endpoint a request goes
+/// to at `now`: the locality tier first (when the arm has tiers), then the
+/// cluster's `lb` among that tier's endpoints (`p2c_ewma` comparing two
+/// live costs), then, if the choice is out of rotation, the next one in
+/// rotation; with every endpoint out, the choice stands (panic mode,
+/// counted).
+fn choose_endpoint(
+    arm: &ArmRt,
+    live: &ClusterLive,
+    hash: u64,
+    counter: &mut u32,
+    now: u64,
+) -> Option<usize> {
+    let eps = &arm.endpoints;
+    let out = live.any_out();
+    let ok = |k: usize| eps.get(k).is_some_and(|&e| live.available(e, now));
+    let (members, chooser): (Option<&[usize]>, _) = match &arm.tiers {
+        Some(t) => {
+            let healthy = |tier: usize| {
+                let m = t.tiers.get(tier).map_or(&[][..], |x| &x.members[..]);
+                if !out || m.is_empty() {
+                    return 1.0;
+                }
+                m.iter().filter(|&&k| ok(k)).count() as f64 / m.len() as f64
+            };
+            let tier = t
+                .tiers
+                .get(t.pick(healthy, ringlog::synth::mix(hash ^ TIER_SALT)))?;
+            (Some(&tier.members[..]), &tier.chooser)
+        }
+        None => (None, &arm.chooser),
+    };
+    let n = members.map_or(eps.len(), <[usize]>::len);
+    let at = |k: usize| members.map_or(Some(k), |m| m.get(k).copied());
+    let i = match chooser {
+        lb::Chooser::P2c => {
+            let (a, b) = lb::p2c_pair(n, hash, counter)?;
+            let cost = |k: usize| {
+                let e = at(k)
+                    .and_then(|k| eps.get(k))
+                    .and_then(|&e| live.endpoints.get(e));
+                // An endpoint out of rotation loses to any in it.
+                let c = e.map_or(f64::MAX, |e| e.cost(now, live.decay_ns));
+                (out && !e.is_some_and(|e| e.available(now)), c)
+            };
+            at(if cost(b) < cost(a) { b } else { a })?
+        }
+        c => at(c.choose(n, hash, counter)?)?,
+    };
+    if !out || ok(i) {
+        return Some(i);
+    }
+    // Out of rotation: the next in rotation in its tier, else in the arm.
+    let next = members
+        .and_then(|m| {
+            let from = m.iter().position(|&k| k == i)?;
+            (1..m.len())
+                .map(|d| m[(from + d) % m.len()])
+                .find(|&k| ok(k))
+        })
+        .or_else(|| in_rotation(eps, i, |e| live.available(e, now)));
+    Some(next.unwrap_or_else(|| {
+        live.panics
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        i
+    }))
+}
+
+/// Decorrelates the tier draw from the endpoint choice.
+const TIER_SALT: u64 = 0x5a17_c0de_10ca_1e77;
 
 /// The first position from `i` on (wrapping) whose endpoint `ok` says
 /// is in rotation, if any.

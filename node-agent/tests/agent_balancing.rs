@@ -256,3 +256,63 @@ fn a_tcp_check_takes_a_dead_endpoint_out_of_rotation() {
     );
     assert!(a.served() > 0 && b.served() > 0);
 }
+
+#[test]
+fn locality_failover_when_the_local_zone_fails() {
+    let ups = [
+        Upstream::start(&[]),
+        Upstream::start(&[]),
+        Upstream::start(&[]),
+    ];
+    let p = [ups[0].port, ups[1].port, ups[2].port];
+    let agent = Agent::start(
+        move |port, ring| {
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - name: c
+    locality: {{ prefer: zone }}
+    health_check: {{ http_path: /check, interval: 200ms, timeout: 100ms, rise: 1, fall: 2 }}
+    endpoints:
+      - {{ addr: "127.0.0.1:{}", labels: {{ zone: a, region: east }} }}
+      - {{ addr: "127.0.0.1:{}", labels: {{ zone: a, region: east }} }}
+      - {{ addr: "127.0.0.1:{}", labels: {{ zone: b, region: east }} }}
+routes:
+  - {{ name: r, to: [ {{ cluster: c }} ] }}
+sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
+ring: {{ path: "{}", size: 8MiB }}
+"#,
+                p[0],
+                p[1],
+                p[2],
+                ring.display()
+            )
+        },
+        &["--zone", "a", "--region", "east"],
+    );
+    let before = served(&ups);
+    drive(agent.port, 2, 0.5);
+    let d = served_since(&ups, before);
+    // Zone b only sees its health checks (about 3 in half a second).
+    assert!(d[0] > 20 && d[1] > 20 && d[2] <= 5, "{d:?}");
+    // The local zone fails: everything goes to zone b once the checks
+    // say so, and every answer is still a 200.
+    for u in &ups[..2] {
+        faults(u.port, r#"{"error_fraction":1.0,"error_status":503}"#);
+    }
+    std::thread::sleep(Duration::from_millis(900));
+    let before = served(&ups);
+    let statuses = drive(agent.port, 2, 0.5);
+    let d = served_since(&ups, before);
+    assert!(statuses.iter().all(|&s| s == 200), "{d:?}");
+    assert!(d[2] > 20, "{d:?}");
+    // Its records say they were served outside the preferred locality.
+    let recs = agent.records();
+    let remote = recs
+        .iter()
+        .filter(|r| r["kind"] == "record" && r["locality"] == 1)
+        .count();
+    assert!(remote > 20, "{remote} records with locality 1");
+}

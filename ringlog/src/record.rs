@@ -271,6 +271,10 @@ pub struct Record {
     pub arm: u8,
     /// Why the sampler kept it.
     pub keep: KeepReason,
+    /// Locality tier of the endpoint that served it: 0 the preferred one
+    /// (or no locality preference), 1 the next (same region, other zone),
+    /// 2 further (0..=3; shares the keep byte).
+    pub locality: u8,
 }
 
 /// Probability code meaning p = 1.
@@ -325,7 +329,7 @@ impl Record {
                 | u64::from(self.reason.code()) << 32
                 | u64::from(flags) << 40
                 | u64::from(self.retries.min(15) | self.arm.min(15) << 4) << 48
-                | u64::from(self.keep.code()) << 56,
+                | u64::from(self.keep.code() & 0x3f | self.locality.min(3) << 6) << 56,
         ]
     }
 
@@ -351,7 +355,8 @@ impl Record {
             flags: Flags(flags),
             retries: byte(w[6], 6) & 0x0f,
             arm: byte(w[6], 6) >> 4,
-            keep: KeepReason::from_code(byte(w[6], 7)),
+            keep: KeepReason::from_code(byte(w[6], 7) & 0x3f),
+            locality: byte(w[6], 7) >> 6,
         }
     }
 }
@@ -508,6 +513,7 @@ mod tests {
         )
             .prop_map(
                 |(start, total, phases, f, (reason, flags, retries, keep))| Record {
+                    locality: keep >> 6,
                     start_ns: start,
                     total_ns: total,
                     phases_ns: phases,
@@ -522,7 +528,7 @@ mod tests {
                     flags: Flags(flags & !(Flags::EVENT | Flags::UNIT_US)),
                     retries: retries & 0x0f,
                     arm: retries >> 4,
-                    keep: KeepReason::from_code(keep),
+                    keep: KeepReason::from_code(keep & 0x3f),
                 },
             )
     }

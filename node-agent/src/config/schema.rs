@@ -80,6 +80,22 @@ pub struct Config {
     /// The flight recorder file.
     #[serde(default)]
     pub ring: Ring,
+    /// This node's locality (`--zone` / `--region` and `NODE_ZONE` /
+    /// `NODE_REGION` override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeLocality>,
+}
+
+/// Where the node runs, for clusters with a `locality` preference.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLocality {
+    /// Zone (matched against endpoint label `zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Region (matched against endpoint label `region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Listener mode.

@@ -18,17 +18,11 @@ fn problems(yaml: &str) -> Vec<String> {
 fn shipped_examples_validate() {
     let cfg = load(&examples().join("local.yaml")).unwrap_or_else(|e| panic!("local.yaml: {e}"));
     assert!(!cfg.clusters.is_empty() && !cfg.routes.is_empty());
-    // DESIGN's example uses policies the data path does not enforce yet:
-    // it is refused for exactly those, and for nothing else. When an issue
-    // makes a field work, its line goes from this list.
+    // DESIGN's example validates as a whole: every field it uses is
+    // enforced now (a field the agent ignored would be refused instead).
     let text = std::fs::read_to_string(examples().join("design-example.yaml")).unwrap();
-    let mut p = problems(&text);
-    p.sort();
-    let expect = ["clusters[orders]: locality: not supported yet"];
-    assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
-    for (got, want) in p.iter().zip(expect) {
-        assert!(got.starts_with(want), "{got} is not {want}");
-    }
+    let p = problems(&text);
+    assert!(p.is_empty(), "{}", p.join("\n"));
     // The schema itself reads it, and JSON of the same snapshot
     // round-trips.
     let cfg: Config = serde_saphyr::from_str(&text).unwrap();

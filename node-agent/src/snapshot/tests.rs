@@ -331,3 +331,54 @@ fn ejected_endpoints_get_no_requests_until_all_are_out_then_panic() {
     assert_eq!(per, [100, 100, 100]);
     assert_eq!(live.panics.load(std::sync::atomic::Ordering::Relaxed), 300);
 }
+
+#[test]
+fn locality_tiers_keep_traffic_local_and_spill_by_the_1_4_rule() {
+    let yaml = r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: r }
+clusters:
+  - name: c
+    locality: { prefer: zone }
+    endpoints:
+      - { addr: "127.0.0.1:1", labels: { zone: a, region: east } }
+      - { addr: "127.0.0.1:2", labels: { zone: a, region: east } }
+      - { addr: "127.0.0.1:3", labels: { zone: b, region: east } }
+      - { addr: "127.0.0.1:4", labels: { zone: c, region: west } }
+routes:
+  - { name: r, to: [ { cluster: c } ] }
+node: { zone: a, region: east }
+"#;
+    let s = snap(yaml);
+    let none = |_: &str| None;
+    let req = view(None, "/", &none);
+    let mut rr = Vec::new();
+    let mut tiers = [0u32; 3];
+    let mut per = [0u32; 4];
+    for h in 0..1000u64 {
+        let p = s.pick(0, &req, lb_mix(h), &mut rr, ip(), 1).unwrap();
+        per[p.endpoint] += 1;
+        tiers[usize::from(p.locality)] += 1;
+    }
+    assert_eq!(tiers, [1000, 0, 0], "all local while healthy");
+    assert_eq!(per[0] + per[1], 1000);
+    // One of the two local endpoints fails its checks: 50% × 1.4 = 70%
+    // stays in the zone, 30% spills to the region.
+    let live = &s.clusters[0].live;
+    live.set_healthy(0, false);
+    let mut tiers = [0u32; 3];
+    for h in 0..20_000u64 {
+        let p = s.pick(0, &req, lb_mix(h), &mut rr, ip(), 1).unwrap();
+        assert_ne!(p.endpoint, 0);
+        tiers[usize::from(p.locality)] += 1;
+    }
+    let spilled = f64::from(tiers[1]) / 20_000.0;
+    assert!((spilled - 0.3).abs() < 0.02 && tiers[2] == 0, "{tiers:?}");
+    // The whole zone out: all to the region, none further.
+    live.set_healthy(1, false);
+    for h in 0..1000u64 {
+        let p = s.pick(0, &req, lb_mix(h), &mut rr, ip(), 1).unwrap();
+        assert_eq!((p.endpoint, p.locality), (2, 1));
+    }
+}

@@ -234,6 +234,7 @@ pub(super) fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut 
     ex.record.cluster = target.cluster;
     ex.record.endpoint = target.endpoint;
     ex.record.arm = target.arm;
+    ex.record.locality = target.locality;
     ex.connect_deadline = now.saturating_add(target.connect_timeout_ns);
     ex.request_deadline = match target.request_timeout_ns {
         0 => u64::MAX,
