@@ -313,6 +313,9 @@ fn check_cluster(r: &mut Report, c: &Cluster) {
             );
         }
     }
+    if c.score_tau.0 == 0 {
+        r.add(&key, "score_tau", "must be positive");
+    }
     if c.ewma_decay.0 == 0 {
         r.add(&key, "ewma_decay", "must be positive");
     }

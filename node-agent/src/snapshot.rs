@@ -332,6 +332,10 @@ impl Snapshot {
             if let Some(h) = &c.health_check {
                 live = live.with_health(h.rise, h.fall);
             }
+            if c.lb == crate::config::schema::Lb::ScoreWeighted {
+                let weights = c.endpoints.iter().map(|e| e.weight).collect();
+                live = live.with_scores(weights, c.score_tau.0);
+            }
             let live = Arc::new(live);
             clusters.push(ClusterRt {
                 name: c.name.clone(),
@@ -649,6 +653,30 @@ fn choose_endpoint(
                 (out && !e.is_some_and(|e| e.available(now)), c)
             };
             at(if cost(b) < cost(a) { b } else { a })?
+        }
+        lb::Chooser::Score => {
+            let score = |k: usize| {
+                at(k)
+                    .and_then(|k| eps.get(k))
+                    .and_then(|&e| live.endpoints.get(e))
+                    .filter(|e| !out || e.available(now))
+                    .map_or(0.0, |e| e.score())
+            };
+            let total: f64 = (0..n).map(score).sum();
+            *counter = counter.wrapping_add(1);
+            let draw = ringlog::synth::mix(hash ^ (u64::from(*counter) << 20));
+            let mut x = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let mut pick = 0;
+            for k in 0..n {
+                let s = score(k);
+                if x < s {
+                    pick = k;
+                    break;
+                }
+                x -= s;
+                pick = k;
+            }
+            at(pick)?
         }
         c => at(c.choose(n, hash, counter)?)?,
     };

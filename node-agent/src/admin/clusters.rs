@@ -1,6 +1,7 @@
 //! `GET /clusters`: every cluster's endpoints as the data path sees them
 //! now: in rotation or not (ejected until when, how often, failing health
-//! checks), load, latency estimate, success rate, weight and labels.
+//! checks), load, latency estimate, success rate, `score_weighted` score,
+//! weight and labels.
 
 use std::sync::atomic::Ordering;
 
@@ -40,6 +41,7 @@ pub fn render(snap: &Snapshot, now: u64) -> Value {
                         "requests": l.requests.load(Ordering::Relaxed),
                         "failures": l.failures.load(Ordering::Relaxed),
                         "success_rate": l.success_rate(),
+                        "score": live.scoring.is_some().then(|| l.score()),
                     })
                 })
                 .collect();

@@ -210,6 +210,9 @@ pub enum Lb {
     P2cEwma,
     /// Consistent hashing (with a route's `hash_on`).
     RingHash,
+    /// Weighted random on a live health score: weight × success rate ×
+    /// e^(−latency / `score_tau`), recomputed every second.
+    ScoreWeighted,
 }
 
 /// An upstream endpoint.
@@ -272,6 +275,10 @@ pub struct HealthCheck {
     /// Failures in a row to become unhealthy.
     #[serde(default = "three")]
     pub fall: u32,
+}
+
+fn hundred_ms() -> Dur {
+    Dur(100_000_000)
 }
 
 fn ok_statuses() -> (u16, u16) {
@@ -500,6 +507,10 @@ pub struct Cluster {
     /// How fast `p2c_ewma`'s latency estimate forgets (linkerd: 10 s).
     #[serde(default = "ten_s")]
     pub ewma_decay: Dur,
+    /// The latency scale τ of `score_weighted`: an endpoint τ slower
+    /// scores 1/e as much.
+    #[serde(default = "hundred_ms")]
+    pub score_tau: Dur,
     /// Circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<Breaker>,

@@ -12,7 +12,10 @@
 //!   the worker's counter, the one with the lower cost (peak-EWMA latency
 //!   times one more than its requests in flight) wins. linkerd's
 //!   balancer; the costs live in [`super::live`], the comparison in
-//!   [`super::Snapshot::pick`].
+//!   [`super::Snapshot::pick`];
+//! - `score_weighted`: an endpoint drawn with probability score / total,
+//!   the scores recomputed every second from live stats
+//!   ([`super::live::ClusterLive::tick`]).
 //!
 //! Everything here is a pure function of tables built with the snapshot,
 //! the request's hash and the counter: no clock, no I/O.
@@ -114,6 +117,8 @@ pub enum Chooser {
     },
     /// Power of two choices on live costs ([`p2c_pair`] draws the pair).
     P2c,
+    /// Weighted random on live scores ([`super::live`]).
+    Score,
 }
 
 /// Two different positions in 0..n (the same one when n is 1) for a
@@ -138,6 +143,7 @@ impl Chooser {
     pub fn build(lb: &Lb, weights: &[u32], keys: &[String]) -> Chooser {
         match lb {
             Lb::P2cEwma => Chooser::P2c,
+            Lb::ScoreWeighted => Chooser::Score,
             Lb::RoundRobin => Chooser::RoundRobin {
                 seq: smooth_order(weights),
             },
@@ -176,7 +182,7 @@ impl Chooser {
             Chooser::RoundRobin { seq } if !seq.is_empty() => {
                 seq[*counter as usize % seq.len()] as usize
             }
-            Chooser::RoundRobin { .. } | Chooser::P2c => *counter as usize % n,
+            Chooser::RoundRobin { .. } | Chooser::P2c | Chooser::Score => *counter as usize % n,
             Chooser::WeightedRandom { cum } => {
                 let total = cum.last().copied().unwrap_or(0);
                 if total == 0 {

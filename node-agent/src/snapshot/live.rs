@@ -29,6 +29,10 @@ pub const UNMEASURED_BUSY: f64 = 1e15;
 pub const FAILURE_PENALTY_NS: f64 = 250_000_000.0;
 /// How often ejected endpoints are checked for their return.
 pub const TICK_NS: u64 = 100_000_000;
+/// How often `score_weighted` scores are recomputed.
+pub const SCORE_NS: u64 = 1_000_000_000;
+/// The lowest score, as a share of the weight.
+pub const SCORE_FLOOR: f64 = 0.01;
 
 /// How an attempt on an endpoint ended, for its stats and the outlier
 /// detector.
@@ -144,6 +148,13 @@ pub struct EndpointLive {
     healthy: AtomicBool,
     /// Health checks in a row that disagreed with `healthy`.
     hc_run: AtomicU32,
+    /// Outcomes since the last score (`score_weighted`).
+    score_ok: AtomicU32,
+    score_failed: AtomicU32,
+    /// Success rate smoothed over score periods, f64 bits.
+    score_sr: AtomicU64,
+    /// The `score_weighted` score, f64 bits.
+    score: AtomicU64,
     /// Health checks done, and failed, all time.
     pub checks: AtomicU64,
     /// See `checks`.
@@ -168,6 +179,10 @@ impl Default for EndpointLive {
             ejected_total: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             hc_run: AtomicU32::new(0),
+            score_ok: AtomicU32::new(0),
+            score_failed: AtomicU32::new(0),
+            score_sr: AtomicU64::new(1f64.to_bits()),
+            score: AtomicU64::new(1f64.to_bits()),
             checks: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
         }
@@ -247,6 +262,11 @@ impl EndpointLive {
         };
         self.rtt.store(next.to_bits(), Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.score_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.score_ok.fetch_add(1, Ordering::Relaxed);
+        }
         if !failed {
             self.window_ok.fetch_add(1, Ordering::Relaxed);
             self.consecutive_5xx.store(0, Ordering::Relaxed);
@@ -290,6 +310,11 @@ impl EndpointLive {
     /// Sets the health-check verdict; true if it changed.
     pub fn set_healthy(&self, up: bool) -> bool {
         self.healthy.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Its `score_weighted` score (its weight until first scored).
+    pub fn score(&self) -> f64 {
+        f64::from_bits(self.score.load(Ordering::Relaxed))
     }
 
     /// When it returns (0: not ejected).
@@ -370,6 +395,9 @@ pub struct ClusterLive {
     pub panics: AtomicU64,
     /// Health checks (`rise`, `fall`) run on it.
     pub health: Option<(u32, u32)>,
+    /// `score_weighted`: the endpoints' weights and τ (ns).
+    pub scoring: Option<(Vec<u32>, u64)>,
+    next_score: AtomicU64,
     /// Changes made off the workers (health checks), for the next tick to
     /// put on the ring.
     queued: Mutex<Vec<Change>>,
@@ -389,6 +417,8 @@ impl ClusterLive {
             next_interval: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             health: None,
+            scoring: None,
+            next_score: AtomicU64::new(0),
             queued: Mutex::new(Vec::new()),
             has_queued: AtomicBool::new(false),
         }
@@ -403,9 +433,56 @@ impl ClusterLive {
         }
     }
 
+    /// The same, scoring endpoints of these weights with latency scale
+    /// `tau_ns` (`score_weighted`); scores start at the weights.
+    pub fn with_scores(self, weights: Vec<u32>, tau_ns: u64) -> ClusterLive {
+        for (e, w) in self.endpoints.iter().zip(&weights) {
+            e.score.store(f64::from(*w).to_bits(), Ordering::Relaxed);
+        }
+        ClusterLive {
+            scoring: Some((weights, tau_ns.max(1))),
+            ..self
+        }
+    }
+
     /// Whether [`ClusterLive::tick`] has anything to do for it.
     pub fn watched(&self) -> bool {
-        self.outlier.is_some() || self.health.is_some()
+        self.outlier.is_some() || self.health.is_some() || self.scoring.is_some()
+    }
+
+    /// Recomputes the `score_weighted` scores at `now` (once per
+    /// [`SCORE_NS`], by whichever worker comes first): weight × success
+    /// rate × e^(−latency / τ). The success rate is smoothed over periods
+    /// (half the last period's, half the earlier; a period without requests
+    /// keeps it), the latency is the peak-EWMA estimate. A score never
+    /// drops below [`SCORE_FLOOR`] of the weight, so a recovered endpoint
+    /// still gets the requests that show it.
+    fn rescore(&self, now: u64) {
+        let Some((weights, tau)) = &self.scoring else {
+            return;
+        };
+        let due = self.next_score.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_score
+                .compare_exchange(due, now + SCORE_NS, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        for (e, &w) in self.endpoints.iter().zip(weights) {
+            let ok = e.score_ok.swap(0, Ordering::Relaxed);
+            let failed = e.score_failed.swap(0, Ordering::Relaxed);
+            let mut sr = f64::from_bits(e.score_sr.load(Ordering::Relaxed));
+            if ok + failed > 0 {
+                sr = 0.5 * sr + 0.5 * f64::from(ok) / f64::from(ok + failed);
+                e.score_sr.store(sr.to_bits(), Ordering::Relaxed);
+            }
+            let w = f64::from(w.max(1));
+            let score =
+                (w * sr * (-e.rtt(now, self.decay_ns) / *tau as f64).exp()).max(w * SCORE_FLOOR);
+            e.score.store(score.to_bits(), Ordering::Relaxed);
+        }
     }
 
     /// A health check of endpoint `i` passed (`ok`) or failed: after
@@ -537,6 +614,7 @@ impl ClusterLive {
             let mut q = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
             changes.append(&mut q);
         }
+        self.rescore(now);
         let Some(p) = self.outlier else {
             return;
         };

@@ -295,7 +295,13 @@ fn p2c_ewma_moves_load_off_a_slow_endpoint_and_back() {
 
 #[test]
 fn ejected_endpoints_get_no_requests_until_all_are_out_then_panic() {
-    for lb in ["round_robin", "weighted_random", "ring_hash", "p2c_ewma"] {
+    for lb in [
+        "round_robin",
+        "weighted_random",
+        "ring_hash",
+        "p2c_ewma",
+        "score_weighted",
+    ] {
         let s = snap(&THREE.replace("LB", lb));
         let live = &s.clusters[0].live;
         // Endpoint 1 fails: after three 5xx it is ejected, and no further
@@ -381,4 +387,33 @@ node: { zone: a, region: east }
         let p = s.pick(0, &req, lb_mix(h), &mut rr, ip(), 1).unwrap();
         assert_eq!((p.endpoint, p.locality), (2, 1));
     }
+}
+
+#[test]
+fn score_weighted_follows_the_live_scores() {
+    let s = snap(
+        &THREE
+            .replace("LB", "score_weighted")
+            .replace("outlier: { consecutive_5xx: 3 }", ""),
+    );
+    let ok = |_| live::Outcome::Success;
+    // Unscored: the weights (all 1).
+    let per = drive(&s, 1_000_000_000, 3_000, |_| 1_000_000, ok);
+    assert!(per.iter().all(|&n| (800..=1200).contains(&n)), "{per:?}");
+    // Endpoint 0 answers 80 ms slower (0.8 τ) and fails every other time:
+    // once scored its share drops well below a third.
+    let rtt = |e: usize| if e == 0 { 81_000_000 } else { 1_000_000 };
+    let flaky = |e: usize| {
+        if e == 0 {
+            live::Outcome::Http5xx
+        } else {
+            live::Outcome::Success
+        }
+    };
+    drive(&s, 4_000_000_000, 2_000, rtt, flaky);
+    let mut live_ticks = Vec::new();
+    s.clusters[0].live.tick(6_100_000_000, &mut live_ticks);
+    let per = drive(&s, 6_200_000_000, 3_000, rtt, flaky);
+    let share = f64::from(per[0]) / 3_000.0;
+    assert!(share < 0.10, "{share}: {per:?}");
 }

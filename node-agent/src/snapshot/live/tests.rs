@@ -270,3 +270,42 @@ fn health_checks_flip_after_fall_and_rise_runs_and_queue_the_flip() {
     let ev = changes[0].event(2 * S, 7, 9);
     assert_eq!((ev.kind, ev.to, ev.a), (EventKind::EndpointHealth, 1, 2));
 }
+
+#[test]
+fn scores_weigh_success_rate_and_latency_every_second() {
+    let c = ClusterLive::new(3, None, 10 * S).with_scores(vec![1, 1, 2], 100 * MS);
+    assert!(c.watched());
+    assert_eq!(c.endpoints[2].score(), 2.0, "the weight until scored");
+    for _ in 0..10 {
+        c.endpoints[0].begin();
+        c.end(0, S, 10 * MS, Outcome::Success);
+        c.endpoints[1].begin();
+        c.end(1, S, 10 * MS, Outcome::Http5xx);
+        c.endpoints[2].begin();
+        c.end(2, S, 110 * MS, Outcome::Success);
+    }
+    let mut changes = Vec::new();
+    c.tick(S, &mut changes);
+    let rtt0 = c.endpoints[0].rtt(S, 10 * S);
+    let want0 = 1.0 * (0.5 + 0.5 * 1.0) * (-rtt0 / 1e8).exp();
+    assert!((c.endpoints[0].score() - want0).abs() < 1e-9);
+    // Half the smoothed success rate gone, and the failure penalty's
+    // latency (250 ms = 2.5 τ).
+    let want1 = 0.5 * (-c.endpoints[1].rtt(S, 10 * S) / 1e8).exp();
+    assert!((c.endpoints[1].score() - want1).abs() < 1e-9);
+    assert!(c.endpoints[1].score() < c.endpoints[0].score() / 10.0);
+    // Twice the weight but 100 ms slower: e^-1.1 of it.
+    let s2 = c.endpoints[2].score();
+    assert!(
+        s2 < 2.0 * (-1.0f64).exp() && s2 > c.endpoints[0].score() * 0.5,
+        "{s2}"
+    );
+    // Not again within the second.
+    c.endpoints[0].begin();
+    c.end(0, S + MS, 500 * MS, Outcome::Success);
+    let before = c.endpoints[0].score();
+    c.tick(S + 500 * MS, &mut changes);
+    assert_eq!(c.endpoints[0].score(), before);
+    c.tick(2 * S, &mut changes);
+    assert!(c.endpoints[0].score() < before);
+}
