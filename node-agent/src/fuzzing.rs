@@ -325,3 +325,136 @@ pub fn policy_events(data: &[u8]) -> usize {
     assert_eq!(b.load(), (0, 0));
     admitted
 }
+
+/// Routing under arbitrary input: the first byte picks the mode. Even,
+/// `data[1..]` is a whole config text (YAML): it validates or is refused,
+/// and a snapshot built from it routes and picks. Odd, the rest is split
+/// at 0xff bytes into strings placed in a fixed config's route matches
+/// (host, prefix, regex, header value, query value), header edits and
+/// rewrite, and into a request (host, path, header): the matcher builder
+/// and matcher, the edits and every load balancer (with endpoints out of
+/// rotation by the data's bits) run on them. Never panics; returns the
+/// number of picks made.
+pub fn routing(data: &[u8]) -> usize {
+    let Some((&first, rest)) = data.split_first() else {
+        return 0;
+    };
+    if first % 2 == 0 {
+        let text = String::from_utf8_lossy(rest);
+        let Ok(cfg) = crate::config::parse(&text, false) else {
+            return 0;
+        };
+        let Ok(snap) = crate::snapshot::Snapshot::build(cfg, 1, |_, _| Ok(1)) else {
+            return 0;
+        };
+        return route_some(&snap, "h", "/", "v", rest);
+    }
+    let parts: Vec<String> = rest
+        .split(|&b| b == 0xff)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let part = |i: usize| parts.get(i).cloned().unwrap_or_default();
+    let q = |s: String| serde_json::Value::String(s).to_string();
+    let lb = [
+        "round_robin",
+        "weighted_random",
+        "ring_hash",
+        "p2c_ewma",
+        "score_weighted",
+    ][usize::from(first / 2) % 5];
+    let text = format!(
+        r#"version: 1
+listeners:
+  - {{ name: l, bind: "127.0.0.1:1", protocol: http, default_route: d }}
+clusters:
+  - name: c
+    lb: {lb}
+    locality: {{ prefer: zone }}
+    outlier: {{ consecutive_5xx: 2 }}
+    endpoints:
+      - {{ addr: "127.0.0.1:2", weight: 3, labels: {{ zone: a, region: r, v: "1" }} }}
+      - {{ addr: "127.0.0.1:3", labels: {{ zone: b, region: r, v: "1" }} }}
+      - {{ addr: "127.0.0.1:4", labels: {{ zone: c, region: s, v: "2" }} }}
+routes:
+  - name: m
+    match: {{ host: {}, path_prefix: {}, headers: {{ x-a: {} }}, query: {{ k: {} }} }}
+    to: [ {{ cluster: c, subset: {{ v: "1" }}, weight: 9 }}, {{ cluster: c, subset: {{ v: "2" }} }} ]
+    hash_on: "header:x-a"
+    prefix_rewrite: {}
+    headers: {{ request_set: {{ x-s: {} }}, response_remove: [ {} ] }}
+  - name: r
+    match: {{ path_regex: {} }}
+    to: [ {{ cluster: c }} ]
+  - {{ name: d, to: [ {{ cluster: c }} ] }}
+node: {{ zone: a, region: r }}
+"#,
+        q(part(0)),
+        q(format!("/{}", part(1))),
+        q(part(3)),
+        q(part(4)),
+        q(format!("/{}", part(5))),
+        q(part(6)),
+        q(part(7)),
+        q(part(2)),
+    );
+    let Ok(cfg) = crate::config::parse(&text, false) else {
+        return 0;
+    };
+    let Ok(snap) = crate::snapshot::Snapshot::build(cfg, 1, |_, _| Ok(1)) else {
+        return 0;
+    };
+    route_some(&snap, &part(8), &part(9), &part(10), rest)
+}
+
+/// Routes and picks a few requests (host, path, `x-a` value) on `snap`,
+/// with endpoints taken out of rotation and attempts ended as `bits` say.
+fn route_some(
+    snap: &crate::snapshot::Snapshot,
+    host: &str,
+    path: &str,
+    v: &str,
+    bits: &[u8],
+) -> usize {
+    use crate::snapshot::RequestView;
+    use crate::snapshot::live::Outcome;
+
+    let header = |n: &str| (n == "x-a").then_some(v.as_bytes());
+    let view = RequestView {
+        host: Some(host.as_bytes()),
+        path,
+        method: "GET",
+        header: &header,
+    };
+    let mut rr = Vec::new();
+    let client = std::net::IpAddr::from([10, 0, 0, 1]);
+    let mut picks = 0;
+    for (k, &b) in bits.iter().enumerate().take(256) {
+        let now = 1_000_000_000 + k as u64 * 50_000_000;
+        let Some(r) = snap.route(0, &view) else {
+            continue;
+        };
+        if let Some(c) = snap.clusters.first() {
+            c.live.set_healthy(usize::from(b % 4), b & 0x40 == 0);
+            c.live.tick(now, &mut Vec::new());
+        }
+        let Some(p) = snap.pick(r, &view, u64::from(b) << 7 | k as u64, &mut rr, client, now)
+        else {
+            continue;
+        };
+        picks += 1;
+        let _ = snap.retry_pick(p, usize::from(b % 3) + 1, now);
+        if let Some(c) = snap.clusters.get(p.cluster) {
+            let o = [Outcome::Success, Outcome::Http5xx, Outcome::Gateway][usize::from(b % 3)];
+            if let Some(e) = c.live.endpoints.get(p.endpoint) {
+                e.begin();
+            }
+            let _ = c.live.end(p.endpoint, now, u64::from(b) * 1_000_000, o);
+        }
+        if let Some(e) = snap.routes.get(r).and_then(|r| r.edits.as_ref()) {
+            let mut out = Vec::new();
+            e.write_target(path, &mut out);
+            e.request.write_added(&mut out);
+        }
+    }
+    picks
+}

@@ -87,6 +87,9 @@ fn fuzz_corpora_replay_without_panic() {
         ("policy", |d: &[u8]| {
             let _ = node_agent::fuzzing::policy_events(d);
         }),
+        ("routing", |d: &[u8]| {
+            let _ = node_agent::fuzzing::routing(d);
+        }),
     ] {
         let dir = root.join(target);
         let files: Vec<_> = std::fs::read_dir(&dir)
@@ -201,4 +204,24 @@ fn what_goes_upstream_reframes_as_the_clients_requests() {
             String::from_utf8_lossy(&stream)
         );
     }
+}
+
+/// The routing fuzz entry's seeds exercise routing, not just refusals:
+/// the shipped example configs and the seeded match strings route.
+#[test]
+fn routing_fuzz_seeds_route_requests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/routing");
+    let mut picks = 0;
+    let mut seeds = 0;
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let path = f.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+        {
+            seeds += 1;
+            picks += node_agent::fuzzing::routing(&std::fs::read(path).unwrap());
+        }
+    }
+    assert!(seeds >= 5 && picks > 100, "{seeds} seeds, {picks} picks");
 }

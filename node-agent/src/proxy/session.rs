@@ -657,6 +657,11 @@ impl Session {
             out.close_down = true;
             self.closing = true;
         }
+        if self.pending.capacity() == 0 {
+            // One exchange waits here at a time unless the client
+            // pipelines: room for one, not the four a first push makes.
+            self.pending.reserve_exact(1);
+        }
         self.pending.push(ex);
     }
 }
