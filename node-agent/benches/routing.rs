@@ -1,5 +1,6 @@
 //! Routing decision costs: a pick (arm, then endpoint) for every `lb`, a
-//! two-arm route split by weighted rendezvous on a sticky key, and route
+//! two-arm route split by weighted rendezvous on a sticky key, picks with
+//! an endpoint out of rotation and with locality tiers, and route
 //! matching against 10 and 1,000 routes (indexed by host).
 //! Run: `cargo bench -p node-agent --bench routing`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure report
@@ -11,19 +12,21 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group};
 use node_agent::snapshot::{RequestView, Snapshot};
 
-fn snapshot(lb: &str, arms: &str) -> Snapshot {
+fn snapshot(lb: &str, arms: &str, extra: &str) -> Snapshot {
     let yaml = format!(
         r#"
 version: 1
 clusters:
   - name: c
     lb: {lb}
+    {extra}
     endpoints:
-      - {{ addr: "10.0.0.1:80", weight: 3, labels: {{ v: "1" }} }}
-      - {{ addr: "10.0.0.2:80", weight: 1, labels: {{ v: "1" }} }}
-      - {{ addr: "10.0.0.3:80", weight: 2, labels: {{ v: "1" }} }}
-      - {{ addr: "10.0.0.4:80", weight: 1, labels: {{ v: "2" }} }}
-      - {{ addr: "10.0.0.5:80", weight: 1, labels: {{ v: "2" }} }}
+      - {{ addr: "10.0.0.1:80", weight: 3, labels: {{ v: "1", zone: a, region: r }} }}
+      - {{ addr: "10.0.0.2:80", weight: 1, labels: {{ v: "1", zone: a, region: r }} }}
+      - {{ addr: "10.0.0.3:80", weight: 2, labels: {{ v: "1", zone: b, region: r }} }}
+      - {{ addr: "10.0.0.4:80", weight: 1, labels: {{ v: "2", zone: a, region: r }} }}
+      - {{ addr: "10.0.0.5:80", weight: 1, labels: {{ v: "2", zone: b, region: r }} }}
+node: {{ zone: a, region: r }}
 routes:
   - name: r
     to: {arms}
@@ -52,13 +55,59 @@ fn picks(c: &mut Criterion) {
     let client: IpAddr = [10, 1, 0, 1].into();
     let one = "[ { cluster: c } ]";
     let two = r#"[ { cluster: c, subset: { v: "1" }, weight: 95 }, { cluster: c, subset: { v: "2" }, weight: 5 } ]"#;
-    for (name, lb, arms, sticky) in [
-        ("round_robin", "round_robin", one, false),
-        ("weighted_random", "weighted_random", one, false),
-        ("ring_hash", "ring_hash", one, true),
-        ("two_arms_sticky_round_robin", "round_robin", two, true),
+    let out = "outlier: {}";
+    let local = "locality: { prefer: zone }";
+    for (name, lb, arms, sticky, extra, eject) in [
+        ("round_robin", "round_robin", one, false, "", false),
+        ("weighted_random", "weighted_random", one, false, "", false),
+        ("ring_hash", "ring_hash", one, true, "", false),
+        ("p2c_ewma", "p2c_ewma", one, false, "", false),
+        ("score_weighted", "score_weighted", one, false, "", false),
+        (
+            "two_arms_sticky_round_robin",
+            "round_robin",
+            two,
+            true,
+            "",
+            false,
+        ),
+        (
+            "round_robin_one_ejected",
+            "round_robin",
+            one,
+            false,
+            out,
+            true,
+        ),
+        ("p2c_ewma_one_ejected", "p2c_ewma", one, false, out, true),
+        (
+            "round_robin_locality",
+            "round_robin",
+            one,
+            false,
+            local,
+            false,
+        ),
+        (
+            "round_robin_locality_one_out",
+            "round_robin",
+            one,
+            false,
+            local,
+            true,
+        ),
     ] {
-        let snap = snapshot(lb, arms);
+        let snap = snapshot(lb, arms, extra);
+        let live = &snap.clusters[0].live;
+        for e in 0..5 {
+            // Latency samples, so p2c compares real costs.
+            live.endpoints[e].begin();
+            let rtt = 1_000_000 + e as u64 * 100_000;
+            let _ = live.end(e, 1, rtt, node_agent::snapshot::live::Outcome::Success);
+        }
+        if eject {
+            live.set_healthy(0, false);
+        }
         let header: &'static dyn Fn(&str) -> Option<&'static [u8]> =
             if sticky { &user } else { &no_header };
         let req = RequestView {

@@ -542,6 +542,25 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
         }
     }
     check_route_edits(r, &key, route);
+    if let Some(m) = &route.mirror {
+        if !clusters.contains_key(m.cluster.as_str()) {
+            r.add(
+                &key,
+                "mirror.cluster",
+                format!("no cluster named {:?}", m.cluster),
+            );
+        }
+        if !(m.percent > 0.0 && m.percent <= 100.0) {
+            r.add(
+                &key,
+                "mirror.percent",
+                format!("{} is not in (0, 100]", m.percent),
+            );
+        }
+        if m.max_body.0 > 1 << 20 {
+            r.add(&key, "mirror.max_body", "must be at most 1MiB");
+        }
+    }
     if let Some(h) = &route.hash_on {
         check_hash_key(r, &key, "hash_on", h);
     }

@@ -65,9 +65,14 @@ pub enum Driver {
     /// Client connections closed after sitting idle past
     /// `listeners[].timeouts.idle`.
     IdleClosed = 17,
+    /// Request copies sent to a shadow cluster.
+    MirrorSent = 18,
+    /// Request copies dropped (too many in flight, the shadow cluster at
+    /// its `max_connections`, no socket).
+    MirrorDropped = 19,
 }
 
-const DRIVER_NAMES: [&str; 18] = [
+const DRIVER_NAMES: [&str; 20] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -86,6 +91,8 @@ const DRIVER_NAMES: [&str; 18] = [
     "pool_evicted",
     "sq_full",
     "idle_closed",
+    "mirror_sent",
+    "mirror_dropped",
 ];
 
 /// One worker's counters (single writer).

@@ -122,6 +122,21 @@ pub struct Out {
     /// Agent events for the ring's timeline (a breaker changed state); the
     /// driver fills in the generation.
     pub events: Vec<Event>,
+    /// Copies of requests for shadow clusters (fire-and-forget).
+    pub mirrors: Vec<MirrorCopy>,
+}
+
+/// A whole request (head and body) to send to a shadow cluster on a
+/// connection of its own, whose response is discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorCopy {
+    /// Where.
+    pub connect: Connect,
+    /// The request bytes.
+    pub bytes: Vec<u8>,
+    /// How long the copy may take in all (its cluster's request timeout,
+    /// else its read timeout), ns.
+    pub timeout_ns: u64,
 }
 
 impl Out {
@@ -136,6 +151,7 @@ impl Out {
         self.records.clear();
         self.idle_closed = false;
         self.events.clear();
+        self.mirrors.clear();
     }
 
     /// Detach the upstream: pooled if `reuse` and clean, else closed.

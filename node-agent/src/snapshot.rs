@@ -121,7 +121,32 @@ pub struct RouteRt {
     pub retry_any_method: bool,
     /// Header edits and path rewrite (None: nothing to do).
     pub edits: Option<Arc<RouteEdits>>,
+    /// Its mirror to a shadow cluster.
+    pub mirror: Option<Arc<MirrorRt>>,
 }
+
+/// A route's mirror: which requests are copied, where, up to what body.
+#[derive(Debug)]
+pub struct MirrorRt {
+    /// Index of the shadow cluster.
+    pub cluster: usize,
+    /// A request is copied when its remixed hash is below this.
+    pub below: u64,
+    /// Largest body copied, bytes.
+    pub max_body: u64,
+    /// Requests not copied because their body was larger.
+    pub skipped: std::sync::atomic::AtomicU64,
+}
+
+impl MirrorRt {
+    /// Whether the request with sampling hash `hash` is copied.
+    pub fn takes(&self, hash: u64) -> bool {
+        ringlog::synth::mix(hash ^ MIRROR_SALT) < self.below
+    }
+}
+
+/// Decorrelates the mirror decision from sampling and balancing.
+const MIRROR_SALT: u64 = 0x31c7_0a55_e7b0_5eed;
 
 /// An upstream endpoint.
 #[derive(Debug, Clone)]
@@ -435,6 +460,21 @@ impl Snapshot {
                 allow_connect: r.allow_connect,
                 timeouts: r.timeouts,
                 retry_any_method: r.retry_any_method,
+                mirror: match &r.mirror {
+                    Some(m) => {
+                        let Some(ci) = config.clusters.iter().position(|c| c.name == m.cluster)
+                        else {
+                            return Err(invalid(&r.name, format!("no cluster {:?}", m.cluster)));
+                        };
+                        Some(Arc::new(MirrorRt {
+                            cluster: ci,
+                            below: (m.percent / 100.0 * u64::MAX as f64) as u64,
+                            max_body: m.max_body.0,
+                            skipped: std::sync::atomic::AtomicU64::new(0),
+                        }))
+                    }
+                    None => None,
+                },
                 edits: RouteEdits::build(
                     r.headers.as_ref(),
                     r.matches.path_prefix.as_deref(),
@@ -582,6 +622,33 @@ impl Snapshot {
                 .as_ref()
                 .map_or(0, |t| t.tier_of.get(i).copied().unwrap_or(0)),
             ..p
+        })
+    }
+
+    /// Where a copy of a request with `hash` goes for mirror `m` at `now`:
+    /// an endpoint of the shadow cluster in rotation (by the hash), with
+    /// the cluster's own timeouts.
+    pub fn mirror_target(&self, m: &MirrorRt, hash: u64, now: u64) -> Option<Target> {
+        let c = self.clusters.get(m.cluster)?;
+        let n = c.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let first = (ringlog::synth::mix(hash) % n as u64) as usize;
+        let i = in_rotation(&all, first, |e| c.live.available(e, now))?;
+        let e = c.endpoints.get(i)?;
+        Some(Target {
+            addr: e.addr,
+            cluster: c.id,
+            cluster_ix: Some(m.cluster),
+            endpoint: e.id,
+            arm: 0,
+            locality: 0,
+            connect_timeout_ns: c.connect_timeout_ns,
+            request_timeout_ns: c.request_timeout_ns,
+            read_timeout_ns: c.read_timeout_ns,
+            idle_timeout_ns: c.idle_timeout_ns,
         })
     }
 

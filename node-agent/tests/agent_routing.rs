@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -46,8 +47,7 @@ fn served_by(from: &str, port: u16, extra: &str) -> String {
     let to: SocketAddr = ([127, 0, 0, 1], port).into();
     sock.connect(&to.into()).unwrap();
     let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(format!("GET /x HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes())
         .unwrap();
     let r = read_response(&mut s, &mut Vec::new()).unwrap();
@@ -273,5 +273,79 @@ routes:
         "routes[r]: prefix_rewrite: needs match.path_prefix",
     ] {
         assert!(err.contains(want), "{want} not in:\n{err}");
+    }
+}
+
+#[test]
+fn a_mirror_copies_requests_to_a_shadow_that_never_slows_the_primary() {
+    let primary = Upstream::start(&["--name", "primary"]);
+    let shadow = Upstream::start(&["--name", "shadow"]);
+    let (pp, ps) = (primary.port, shadow.port);
+    let agent = Agent::start(
+        move |port, ring| {
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - {{ name: main, endpoints: [ {{ addr: "127.0.0.1:{pp}" }} ] }}
+  - {{ name: shadow, endpoints: [ {{ addr: "127.0.0.1:{ps}" }} ], timeouts: {{ connect: 1s, read: 1s }} }}
+routes:
+  - {{ name: r, to: [ {{ cluster: main }} ], mirror: {{ cluster: shadow, percent: 100, max_body: 1KiB }} }}
+ring: {{ path: "{}", size: 4MiB }}
+"#,
+                ring.display()
+            )
+        },
+        &[],
+    );
+    let send = |raw: &str| {
+        let r = request(agent.port, raw);
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.header("x-upstream").as_deref(), Some("primary"));
+    };
+    for _ in 0..10 {
+        send("GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let small = "x".repeat(500);
+    send(&format!(
+        "POST /m HTTP/1.1\r\nHost: t\r\ncontent-length: 500\r\n\r\n{small}"
+    ));
+    let big = "y".repeat(5000);
+    send(&format!(
+        "POST /m HTTP/1.1\r\nHost: t\r\ncontent-length: 5000\r\n\r\n{big}"
+    ));
+    // Eleven copies arrive (the 5,000-byte body is over max_body). (Each
+    // stats read is itself served and counted after it answers: read once.)
+    let t = Instant::now();
+    while agent.driver_event("mirror_sent") < 11 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(shadow.served(), 11);
+    assert_eq!(
+        agent.metric("tailmesh_mirror_skipped_total{route=\"r\"} "),
+        1
+    );
+    assert_eq!(agent.driver_event("mirror_sent"), 11);
+    // A shadow that takes 2 s per answer does not slow the primary.
+    let faults = "{\"latency\":\"2s\"}";
+    let r = request(
+        shadow.port,
+        &format!(
+            "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{faults}",
+            faults.len()
+        ),
+    );
+    assert_eq!(r.status, 200);
+    let t = Instant::now();
+    for _ in 0..20 {
+        send("GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // A shadow that is gone does not fail it either.
+    drop(shadow);
+    for _ in 0..5 {
+        send("GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
     }
 }

@@ -636,6 +636,32 @@ pub struct Route {
     /// Replaces the matched `match.path_prefix` of the request path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    /// A copy of a share of the requests to a shadow cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+}
+
+/// Request mirroring: fire-and-forget copies to a shadow cluster, their
+/// responses discarded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of the route's requests copied, in percent.
+    #[serde(default = "hundred_percent")]
+    pub percent: f64,
+    /// Requests with a larger body are not copied.
+    #[serde(default = "sixty_four_kib")]
+    pub max_body: Size,
+}
+
+fn hundred_percent() -> f64 {
+    100.0
+}
+
+fn sixty_four_kib() -> Size {
+    Size(64 << 10)
 }
 
 /// A route's header edits. `*_add` appends a field (an existing one with

@@ -67,6 +67,8 @@ pub struct Core {
     /// At most one entry per live downstream that asked; stale ones are
     /// dropped when met.
     pub waiters: std::collections::VecDeque<(usize, u64)>,
+    /// Request copies in flight: (upstream slot, deadline).
+    pub mirrors: Vec<(usize, u64)>,
 }
 
 /// Idle upstream connections kept per endpoint, per worker.
@@ -151,6 +153,7 @@ impl Core {
             pooled: 0,
             accept_resume: None,
             waiters: std::collections::VecDeque::new(),
+            mirrors: Vec::new(),
             shared: init.shared,
         }
     }

@@ -222,6 +222,22 @@ pub fn render(snap: &Snapshot, o: &mut String) {
         let v = c.live.panics.load(Ordering::Relaxed);
         let _ = writeln!(o, "tailmesh_lb_panic_total{{cluster=\"{}\"}} {v}", c.name);
     }
+    family(
+        o,
+        "mirror_skipped_total",
+        "counter",
+        "Requests a route's mirror did not copy because their body was over max_body.",
+    );
+    for r in &snap.routes {
+        if let Some(m) = &r.mirror {
+            let v = m.skipped.load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "tailmesh_mirror_skipped_total{{route=\"{}\"}} {v}",
+                r.name
+            );
+        }
+    }
     let retrying: Vec<_> = snap
         .clusters
         .iter()

@@ -6,6 +6,7 @@
 //! connect results, timeouts) is in `session/upstream.rs`.
 
 mod attempt;
+mod mirror;
 mod policy;
 mod start;
 mod upstream;
@@ -160,6 +161,8 @@ struct Exchange {
     attempt: Option<attempt::Attempt>,
     /// Its route's edits, when they touch the response head.
     edits: Option<std::sync::Arc<crate::http1::edit::RouteEdits>>,
+    /// Its copy for a shadow cluster, while the body fills it.
+    mirror: Option<Box<mirror::Filling>>,
     /// What the rarer policies hold for it (boxed: most exchanges have
     /// none, and every idle connection carries an `Exchange`-sized slot).
     policy: Option<Box<policy::Policed>>,
@@ -508,6 +511,7 @@ impl Session {
             match body.take(&buf[pos..]) {
                 Ok((n, done)) => {
                     out.to_up.push(Chunk::of(input, buf, pos..pos + n));
+                    mirror::body(ex, &buf[pos..pos + n], done, out);
                     pos += n;
                     if done {
                         ex.req = ReqBody::Done;
@@ -597,6 +601,7 @@ impl Session {
             pass: None,
             attempt: None,
             edits: None,
+            mirror: None,
             policy: None,
         }
     }

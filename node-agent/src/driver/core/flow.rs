@@ -112,11 +112,12 @@ pub trait Driver {
     fn mark_up_shut(&mut self, j: usize);
     /// Makes closing down `i` send a RST and drop unsent bytes.
     fn abort_on_close(&mut self, i: usize);
-    /// Opens a new upstream socket toward `c.addr` for down `i` and starts
-    /// connecting; attaches it. It holds `slot` (its place under the
-    /// cluster's `max_connections`) until it is freed. False if the socket
-    /// could not be made.
-    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool;
+    /// Opens a new upstream socket toward `c.addr` and starts connecting;
+    /// attaches it to down `owner` (a mirror has none). It holds what
+    /// `target` holds (its place under the cluster's `max_connections`)
+    /// until it is freed. Its slot, or None if the socket could not be
+    /// made.
+    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize>;
     /// Closes down `i`'s socket and frees its slot (once the kernel is done
     /// with it); returns its listener index, None if it was not live.
     fn drop_down(&mut self, i: usize) -> Option<usize>;
@@ -158,12 +159,77 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
         }
     }
     d.core().tick_clusters();
+    if !d.core().mirrors.is_empty() {
+        expire_mirrors(d);
+    }
     serve_waiters(d);
     if slot_waiters() > 0 {
         release_starved(d);
     }
     d.core().publish_gauges();
     false
+}
+
+/// Sends a request copy to its shadow endpoint on a connection of its
+/// own, owned by no client: its response is discarded (the first bytes
+/// close it, as on an idle pooled connection) and it is closed at its
+/// deadline anyway. Dropped (counted) past [`MIRROR_MAX`] copies in
+/// flight per worker, at the shadow cluster's `max_connections`, or if
+/// the socket cannot be made: a copy never waits and never fails the
+/// primary.
+pub fn start_mirror<D: Driver>(d: &mut D, m: crate::proxy::MirrorCopy) {
+    let core = d.core();
+    let breaker = m
+        .connect
+        .cluster
+        .and_then(|k| core.snap.clusters.get(k))
+        .map(|c| c.breaker.clone());
+    if core.mirrors.len() >= MIRROR_MAX {
+        core.stats().driver(Counter::MirrorDropped, 1);
+        return;
+    }
+    let slot = match breaker.map(|b| b.open_connection()) {
+        Some(None) => {
+            d.core().stats().driver(Counter::MirrorDropped, 1);
+            return;
+        }
+        Some(slot) => slot,
+        None => None,
+    };
+    let deadline = d.core().now.saturating_add(m.timeout_ns.max(1_000_000));
+    let target = UpTarget::new(&m.connect, slot).mirror(deadline);
+    let Some(j) = d.open_up(None, &m.connect, target) else {
+        d.core().stats().driver(Counter::MirrorDropped, 1);
+        return;
+    };
+    let core = d.core();
+    core.ups += 1;
+    core.mirrors.push((j, deadline));
+    core.stats().driver(Counter::MirrorSent, 1);
+    d.send_up(j, &mut vec![Chunk::Owned(m.bytes)], D::no_src());
+    d.wake(j);
+}
+
+/// Most request copies in flight per worker.
+pub const MIRROR_MAX: usize = 256;
+
+/// Closes the copies whose deadline passed; forgets those already closed.
+fn expire_mirrors<D: Driver>(d: &mut D) {
+    let now = d.core().now;
+    let list = std::mem::take(&mut d.core().mirrors);
+    let mut keep = Vec::with_capacity(list.len());
+    for (j, deadline) in list {
+        let live = d.up_target(j).is_some_and(|t| t.mirror_until() == deadline);
+        if !live {
+            continue;
+        }
+        if now >= deadline {
+            close_up(d, j);
+        } else {
+            keep.push((j, deadline));
+        }
+    }
+    d.core().mirrors = keep;
 }
 
 /// Wakes the exchanges queued for a connection slot whose cluster has one
@@ -244,6 +310,9 @@ pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
         d.core().stats().driver(Counter::IdleClosed, 1);
     }
     d.core().record_all(out);
+    for m in out.mirrors.drain(..) {
+        start_mirror(d, m);
+    }
     if out.reset_down {
         // A client that stopped reading: close now, queue and all.
         out.to_up.clear();
@@ -305,6 +374,8 @@ pub struct UpTarget {
     /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
     pub idle_ns: u64,
     slot: Option<ConnSlot>,
+    /// A request copy's deadline (0: a proxied connection).
+    mirror_until: u64,
 }
 
 impl UpTarget {
@@ -314,12 +385,26 @@ impl UpTarget {
             addr: c.addr,
             idle_ns: c.idle_ns,
             slot,
+            mirror_until: 0,
         }
     }
 
     /// The cluster limits it counts against.
     pub fn breaker(&self) -> Option<&Arc<Breaker>> {
         self.slot.as_ref().map(ConnSlot::breaker)
+    }
+
+    /// The same, as a request copy's connection closed at `until`.
+    pub fn mirror(self, until: u64) -> UpTarget {
+        UpTarget {
+            mirror_until: until,
+            ..self
+        }
+    }
+
+    /// When this request copy's connection is closed (0: not a copy).
+    pub fn mirror_until(&self) -> u64 {
+        self.mirror_until
     }
 
     /// Gives its place under `max_connections` back (it is being
@@ -365,7 +450,7 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         },
         None => None,
     };
-    if d.open_up(i, c, slot) {
+    if d.open_up(Some(i), c, UpTarget::new(c, slot)).is_some() {
         d.core().ups += 1;
         return true;
     }
@@ -563,9 +648,12 @@ pub fn close_all<D: Driver>(d: &mut D) {
     }
 }
 
-/// Upstream `j`'s connect completed: its downstream's exchange goes on.
+/// Upstream `j`'s connect completed: its downstream's exchange goes on
+/// (a request copy's bytes go out).
 pub fn connected<D: Driver>(d: &mut D, j: usize) {
     let Some(o) = d.owner_of(j) else {
+        // A request copy's connection: its queued bytes go out now.
+        d.wake(j);
         return;
     };
     let now = d.core().now;

@@ -10,7 +10,6 @@ use crate::driver::core::Core;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts, UpTarget};
 use crate::driver::send_chunks;
 use crate::metrics::Driver as Counter;
-use crate::policy::breaker::ConnSlot;
 use crate::proxy::{Chunk, Connect, Session};
 
 impl Driver for Worker {
@@ -147,8 +146,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
-        self.open_upstream(i, c, slot)
+    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize> {
+        self.open_upstream(owner, c, target)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {

@@ -12,13 +12,18 @@ use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow::{self, UpTarget};
-use crate::policy::breaker::ConnSlot;
 use crate::proxy::Connect;
 
 impl Worker {
-    /// Opens a new upstream socket toward `c.addr` for down `i`, registers
-    /// it and attaches it; false if that failed.
-    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
+    /// Opens a new upstream socket toward `c.addr` for down `owner` (none
+    /// for a mirror), registers it and attaches it; its slot, or None if
+    /// that failed.
+    pub(super) fn open_upstream(
+        &mut self,
+        owner: Option<usize>,
+        c: &Connect,
+        target: UpTarget,
+    ) -> Option<usize> {
         let sock = crate::driver::connect_upstream(c.addr, self.core.shared.upstream_mark);
         let j = self.alloc();
         let registered = sock.and_then(|s| {
@@ -30,12 +35,12 @@ impl Worker {
         });
         let Ok(sock) = registered else {
             self.slab.release(j);
-            return false;
+            return None;
         };
         self.slab[j] = Slot::Up(Box::new(Up {
             sock,
             q: SendQueue::default(),
-            owner: Some(i),
+            owner,
             connected: false,
             readable: false,
             rdhup: false,
@@ -44,12 +49,12 @@ impl Worker {
             shut_wr: false,
             close_when_flushed: false,
             eof: false,
-            target: UpTarget::new(c, slot),
+            target,
         }));
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+        if let Some(Slot::Down(d)) = owner.and_then(|i| self.slab.get_mut(i)) {
             d.up = Some(j);
         }
-        true
+        Some(j)
     }
 
     /// Closes upstream `j`'s socket and frees its slot; true if it was live.

@@ -6,7 +6,6 @@
 use super::conns::{Src, queue};
 use super::*;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts, UpTarget};
-use crate::policy::breaker::ConnSlot;
 
 impl Driver for Worker {
     type Src<'a> = Src<'a>;
@@ -140,8 +139,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
-        self.open_upstream(i, c, slot)
+    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize> {
+        self.open_upstream(owner, c, target)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {
@@ -206,13 +205,18 @@ impl Driver for Worker {
 }
 
 impl Worker {
-    /// Opens a new upstream socket toward `c.addr` for down `i`: a connect
-    /// with a linked timeout, submitted together. False if the socket
-    /// could not be made.
-    pub(super) fn open_upstream(&mut self, i: usize, c: &Connect, slot: Option<ConnSlot>) -> bool {
+    /// Opens a new upstream socket toward `c.addr` for down `owner` (none
+    /// for a mirror): a connect with a linked timeout, submitted together.
+    /// Its slot, or None if the socket could not be made.
+    pub(super) fn open_upstream(
+        &mut self,
+        owner: Option<usize>,
+        c: &Connect,
+        target: UpTarget,
+    ) -> Option<usize> {
         let Ok(sock) = crate::driver::upstream_socket(c.addr, self.core.shared.upstream_mark)
         else {
-            return false;
+            return None;
         };
         let j = self.alloc();
         let mut io = Io::new(sock);
@@ -221,18 +225,18 @@ impl Worker {
         io.inflight = 2;
         let up = Box::new(Up {
             io,
-            owner: Some(i),
+            owner,
             connected: false,
             connecting: true,
             close_when_flushed: false,
-            target: crate::driver::core::flow::UpTarget::new(c, slot),
+            target,
         });
         let fd = Fd(up.io.sock.as_raw_fd());
         // The sockaddr and timespec live in the boxed slot, which is freed
         // only when both operations have completed.
         let Some((addr_ptr, addr_len)) = up.io.addr.as_ref().map(|a| (a.as_ptr(), a.len())) else {
             self.slab.release(j);
-            return false;
+            return None;
         };
         let connect = opcode::Connect::new(fd, addr_ptr.cast(), addr_len)
             .build()
@@ -243,10 +247,10 @@ impl Worker {
             .user_data(ud(j, OP_LINK_TIMEOUT));
         self.slab[j] = Slot::Up(up);
         self.push_linked(&connect, &timeout);
-        if let Some(Slot::Down(d)) = self.slab.get_mut(i) {
+        if let Some(Slot::Down(d)) = owner.and_then(|i| self.slab.get_mut(i)) {
             d.up = Some(j);
         }
-        true
+        Some(j)
     }
 
     /// Fires due timers (the shared rules), then pumps what they woke.

@@ -127,6 +127,12 @@ impl Session {
             // instead of a 502.
             ex.replay = Some(up_head.clone());
         }
+        if let Some(m) = route
+            .and_then(|r| snap.routes.get(r))
+            .and_then(|r| r.mirror.as_ref())
+        {
+            super::mirror::begin(&mut ex, m, snap, &up_head, cx.now, out);
+        }
         if delay > 0 {
             // Smoothed: nothing goes out (and nothing more is read from
             // the client) until the rate limit releases it.
