@@ -2,7 +2,8 @@
 //! each target, in one run: `direct` (no proxy), `nginx-origin` (nginx as the
 //! origin, the yardstick for our upstream), `agent-uring` / `agent-epoll`
 //! (plus `agent-uring-norec`, recording off, `agent-uring-policy`, a rate
-//! limit that is never reached and a breaker on, not in the default list,
+//! limit that is never reached and a breaker on, `agent-uring-routes`, 20
+//! routes and `p2c_ewma` over three endpoints, not in the default list,
 //! and `agent-epoll-copy`, L4 splice off),
 //! `haproxy` (http mode), `haproxy-tcp` (the same HAProxy's tcp-mode
 //! frontend, HTTP carried as L4) and `nginx`. Every proxy gets one worker thread. Targets run
@@ -28,12 +29,13 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 10] = [
+const ALL_TARGETS: [&str; 11] = [
     "direct",
     "nginx-origin",
     "agent-uring",
     "agent-uring-norec",
     "agent-uring-policy",
+    "agent-uring-routes",
     "agent-epoll",
     "agent-epoll-copy",
     "haproxy",
@@ -161,6 +163,11 @@ pub fn run(args: &Args) -> Result<()> {
                 "upstream",
                 "--listen",
                 "127.0.0.1:0",
+                // Two more ports: the endpoints of agent-uring-routes.
+                "--listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
                 "--workers",
                 "1",
                 "--name",
@@ -176,6 +183,14 @@ pub fn run(args: &Args) -> Result<()> {
         .context("upstream address")?
         .to_string();
     let up_port: u16 = up_addr.rsplit(':').next().unwrap_or("0").parse()?;
+    let up_all: Vec<String> = listening["listening"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| Some(v.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut procs: Vec<Proc> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
@@ -290,10 +305,12 @@ pub fn run(args: &Args) -> Result<()> {
                 }
             }
             "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec"
-            | "agent-uring-policy" => {
+            | "agent-uring-policy" | "agent-uring-routes" => {
                 // agent-uring-norec: the same agent with recording off;
                 // agent-uring-policy: a rate limit (never reached) on the
-                // route and a breaker on the cluster;
+                // route and a breaker on the cluster; agent-uring-routes:
+                // 20 routes (the last one matches) and p2c_ewma over three
+                // endpoints;
                 // agent-epoll-copy: epoll with L4 splice off (copy loop).
                 let io = if name.contains("uring") {
                     "uring"
@@ -315,7 +332,7 @@ pub fn run(args: &Args) -> Result<()> {
                 let (http_port, tcp_port, admin_port) = (free_port()?, free_port()?, free_port()?);
                 let cfg_path = dir.join(format!("{name}.yaml"));
                 let ports = (http_port, tcp_port);
-                std::fs::write(&cfg_path, agent_config(ports, &up_addr, &dir, name, record))?;
+                std::fs::write(&cfg_path, agent_config(ports, &up_all, &dir, name, record))?;
                 let log = dir.join(format!("{name}.log"));
                 let p = Proc::spawn(
                     name,
@@ -484,11 +501,12 @@ fn bulk(port: u16, bytes: u64, pid: u32) -> Result<(f64, f64)> {
 /// no budget), or none at all (`record` false: sample 0, errors not kept).
 fn agent_config(
     (http, tcp): (u16, u16),
-    upstream: &str,
+    upstreams: &[String],
     dir: &std::path::Path,
     name: &str,
     record: bool,
 ) -> String {
+    let upstream = upstreams.first().map_or("127.0.0.1:1", String::as_str);
     let sampling = if record {
         "{ default: 1.0, max_records_per_sec: 0 }"
     } else {
@@ -502,12 +520,30 @@ fn agent_config(
     } else {
         ("", "")
     };
+    let (endpoints, lb, table) = if name.ends_with("-routes") {
+        let eps: Vec<String> = upstreams
+            .iter()
+            .map(|u| format!("{{ addr: \"{u}\" }}"))
+            .collect();
+        // 19 routes on path prefixes the load never uses (prefix routes
+        // have no host, so each is tried in turn), then the one it hits.
+        let table: String = (0..19)
+            .map(|i| {
+                format!(
+                    "  - {{ name: r{i}, match: {{ path_prefix: /svc{i}/ }}, to: [ {{ cluster: origin }} ] }}\n"
+                )
+            })
+            .collect();
+        (eps.join(", "), ", lb: p2c_ewma", table)
+    } else {
+        (format!("{{ addr: \"{upstream}\" }}"), "", String::new())
+    };
     format!(
         "version: 1\n\
          listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{http}\", protocol: http, default_route: r }}\n  \
          - {{ name: bench-tcp, bind: \"127.0.0.1:{tcp}\", protocol: tcp, default_route: r }}\n\
-         clusters:\n  - {{ name: origin, endpoints: [ {{ addr: \"{upstream}\" }} ]{breaker} }}\n\
-         routes:\n  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ]{limit} }}\n\
+         clusters:\n  - {{ name: origin, endpoints: [ {endpoints} ]{breaker}{lb} }}\n\
+         routes:\n{table}  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ]{limit} }}\n\
          sampling: {sampling}\n\
          ring: {{ path: \"{}\", size: 64MiB }}\n",
         dir.join(format!("{name}.ring")).display()

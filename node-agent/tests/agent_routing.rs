@@ -349,3 +349,61 @@ ring: {{ path: "{}", size: 4MiB }}
         send("GET /m HTTP/1.1\r\nHost: t\r\n\r\n");
     }
 }
+
+#[test]
+fn a_90_10_canary_split_holds_within_two_percent() {
+    let stable = Upstream::start(&["--name", "stable"]);
+    let canary = Upstream::start(&["--name", "canary"]);
+    let (ps, pc) = (stable.port, canary.port);
+    let agent = Agent::start(
+        move |port, ring| {
+            format!(
+                r#"version: 1
+listeners:
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+clusters:
+  - name: c
+    endpoints:
+      - {{ addr: "127.0.0.1:{ps}", labels: {{ version: v1 }} }}
+      - {{ addr: "127.0.0.1:{pc}", labels: {{ version: v2 }} }}
+routes:
+  - name: r
+    to:
+      - {{ cluster: c, subset: {{ version: v1 }}, weight: 90 }}
+      - {{ cluster: c, subset: {{ version: v2 }}, weight: 10 }}
+ring: {{ path: "{}", size: 4MiB }}
+"#,
+                ring.display()
+            )
+        },
+        &[],
+    );
+    // Each request gets its own id, so the split is per request.
+    let port = agent.port;
+    let per_client = 1_500;
+    let counts: Vec<(usize, usize)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut c = connect(port);
+                    let mut carry = Vec::new();
+                    let mut n = (0, 0);
+                    for _ in 0..per_client {
+                        c.write_all(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                        let r = read_response(&mut c, &mut carry).unwrap();
+                        match r.header("x-upstream").as_deref() {
+                            Some("stable") => n.0 += 1,
+                            Some("canary") => n.1 += 1,
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let canaries: usize = counts.iter().map(|c| c.1).sum();
+    let share = canaries as f64 / (4 * per_client) as f64;
+    assert!((share - 0.10).abs() <= 0.02, "canary share {share:.4}");
+}

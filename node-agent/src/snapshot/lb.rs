@@ -94,8 +94,18 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Virtual nodes of the heaviest endpoint on a hash ring.
-pub const RING_VNODES: u64 = 160;
+/// Virtual nodes of the heaviest endpoint on a hash ring. With 1,024
+/// points an endpoint's share of the ring is within about 3% of its due
+/// (relative, one standard deviation), so adding an endpoint moves little
+/// more than its own share of keys. The count does not depend on how many
+/// endpoints there are (that would move keys between the old ones) up to
+/// [`RING_MAX_POINTS`].
+pub const RING_VNODES_MAX: u64 = 1024;
+/// The most points on one ring (16 bytes each): past 64 endpoints each
+/// gets fewer virtual nodes (at least [`RING_VNODES_MIN`]).
+pub const RING_MAX_POINTS: u64 = 65_536;
+/// Fewest virtual nodes of the heaviest endpoint.
+pub const RING_VNODES_MIN: u64 = 64;
 
 /// How an arm chooses among its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,9 +168,11 @@ impl Chooser {
             },
             Lb::RingHash => {
                 let heaviest = u64::from(weights.iter().copied().max().unwrap_or(1).max(1));
+                let per = (RING_MAX_POINTS / weights.len().max(1) as u64)
+                    .clamp(RING_VNODES_MIN, RING_VNODES_MAX);
                 let mut ring = Vec::new();
                 for (pos, (w, key)) in (0u32..).zip(weights.iter().zip(keys)) {
-                    let vnodes = (RING_VNODES * u64::from(*w) / heaviest).clamp(1, RING_VNODES);
+                    let vnodes = (per * u64::from(*w) / heaviest).clamp(1, per);
                     for k in 0..vnodes {
                         let point = ringlog::sampler::hash_bytes(format!("{key}#{k}").as_bytes());
                         ring.push((point, pos));
@@ -301,6 +313,32 @@ mod tests {
             }
         }
         assert!(moved > 2_000 && stayed > 15_000, "{moved} {stayed}");
+    }
+
+    #[test]
+    fn ring_hash_moves_at_most_the_new_share_when_an_endpoint_is_added() {
+        let mut counter = 0;
+        for n in [3usize, 4, 8] {
+            let before = Chooser::build(&Lb::RingHash, &vec![1; n], &keys(n));
+            let after = Chooser::build(&Lb::RingHash, &vec![1; n + 1], &keys(n + 1));
+            let total = 50_000u64;
+            let moved = (0..total)
+                .filter(|&h| {
+                    let a = before.choose(n, mix(h), &mut counter).unwrap();
+                    let b = after.choose(n + 1, mix(h), &mut counter).unwrap();
+                    // Endpoint names are the same positions (keys(n) is a
+                    // prefix of keys(n + 1)).
+                    a != b
+                })
+                .count() as f64
+                / total as f64;
+            let bound = 1.0 / (n + 1) as f64 + 0.02;
+            assert!(
+                moved <= bound,
+                "{n} -> {}: {moved} moved, bound {bound}",
+                n + 1
+            );
+        }
     }
 
     #[test]
