@@ -254,7 +254,10 @@ impl EndpointLive {
         );
         let cur = f64::from_bits(self.rtt.load(Ordering::Relaxed)) * w;
         self.stamp.store(now, Ordering::Relaxed);
-        let first = !self.measured.swap(true, Ordering::Relaxed);
+        let first = !self.measured.load(Ordering::Relaxed);
+        if first {
+            self.measured.store(true, Ordering::Relaxed);
+        }
         let next = if sample >= cur || first {
             sample
         } else {
@@ -269,8 +272,14 @@ impl EndpointLive {
         }
         if !failed {
             self.window_ok.fetch_add(1, Ordering::Relaxed);
-            self.consecutive_5xx.store(0, Ordering::Relaxed);
-            self.consecutive_gateway.store(0, Ordering::Relaxed);
+            // Stores only when there is a run to end (a line written by
+            // every response would bounce between workers).
+            if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+                self.consecutive_5xx.store(0, Ordering::Relaxed);
+            }
+            if self.consecutive_gateway.load(Ordering::Relaxed) != 0 {
+                self.consecutive_gateway.store(0, Ordering::Relaxed);
+            }
             return (0, 0);
         }
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -329,9 +338,12 @@ impl EndpointLive {
     }
 }
 
-/// e^(−elapsed / decay).
+/// e^(−elapsed / decay). A busy endpoint is sampled every few µs, far
+/// below its decay time: there 1 − x is exact to 1e-6 and spares the
+/// exponential on the hot path.
 fn decay(elapsed_ns: u64, decay_ns: u64) -> f64 {
-    (-(elapsed_ns as f64) / decay_ns.max(1) as f64).exp()
+    let x = elapsed_ns as f64 / decay_ns.max(1) as f64;
+    if x < 1e-3 { 1.0 - x } else { (-x).exp() }
 }
 
 /// Outlier detection settings, in ns where a time.
