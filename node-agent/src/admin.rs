@@ -48,6 +48,7 @@ pub fn spawn(
     addr: SocketAddr,
     shared: Arc<Shared>,
     source: String,
+    reloader: Option<crate::reload::Reloader>,
 ) -> Result<std::thread::JoinHandle<()>, AdminError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -57,35 +58,62 @@ pub fn spawn(
     let listener = rt
         .block_on(TcpListener::bind(addr))
         .map_err(|source| AdminError::Bind { addr, source })?;
-    let (term, int) = rt
+    let signals = rt
         .block_on(async {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
+            Ok::<_, std::io::Error>(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
         })
         .map_err(AdminError::Signals)?;
     let handle = std::thread::Builder::new()
         .name("admin".into())
-        .spawn(move || rt.block_on(serve(listener, shared, source, term, int)))
+        .spawn(move || rt.block_on(serve(listener, shared, source, signals, reloader)))
         .map_err(AdminError::Runtime)?;
     Ok(handle)
+}
+
+/// The signals the admin thread handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     source: String,
-    mut term: tokio::signal::unix::Signal,
-    mut int: tokio::signal::unix::Signal,
+    mut sig: Signals,
+    mut reloader: Option<crate::reload::Reloader>,
 ) {
     let source = Arc::new(source);
     tokio::spawn(crate::health::run(shared.clone()));
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    if let Some(r) = &reloader
+        && let Err(e) = crate::reload::watch(r.path(), move || {
+            let _ = changed_tx.send(());
+        })
+    {
+        eprintln!("node-agent: not watching the config file ({e}); SIGHUP still reloads it");
+    }
     loop {
         tokio::select! {
-            _ = term.recv() => begin_drain(&shared, "SIGTERM"),
-            _ = int.recv() => begin_drain(&shared, "SIGINT"),
+            _ = sig.term.recv() => begin_drain(&shared, "SIGTERM"),
+            _ = sig.int.recv() => begin_drain(&shared, "SIGINT"),
+            _ = sig.hup.recv() => match &mut reloader {
+                Some(r) => {
+                    let _ = r.reload(true);
+                }
+                None => eprintln!("node-agent: SIGHUP: no config file to reload (embedded default)"),
+            },
+            Some(()) = changed.recv() => {
+                if let Some(r) = &mut reloader {
+                    let _ = r.reload(false);
+                }
+            }
             accepted = listener.accept() => {
                 if let Ok((conn, _)) = accepted {
                     let shared = shared.clone();
@@ -189,6 +217,7 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
                 fell_back: shared.fell_back.load(Ordering::Relaxed),
                 generation: snap.generation,
                 config_rejected: shared.config_rejected.load(Ordering::Relaxed),
+                config_applied: shared.config_applied.load(Ordering::Relaxed),
                 draining: shared.draining(),
             };
             let mut text = metrics::render(&stats, &facts);

@@ -15,5 +15,6 @@ pub mod http1;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod snapshot;
 pub mod worker;

@@ -109,17 +109,14 @@ fn main() -> ExitCode {
 /// The node's zone and region: each from its flag, else its environment
 /// variable, else the config.
 fn node_locality(
-    cli: &Cli,
+    zone: Option<String>,
+    region: Option<String>,
     from_config: Option<node_agent::config::schema::NodeLocality>,
 ) -> Option<node_agent::config::schema::NodeLocality> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let cfg = from_config.unwrap_or_default();
-    let zone = cli.zone.clone().or_else(|| env("NODE_ZONE")).or(cfg.zone);
-    let region = cli
-        .region
-        .clone()
-        .or_else(|| env("NODE_REGION"))
-        .or(cfg.region);
+    let zone = zone.or_else(|| env("NODE_ZONE")).or(cfg.zone);
+    let region = region.or_else(|| env("NODE_REGION")).or(cfg.region);
     (zone.is_some() || region.is_some())
         .then_some(node_agent::config::schema::NodeLocality { zone, region })
 }
@@ -184,7 +181,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     let mut config = config;
-    config.node = node_locality(cli, config.node.take());
+    config.node = node_locality(cli.zone.clone(), cli.region.clone(), config.node.take());
     if config.clusters.iter().any(|c| c.locality.is_some())
         && config
             .node
@@ -247,12 +244,23 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         max_connections: cli.max_connections.unwrap_or_else(default_max_connections),
         open_connections: AtomicU64::new(0),
         listener_open: (0..listener_count).map(|_| AtomicU64::new(0)).collect(),
+        config_applied: AtomicU64::new(0),
+        control_events: std::sync::Mutex::new(Vec::new()),
+        control_pending: AtomicBool::new(false),
     });
     let source = match &cli.config {
         Some(path) => format!("file:{}", path.display()),
         None => "embedded:deploy/examples/local.yaml".to_string(),
     };
-    node_agent::admin::spawn(admin, shared.clone(), source)?;
+    let reloader = cli.config.as_ref().map(|path| {
+        let (zone, region) = (cli.zone.clone(), cli.region.clone());
+        node_agent::reload::Reloader::new(
+            path,
+            shared.clone(),
+            Box::new(move |from_file| node_locality(zone.clone(), region.clone(), from_file)),
+        )
+    });
+    node_agent::admin::spawn(admin, shared.clone(), source, reloader)?;
     let handles = start_workers(&shared, workers, drain_timeout_ns, (fell_back, errno))?;
     eprintln!(
         "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}",

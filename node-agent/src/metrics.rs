@@ -178,6 +178,8 @@ pub struct Facts<'a> {
     pub generation: u32,
     /// Configs rejected so far.
     pub config_rejected: u64,
+    /// Config reloads applied so far.
+    pub config_applied: u64,
     /// Draining.
     pub draining: bool,
 }
@@ -344,6 +346,13 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         "tailmesh_config_rejected_total {}",
         facts.config_rejected
     );
+    family(
+        &mut o,
+        "config_reloads_total",
+        "counter",
+        "Config reloads applied (SIGHUP or a change of the file).",
+    );
+    let _ = writeln!(o, "tailmesh_config_reloads_total {}", facts.config_applied);
     family(&mut o, "workers", "gauge", "Worker threads.");
     let _ = writeln!(o, "tailmesh_workers {}", stats.len());
     family(
@@ -373,6 +382,7 @@ mod tests {
             fell_back: true,
             generation: 2,
             config_rejected: 0,
+            config_applied: 0,
             draining: false,
         };
         let text = render(&[&a, &b], &facts);

@@ -530,6 +530,51 @@ impl Snapshot {
         })
     }
 
+    /// Takes over `prev`'s live state where this generation's config of
+    /// it is unchanged: a cluster's breaker (same `breaker` section) and
+    /// retry budget (same `retry`), its endpoints' stats, ejections and
+    /// health (same endpoints, `lb`, `outlier`, `health_check`,
+    /// `ewma_decay` and `score_tau`), and a route's rate-limit buckets
+    /// (same `rate_limit`). A changed part starts fresh.
+    pub fn inherit(&mut self, prev: &Snapshot) {
+        for c in &mut self.clusters {
+            let (Some(new), Some(old), Some(old_rt)) = (
+                self.config.clusters.iter().find(|k| k.name == c.name),
+                prev.config.clusters.iter().find(|k| k.name == c.name),
+                prev.clusters.iter().find(|k| k.name == c.name),
+            ) else {
+                continue;
+            };
+            if new.breaker == old.breaker {
+                c.breaker = old_rt.breaker.clone();
+            }
+            if new.retry == old.retry {
+                c.retry = old_rt.retry.clone();
+            }
+            let same_endpoints = new.endpoints == old.endpoints
+                && new.lb == old.lb
+                && new.outlier == old.outlier
+                && new.health_check == old.health_check
+                && new.ewma_decay == old.ewma_decay
+                && new.score_tau == old.score_tau;
+            if same_endpoints {
+                c.live = old_rt.live.clone();
+            }
+        }
+        for r in &mut self.routes {
+            let (Some(new), Some(old), Some(old_rt)) = (
+                self.config.routes.iter().find(|k| k.name == r.name),
+                prev.config.routes.iter().find(|k| k.name == r.name),
+                prev.routes.iter().find(|k| k.name == r.name),
+            ) else {
+                continue;
+            };
+            if new.rate_limit == old.rate_limit {
+                r.limit = old_rt.limit.clone();
+            }
+        }
+    }
+
     /// The request type id of a request (0 = default).
     pub fn request_type(&self, req: &RequestView<'_>) -> u16 {
         self.types

@@ -49,9 +49,42 @@ pub struct Shared {
     pub open_connections: AtomicU64,
     /// Open client connections per listener index, all workers.
     pub listener_open: Vec<AtomicU64>,
+    /// Config reloads applied.
+    pub config_applied: AtomicU64,
+    /// Events of the control thread (config applied or rejected) for the
+    /// next worker that ends a loop turn to put on its ring shard (a shard
+    /// has one writer).
+    pub control_events: std::sync::Mutex<Vec<ringlog::record::Event>>,
+    /// `control_events` holds something.
+    pub control_pending: AtomicBool,
 }
 
 impl Shared {
+    /// Queues a control-thread event for the ring.
+    pub fn control_event(&self, ev: ringlog::record::Event) {
+        // A poisoned lock holds a complete list: use it.
+        self.control_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ev);
+        self.control_pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the queued control-thread events (cheap when there are none).
+    pub fn take_control_events(&self) -> Vec<ringlog::record::Event> {
+        if !self.control_pending.load(Ordering::Relaxed)
+            || !self.control_pending.swap(false, Ordering::AcqRel)
+        {
+            return Vec::new();
+        }
+        std::mem::take(
+            &mut *self
+                .control_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     /// True while draining.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

@@ -551,6 +551,9 @@ impl Core {
     /// on schedule, the success-rate detector, health flips), by whichever
     /// worker comes first; the changes go on the ring.
     pub fn tick_clusters(&mut self) {
+        for ev in self.shared.take_control_events() {
+            self.recorder.event(&ev);
+        }
         let now = mono_ns();
         let mut changes = Vec::new();
         for c in self.snap.clusters.iter().filter(|c| c.live.watched()) {

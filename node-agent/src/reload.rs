@@ -1,0 +1,275 @@
+//! Config reloads from the config file, on SIGHUP or when the file changes
+//! (inotify on its directory, so an editor's rename and a Kubernetes
+//! ConfigMap's symlink swap are seen; debounced). A reload reads, parses
+//! and validates the whole file, refuses changes that need a restart
+//! (listeners' names, addresses, modes and protocols; the ring), builds
+//! the next generation carrying over the live state of what did not change
+//! (breakers, endpoint stats and ejections, rate-limit buckets, retry
+//! budgets), and swaps it in atomically: workers take it at their next
+//! loop turn, no listener closes and no connection drops. A config that
+//! fails is rejected as a whole: the error is logged and counted, a
+//! `config_rejected` event goes on the ring, and the running generation
+//! keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ringlog::record::{Event, EventKind};
+
+use crate::config::schema::{Config, NodeLocality};
+use crate::snapshot::Snapshot;
+use crate::worker::Shared;
+
+/// How long a burst of file events is waited out before reloading once.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The config file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It does not parse or validate.
+    #[error("{0}")]
+    Invalid(String),
+    /// It changes what only a restart can change.
+    #[error("{0} (needs a restart; the running config keeps serving)")]
+    Restart(String),
+}
+
+/// Applies new versions of one config file.
+pub struct Reloader {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    /// Puts the node's flag and environment locality over the file's.
+    node: Box<dyn Fn(Option<NodeLocality>) -> Option<NodeLocality> + Send>,
+    /// The text last applied (a change event with the same text is not a
+    /// change).
+    last: String,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose current text is the running config.
+    pub fn new(
+        path: &Path,
+        shared: Arc<Shared>,
+        node: Box<dyn Fn(Option<NodeLocality>) -> Option<NodeLocality> + Send>,
+    ) -> Reloader {
+        Reloader {
+            path: path.to_path_buf(),
+            shared,
+            node,
+            last: std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reloads: `force` (SIGHUP) applies even an unchanged text as a new
+    /// generation. The generation applied (None: the text had not
+    /// changed). A rejection is logged, counted and put on the ring here.
+    pub fn reload(&mut self, force: bool) -> Result<Option<u32>, ReloadError> {
+        let r = self.try_reload(force);
+        if let Err(e) = &r {
+            self.shared.config_rejected.fetch_add(1, Ordering::Relaxed);
+            let generation = self.shared.snapshot.load().generation;
+            let mut ev = Event::new(EventKind::ConfigRejected, ringlog::clock::mono_ns());
+            ev.generation = generation;
+            self.shared.control_event(ev);
+            eprintln!(
+                "node-agent: config {} rejected, generation {generation} keeps serving: {e}",
+                self.path.display()
+            );
+        }
+        r
+    }
+
+    fn try_reload(&mut self, force: bool) -> Result<Option<u32>, ReloadError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ReloadError::Read {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        if !force && text == self.last {
+            return Ok(None);
+        }
+        let json = self.path.extension().is_some_and(|e| e == "json");
+        let mut cfg = crate::config::parse(&text, json)
+            .map_err(|e| ReloadError::Invalid(format!("{}: {e}", self.path.display())))?;
+        cfg.node = (self.node)(cfg.node.take());
+        let prev = self.shared.snapshot.load_full();
+        needs_restart(&prev.config, &cfg).map_or(Ok(()), |why| Err(ReloadError::Restart(why)))?;
+        let generation = prev.generation.wrapping_add(1).max(1);
+        let ring = &self.shared.ring;
+        let mut snap = Snapshot::build(cfg, generation, |kind, name| {
+            ring.intern(kind, name, u64::from(generation))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        snap.inherit(&prev);
+        self.shared.snapshot.store(Arc::new(snap));
+        self.last = text;
+        self.shared.config_applied.fetch_add(1, Ordering::Relaxed);
+        let mut ev = Event::new(EventKind::ConfigApplied, ringlog::clock::mono_ns());
+        ev.generation = generation;
+        ev.a = u64::from(prev.generation);
+        self.shared.control_event(ev);
+        eprintln!(
+            "node-agent: config {} applied as generation {generation}",
+            self.path.display()
+        );
+        Ok(Some(generation))
+    }
+}
+
+/// What in `next` only a restart can apply, compared with `running`:
+/// listeners are bound by each worker at start (their name, address, mode
+/// and protocol, in order), and the ring file is mapped once. Their
+/// timeouts, limits and default routes may change.
+pub fn needs_restart(running: &Config, next: &Config) -> Option<String> {
+    let shape = |c: &Config| -> Vec<String> {
+        c.listeners
+            .iter()
+            .map(|l| format!("{} {} {:?} {:?}", l.name, l.bind, l.mode, l.protocol))
+            .collect()
+    };
+    if shape(running) != shape(next) {
+        return Some(
+            "listeners: names, addresses, modes or protocols changed (they are bound at start)"
+                .into(),
+        );
+    }
+    if running.ring != next.ring {
+        return Some("ring: the recorder file is mapped at start".into());
+    }
+    None
+}
+
+/// Watches the directory of `path` from a thread of its own and calls
+/// `changed` after each burst of events (waited out for [`DEBOUNCE`]).
+/// The caller compares contents; events for other files in the directory
+/// cost one read.
+pub fn watch(path: &Path, changed: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    use rustix::fs::inotify;
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
+    let flags = inotify::WatchFlags::CLOSE_WRITE
+        | inotify::WatchFlags::MOVED_TO
+        | inotify::WatchFlags::CREATE
+        | inotify::WatchFlags::DELETE
+        | inotify::WatchFlags::MODIFY;
+    inotify::add_watch(&fd, &dir, flags)?;
+    std::thread::Builder::new()
+        .name("config-watch".into())
+        .spawn(move || {
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            loop {
+                let mut events = inotify::Reader::new(&fd, &mut buf);
+                if events.next().is_err() {
+                    return;
+                }
+                std::thread::sleep(DEBOUNCE);
+                // Whatever else arrived meanwhile belongs to this burst.
+                let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+                let mut rest = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+                let mut more = inotify::Reader::new(&fd, &mut rest);
+                while more.next().is_ok() {}
+                let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::empty());
+                changed();
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:18000", protocol: http, default_route: r }
+clusters:
+  - { name: c, endpoints: [ { addr: "127.0.0.1:1" } ] }
+routes:
+  - { name: r, to: [ { cluster: c } ] }
+"#;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse(text, false).unwrap()
+    }
+
+    #[test]
+    fn only_listener_shapes_and_the_ring_need_a_restart() {
+        let base = cfg(BASE);
+        assert_eq!(needs_restart(&base, &base), None);
+        let routes = BASE.replace(r#"addr: "127.0.0.1:1""#, r#"addr: "127.0.0.1:2""#);
+        assert_eq!(needs_restart(&base, &cfg(&routes)), None);
+        let timeouts = BASE.replace(
+            "default_route: r }",
+            "default_route: r, timeouts: { header_read: 3s } }",
+        );
+        assert_eq!(needs_restart(&base, &cfg(&timeouts)), None);
+        let moved = BASE.replace("18000", "18001");
+        assert!(needs_restart(&base, &cfg(&moved)).is_some_and(|w| w.starts_with("listeners")));
+        let ring = format!("{BASE}ring: {{ size: 8MiB }}\n");
+        assert!(needs_restart(&base, &cfg(&ring)).is_some_and(|w| w.starts_with("ring")));
+    }
+
+    #[test]
+    fn unchanged_parts_keep_their_live_state_across_generations() {
+        let build =
+            |text: &str, generation| Snapshot::build(cfg(text), generation, |_, _| Ok(1)).unwrap();
+        let limited = BASE.replace(
+            "to: [ { cluster: c } ] }",
+            "to: [ { cluster: c } ], rate_limit: { rps: 1, burst: 5 } }",
+        );
+        let old = build(&limited, 1);
+        let mut same = build(&limited, 2);
+        same.inherit(&old);
+        assert!(std::sync::Arc::ptr_eq(
+            &same.clusters[0].live,
+            &old.clusters[0].live
+        ));
+        assert!(std::sync::Arc::ptr_eq(
+            &same.clusters[0].breaker,
+            &old.clusters[0].breaker
+        ));
+        let (a, b) = (same.routes[0].limit.as_ref(), old.routes[0].limit.as_ref());
+        assert!(a.zip(b).is_some_and(|(a, b)| std::sync::Arc::ptr_eq(a, b)));
+        let moved = limited.replace(r#"addr: "127.0.0.1:1""#, r#"addr: "127.0.0.1:2""#);
+        let mut changed = build(&moved, 3);
+        changed.inherit(&old);
+        assert!(!std::sync::Arc::ptr_eq(
+            &changed.clusters[0].live,
+            &old.clusters[0].live
+        ));
+        // The breaker section did not change: its state stays.
+        assert!(std::sync::Arc::ptr_eq(
+            &changed.clusters[0].breaker,
+            &old.clusters[0].breaker
+        ));
+    }
+}
