@@ -157,7 +157,8 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             Ok(_) => {}
         }
         if let Some(d) = l.default_route.as_deref().filter(|d| !routes.contains(d)) {
-            r.add(&key, "default_route", format!("no route named {d:?}"));
+            let hint = did_you_mean(d, routes.iter().copied());
+            r.add(&key, "default_route", format!("no route named {d:?}{hint}"));
         }
         if l.max_connections == Some(0) {
             r.add(&key, "max_connections", "must be at least 1");
@@ -455,6 +456,33 @@ fn check_hash_key(r: &mut Report, key: &str, field: &str, v: &str) {
     }
 }
 
+/// ` (did you mean "NAME"?)` for the known name nearest to `name` (at
+/// most a third of its letters off, by edit distance), or nothing.
+fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let limit = (name.chars().count() / 3).max(1);
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map_or(String::new(), |(_, k)| format!(" (did you mean {k:?}?)"))
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// A route's header edits and prefix rewrite: field names and values an
 /// HTTP head can carry, never a framing or hop-by-hop field, never the
 /// request's Host removed; a rewrite needs a matched prefix to replace.
@@ -523,7 +551,11 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
             None => r.add(
                 &key,
                 format!("to[{i}].cluster"),
-                format!("no cluster named {:?}", arm.cluster),
+                format!(
+                    "no cluster named {:?}{}",
+                    arm.cluster,
+                    did_you_mean(&arm.cluster, clusters.keys().copied())
+                ),
             ),
             Some(c) if !arm.subset.is_empty() && !c.endpoints.is_empty() => {
                 let hit = c
@@ -547,7 +579,11 @@ fn check_route(r: &mut Report, route: &Route, clusters: &BTreeMap<&str, &Cluster
             r.add(
                 &key,
                 "mirror.cluster",
-                format!("no cluster named {:?}", m.cluster),
+                format!(
+                    "no cluster named {:?}{}",
+                    m.cluster,
+                    did_you_mean(&m.cluster, clusters.keys().copied())
+                ),
             );
         }
         if !(m.percent > 0.0 && m.percent <= 100.0) {

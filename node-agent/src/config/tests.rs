@@ -260,3 +260,36 @@ routes:
     }
     assert_eq!(p.len(), expect.len(), "{}", p.join("\n"));
 }
+
+#[test]
+fn a_near_miss_name_gets_a_suggestion() {
+    let yaml = r#"
+version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:1", default_route: ordrs-route }
+clusters:
+  - { name: orders, endpoints: [ { addr: "127.0.0.1:2" } ] }
+  - { name: payments, endpoints: [ { addr: "127.0.0.1:3" } ] }
+routes:
+  - { name: orders-route, to: [ { cluster: ordrs } ], mirror: { cluster: paymnts } }
+  - { name: other, to: [ { cluster: zzzzzz } ] }
+"#;
+    let p = problems(yaml);
+    let has = |s: &str| p.iter().any(|x| x.contains(s));
+    assert!(
+        has(
+            r#"routes[orders-route]: to[0].cluster: no cluster named "ordrs" (did you mean "orders"?)"#
+        ),
+        "{p:?}"
+    );
+    assert!(has(r#"(did you mean "payments"?)"#), "{p:?}");
+    assert!(
+        has(r#"default_route: no route named "ordrs-route" (did you mean "orders-route"?)"#),
+        "{p:?}"
+    );
+    // Nothing near: no suggestion.
+    assert!(
+        has(r#"no cluster named "zzzzzz""#) && !has(r#""zzzzzz" (did"#),
+        "{p:?}"
+    );
+}
