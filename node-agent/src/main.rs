@@ -89,7 +89,7 @@ enum Command {
 
 /// SO_MARK on upstream sockets when a transparent listener exists, so the
 /// redirect rules can exclude the agent's own traffic
-/// (`-m mark ! --mark 0x539`, see docs/CAPTURE.md).
+/// (`-m mark ! --mark 0x539`, see docs/AGENT.md, "Transparent capture").
 const UPSTREAM_MARK: u32 = 0x539;
 
 fn main() -> ExitCode {
