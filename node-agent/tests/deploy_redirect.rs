@@ -3,7 +3,8 @@
 //! forwarding between them). The agent runs in the node namespace with a
 //! transparent listener; the script installs the redirect rules there.
 //! The client pod's requests to the server pod's address are then proxied
-//! (routed, rate-limited and recorded by the agent); `uninstall` leaves
+//! (the server sees the agent; routed, rate-limited and recorded by the
+//! agent); `uninstall` leaves
 //! the rules exactly as before (`iptables-save` diffed) and the client
 //! goes direct again. Needs root, `ip`, `iptables` and `curl`
 //! (./test.sh installs them; CI runs as root).
@@ -172,14 +173,57 @@ fn the_redirect_script_sends_pod_traffic_through_the_agent_and_uninstalls_cleanl
     ]);
 
     let bench = sibling("tailmesh-bench");
-    let mut upstream = Command::new("ip")
-        .args(["netns", "exec", &server])
-        .arg(&bench)
-        .args(["upstream", "--listen", "10.79.2.2:8080", "--workers", "1"])
-        .args(["--name", "server", "--exit-after", "60s"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _upstream = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &server])
+            .arg(&bench)
+            .args(["upstream", "--listen", "10.79.2.2:8080", "--workers", "1"])
+            .args(["--name", "server", "--exit-after", "60s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Python's own HTTP server answers with the address it sees the
+    // request come from: the agent's (the node's) when proxied.
+    let echo = r#"
+import http.server as h
+
+class E(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+
+    def log_message(self, *a):
+        pass
+
+h.HTTPServer(("10.79.2.2", 8081), E).serve_forever()
+"#;
+    // (`ip netns exec` execs python itself: killing the child kills it.)
+    let _peer_echo = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &server, "python3", "-c", echo])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let seen_from = |client: &str| {
+        let o = out(&[
+            "ip",
+            "netns",
+            "exec",
+            client,
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://10.79.2.2:8081/",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
     let wrapper = ["ip", "netns", "exec", node.as_str()];
     let agent = Agent::start_full(
         &wrapper,
@@ -208,6 +252,14 @@ ring: {{ path: "{}", size: 4MiB }}
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "server not reachable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    while seen_from(&client) != "10.79.1.2" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the echo server sees the client"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -252,8 +304,11 @@ ring: {{ path: "{}", size: 4MiB }}
         "one jump after two installs"
     );
 
-    // Through the agent now: passthrough to the original destination...
-    for _ in 0..5 {
+    // Through the agent now: the server sees the agent (the node's
+    // address on the server's link), not the client pod...
+    assert_eq!(seen_from(&client), "10.79.2.1");
+    // ... passthrough to the original destination ...
+    for _ in 0..4 {
         assert_eq!(curl(&client, "http://10.79.2.2:8080/x"), "200");
     }
     assert_eq!(proxied(), 5);
@@ -280,9 +335,18 @@ ring: {{ path: "{}", size: 4MiB }}
     let st = out(&["ip", "netns", "exec", &node, "sh", &sh, "status"]);
     assert_eq!(st.status.code(), Some(1));
     assert_eq!(curl(&client, "http://10.79.2.2:8080/x"), "200");
+    assert_eq!(seen_from(&client), "10.79.1.2");
     assert_eq!(proxied(), 7, "the agent saw no more requests");
-    let _ = upstream.kill();
-    let _ = upstream.wait();
     drop(agent);
     drop(ns);
+}
+
+/// A child process killed (and reaped) when dropped, even on a panic.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
