@@ -49,14 +49,6 @@ fn three(cluster: &'static str) -> ([Upstream; 3], Agent) {
     (ups, agent)
 }
 
-fn faults(port: u16, body: &str) {
-    let raw = format!(
-        "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    assert_eq!(request(port, &raw).status, 200);
-}
-
 /// `n` keep-alive clients send requests for `secs`; the statuses seen.
 fn drive(port: u16, n: usize, secs: f64) -> Vec<u16> {
     let until = Instant::now() + Duration::from_secs_f64(secs);

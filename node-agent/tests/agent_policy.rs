@@ -43,17 +43,6 @@ fn policy_agent(up: u16, route: &str, cluster: &str, extra: &[&str]) -> Agent {
     )
 }
 
-fn faults(port: u16, body: &str) {
-    let r = request(
-        port,
-        &format!(
-            "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-}
-
 /// `n` keep-alive clients send requests back to back for `secs`; the
 /// responses' (status, reason header) and the time it took.
 fn hammer(port: u16, n: usize, secs: f64) -> (Vec<(u16, String)>, f64) {

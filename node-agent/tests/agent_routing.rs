@@ -329,15 +329,7 @@ ring: {{ path: "{}", size: 4MiB }}
     );
     assert_eq!(agent.driver_event("mirror_sent"), 11);
     // A shadow that takes 2 s per answer does not slow the primary.
-    let faults = "{\"latency\":\"2s\"}";
-    let r = request(
-        shadow.port,
-        &format!(
-            "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{faults}",
-            faults.len()
-        ),
-    );
-    assert_eq!(r.status, 200);
+    faults(shadow.port, r#"{"latency":"2s"}"#);
     let t = Instant::now();
     for _ in 0..20 {
         send("GET /m HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -80,6 +80,17 @@ impl Upstream {
     }
 }
 
+/// Replaces the faults of the `tailmesh-bench upstream` on `port` (JSON,
+/// `{}` clears them).
+pub fn faults(port: u16, body: &str) {
+    let raw = format!(
+        "PUT /_bench/faults HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = request(port, &raw);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.child.kill();
