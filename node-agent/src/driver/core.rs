@@ -556,7 +556,12 @@ impl Core {
         }
         let now = mono_ns();
         let mut changes = Vec::new();
-        for c in self.snap.clusters.iter().filter(|c| c.live.watched()) {
+        for c in self
+            .snap
+            .watched
+            .iter()
+            .filter_map(|&k| self.snap.clusters.get(k))
+        {
             c.live.tick(now, &mut changes);
             for ch in changes.drain(..) {
                 let ep = c.endpoints.get(ch.endpoint()).map_or(0, |e| e.id);

@@ -265,13 +265,7 @@ impl EndpointLive {
         };
         self.rtt.store(next.to_bits(), Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            self.score_failed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.score_ok.fetch_add(1, Ordering::Relaxed);
-        }
         if !failed {
-            self.window_ok.fetch_add(1, Ordering::Relaxed);
             // Stores only when there is a run to end (a line written by
             // every response would bounce between workers).
             if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
@@ -283,7 +277,6 @@ impl EndpointLive {
             return (0, 0);
         }
         self.failures.fetch_add(1, Ordering::Relaxed);
-        self.window_failed.fetch_add(1, Ordering::Relaxed);
         let c5 = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
         let gw = if outcome == Outcome::Gateway {
             self.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1
@@ -292,6 +285,26 @@ impl EndpointLive {
             0
         };
         (c5, gw)
+    }
+
+    /// Counts an outcome for the success-rate detector's interval.
+    fn count_window(&self, failed: bool) {
+        let c = if failed {
+            &self.window_failed
+        } else {
+            &self.window_ok
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an outcome for the next `score_weighted` score.
+    fn count_score(&self, failed: bool) {
+        let c = if failed {
+            &self.score_failed
+        } else {
+            &self.score_ok
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An attempt begun with [`EndpointLive::begin`] was abandoned (the
@@ -553,7 +566,15 @@ impl ClusterLive {
     pub fn end(&self, i: usize, now: u64, rtt_ns: u64, outcome: Outcome) -> Option<Change> {
         let e = self.endpoints.get(i)?;
         let (c5, gw) = e.end(now, rtt_ns, outcome, self.decay_ns);
+        // Only the detectors configured pay for their counters.
+        let failed = outcome != Outcome::Success;
+        if self.scoring.is_some() {
+            e.count_score(failed);
+        }
         let p = self.outlier?;
+        if p.sr_min_hosts > 0 {
+            e.count_window(failed);
+        }
         let cause = if p.consecutive_gateway > 0 && gw >= p.consecutive_gateway {
             CAUSE_GATEWAY
         } else if p.consecutive_5xx > 0 && c5 >= p.consecutive_5xx {

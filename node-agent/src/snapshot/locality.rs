@@ -50,30 +50,24 @@ impl Tiers {
         prefer: &str,
         failover: bool,
     ) -> Option<Tiers> {
-        let label = |e: &Endpoint, k: &str| e.labels.get(k).cloned();
-        let tier_of: Vec<u8> = match (prefer, &node.zone, &node.region) {
-            ("zone", Some(z), region) => chosen
+        let is = |e: &Endpoint, k: &str, v: &Option<String>| {
+            v.is_some() && e.labels.get(k) == v.as_ref()
+        };
+        // Tier 0 is the preferred match; with `prefer: zone` and no zone
+        // known, the region tier is still tier 1.
+        let (zone, region) = (&node.zone, &node.region);
+        let tier_of: Vec<u8> = match prefer {
+            "zone" if zone.is_some() || region.is_some() => chosen
                 .iter()
-                .map(|e| {
-                    if label(e, "zone").as_ref() == Some(z) {
-                        0
-                    } else if region.is_some() && label(e, "region") == *region {
-                        1
-                    } else {
-                        2
-                    }
+                .map(|e| match (is(e, "zone", zone), is(e, "region", region)) {
+                    (true, _) => 0,
+                    (false, true) => 1,
+                    (false, false) => 2,
                 })
                 .collect(),
-            ("region", _, Some(r)) | ("zone", None, Some(r)) => chosen
+            "region" if region.is_some() => chosen
                 .iter()
-                .map(|e| {
-                    if label(e, "region").as_ref() == Some(r) {
-                        1
-                    } else {
-                        2
-                    }
-                })
-                .map(|t| if prefer == "region" { t - 1 } else { t })
+                .map(|e| u8::from(!is(e, "region", region)))
                 .collect(),
             _ => return None,
         };

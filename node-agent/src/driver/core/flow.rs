@@ -112,12 +112,12 @@ pub trait Driver {
     fn mark_up_shut(&mut self, j: usize);
     /// Makes closing down `i` send a RST and drop unsent bytes.
     fn abort_on_close(&mut self, i: usize);
-    /// Opens a new upstream socket toward `c.addr` and starts connecting;
-    /// attaches it to down `owner` (a mirror has none). It holds what
+    /// Opens a new upstream socket toward `c.addr` and starts connecting,
+    /// owned by no downstream yet (the core attaches it). It holds what
     /// `target` holds (its place under the cluster's `max_connections`)
     /// until it is freed. Its slot, or None if the socket could not be
     /// made.
-    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize>;
+    fn open_up(&mut self, c: &Connect, target: UpTarget) -> Option<usize>;
     /// Closes down `i`'s socket and frees its slot (once the kernel is done
     /// with it); returns its listener index, None if it was not live.
     fn drop_down(&mut self, i: usize) -> Option<usize>;
@@ -198,7 +198,7 @@ pub fn start_mirror<D: Driver>(d: &mut D, m: crate::proxy::MirrorCopy) {
     };
     let deadline = d.core().now.saturating_add(m.timeout_ns.max(1_000_000));
     let target = UpTarget::new(&m.connect, slot).mirror(deadline);
-    let Some(j) = d.open_up(None, &m.connect, target) else {
+    let Some(j) = d.open_up(&m.connect, target) else {
         d.core().stats().driver(Counter::MirrorDropped, 1);
         return;
     };
@@ -216,20 +216,18 @@ pub const MIRROR_MAX: usize = 256;
 /// Closes the copies whose deadline passed; forgets those already closed.
 fn expire_mirrors<D: Driver>(d: &mut D) {
     let now = d.core().now;
-    let list = std::mem::take(&mut d.core().mirrors);
-    let mut keep = Vec::with_capacity(list.len());
-    for (j, deadline) in list {
-        let live = d.up_target(j).is_some_and(|t| t.mirror_until() == deadline);
-        if !live {
-            continue;
+    let mut list = std::mem::take(&mut d.core().mirrors);
+    list.retain(|&(j, deadline)| {
+        if d.up_target(j).is_none_or(|t| t.mirror_until() != deadline) {
+            return false;
         }
         if now >= deadline {
             close_up(d, j);
-        } else {
-            keep.push((j, deadline));
+            return false;
         }
-    }
-    d.core().mirrors = keep;
+        true
+    });
+    d.core().mirrors = list;
 }
 
 /// Wakes the exchanges queued for a connection slot whose cluster has one
@@ -450,7 +448,9 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         },
         None => None,
     };
-    if d.open_up(Some(i), c, UpTarget::new(c, slot)).is_some() {
+    if let Some(j) = d.open_up(c, UpTarget::new(c, slot)) {
+        d.set_owner(j, Some(i));
+        d.set_up_of(i, Some(j));
         d.core().ups += 1;
         return true;
     }

@@ -146,8 +146,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize> {
-        self.open_upstream(owner, c, target)
+    fn open_up(&mut self, c: &Connect, target: UpTarget) -> Option<usize> {
+        self.open_upstream(c, target)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {

@@ -15,15 +15,9 @@ use crate::driver::core::flow::{self, UpTarget};
 use crate::proxy::Connect;
 
 impl Worker {
-    /// Opens a new upstream socket toward `c.addr` for down `owner` (none
-    /// for a mirror), registers it and attaches it; its slot, or None if
-    /// that failed.
-    pub(super) fn open_upstream(
-        &mut self,
-        owner: Option<usize>,
-        c: &Connect,
-        target: UpTarget,
-    ) -> Option<usize> {
+    /// [`flow::Driver::open_up`] on epoll: a non-blocking connect, registered
+    /// for readiness.
+    pub(super) fn open_upstream(&mut self, c: &Connect, target: UpTarget) -> Option<usize> {
         let sock = crate::driver::connect_upstream(c.addr, self.core.shared.upstream_mark);
         let j = self.alloc();
         let registered = sock.and_then(|s| {
@@ -40,7 +34,7 @@ impl Worker {
         self.slab[j] = Slot::Up(Box::new(Up {
             sock,
             q: SendQueue::default(),
-            owner,
+            owner: None,
             connected: false,
             readable: false,
             rdhup: false,
@@ -51,9 +45,6 @@ impl Worker {
             eof: false,
             target,
         }));
-        if let Some(Slot::Down(d)) = owner.and_then(|i| self.slab.get_mut(i)) {
-            d.up = Some(j);
-        }
         Some(j)
     }
 

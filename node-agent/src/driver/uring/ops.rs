@@ -139,8 +139,8 @@ impl Driver for Worker {
         }
     }
 
-    fn open_up(&mut self, owner: Option<usize>, c: &Connect, target: UpTarget) -> Option<usize> {
-        self.open_upstream(owner, c, target)
+    fn open_up(&mut self, c: &Connect, target: UpTarget) -> Option<usize> {
+        self.open_upstream(c, target)
     }
 
     fn drop_down(&mut self, i: usize) -> Option<usize> {
@@ -205,15 +205,9 @@ impl Driver for Worker {
 }
 
 impl Worker {
-    /// Opens a new upstream socket toward `c.addr` for down `owner` (none
-    /// for a mirror): a connect with a linked timeout, submitted together.
-    /// Its slot, or None if the socket could not be made.
-    pub(super) fn open_upstream(
-        &mut self,
-        owner: Option<usize>,
-        c: &Connect,
-        target: UpTarget,
-    ) -> Option<usize> {
+    /// [`Driver::open_up`] on io_uring: a connect with a linked timeout,
+    /// submitted together.
+    pub(super) fn open_upstream(&mut self, c: &Connect, target: UpTarget) -> Option<usize> {
         let Ok(sock) = crate::driver::upstream_socket(c.addr, self.core.shared.upstream_mark)
         else {
             return None;
@@ -225,7 +219,7 @@ impl Worker {
         io.inflight = 2;
         let up = Box::new(Up {
             io,
-            owner,
+            owner: None,
             connected: false,
             connecting: true,
             close_when_flushed: false,
@@ -247,9 +241,6 @@ impl Worker {
             .user_data(ud(j, OP_LINK_TIMEOUT));
         self.slab[j] = Slot::Up(up);
         self.push_linked(&connect, &timeout);
-        if let Some(Slot::Down(d)) = owner.and_then(|i| self.slab.get_mut(i)) {
-            d.up = Some(j);
-        }
         Some(j)
     }
 

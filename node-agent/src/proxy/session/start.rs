@@ -11,7 +11,7 @@ use crate::http1::chunked::Decoder;
 use crate::http1::request::{Body, RequestHead};
 use crate::http1::rewrite;
 use crate::proxy::{Chunk, Connect, Cx, Out, UpOp};
-use crate::snapshot::{RequestView, Target};
+use crate::snapshot::{ClusterRt, Pick, RequestView, Target};
 
 impl Session {
     /// Routes a parsed head and starts forwarding it.
@@ -42,37 +42,34 @@ impl Session {
         ex.upgrade = head.tunnel && !ex.connect_method;
         ex.http10 = head.minor == 0;
         ex.close_after = head.close;
-        let route = snap.route(self.listener, &view);
-        let edits = route
-            .and_then(|r| snap.routes.get(r))
-            .and_then(|r| r.edits.as_ref());
+        let route = snap
+            .route(self.listener, &view)
+            .and_then(|r| Some((r, snap.routes.get(r)?)));
+        let rt = route.map(|(_, rt)| rt);
+        let edits = rt.and_then(|r| r.edits.as_ref());
         let mut up_head = Vec::with_capacity(head.len + 128);
         let ids = &mut *cx.ids;
         let e = edits.map(|e| &**e);
         let meta = rewrite::upstream_head(head, self.client, e, || ids.next_id(), &mut up_head);
         ex.hash = meta.sampling_hash;
         ex.edits = edits.filter(|e| !e.response.is_empty()).cloned();
-        if ex.connect_method
-            && !route.is_some_and(|r| snap.routes.get(r).is_some_and(|r| r.allow_connect))
-        {
+        if ex.connect_method && !rt.is_some_and(|r| r.allow_connect) {
             // A tunnel nobody allowed would carry later requests past
             // routing and the records. The client may already be sending
             // tunnel bytes: close.
-            ex.record.route = route.and_then(|r| snap.routes.get(r)).map_or(0, |r| r.id);
+            ex.record.route = rt.map_or(0, |r| r.id);
             ex.close_after = true;
             let msg = "CONNECT is not allowed on this route";
             self.local(ex, cx.now, 405, Reason::MethodNotAllowed, msg, out);
             return;
         }
-        let any_method = route
-            .and_then(|r| snap.routes.get(r))
-            .is_some_and(|r| r.retry_any_method);
+        let any_method = rt.is_some_and(|r| r.retry_any_method);
         let replayable = matches!(ex.req, ReqBody::Done)
             && !ex.upgrade
             && !ex.connect_method
             && (any_method || idempotent(head.method));
         let mut delay = 0;
-        let target = match route.and_then(|r| Some((r, snap.routes.get(r)?))) {
+        let target = match route {
             Some((r, rt)) => {
                 ex.record.route = rt.id;
                 if let Some(limit) = &rt.limit {
@@ -89,12 +86,10 @@ impl Session {
                     return;
                 };
                 if let Some(c) = snap.clusters.get(p.cluster) {
-                    let Some(admitted) = self.admit(ex, c, cx.now, out) else {
+                    let Some(admitted) = self.admit_attempt(ex, c, p, &t, cx.now, out) else {
                         return;
                     };
                     ex = admitted;
-                    let ids = (t.cluster, t.endpoint);
-                    ex.attempt = Some(Attempt::begin(&c.live, p.endpoint, ids, cx.now));
                     if let Some(rp) = &c.retry {
                         rp.request(cx.now);
                         if replayable {
@@ -127,10 +122,7 @@ impl Session {
             // instead of a 502.
             ex.replay = Some(up_head.clone());
         }
-        if let Some(m) = route
-            .and_then(|r| snap.routes.get(r))
-            .and_then(|r| r.mirror.as_ref())
-        {
+        if let Some(m) = rt.and_then(|r| r.mirror.as_ref()) {
             super::mirror::begin(&mut ex, m, snap, &up_head, cx.now, out);
         }
         if delay > 0 {
@@ -174,17 +166,17 @@ impl Session {
                     method: "",
                     header: &none,
                 };
-                match snap.pick(r, &view, ex.hash, cx.rr, self.client, cx.now) {
-                    Some(p) => {
+                let pick = snap.pick(r, &view, ex.hash, cx.rr, self.client, cx.now);
+                match pick.and_then(|p| Some((p, snap.target(p)?))) {
+                    Some((p, t)) => {
                         if let Some(c) = snap.clusters.get(p.cluster) {
-                            let Some(admitted) = self.admit(ex, c, cx.now, out) else {
+                            let Some(admitted) = self.admit_attempt(ex, c, p, &t, cx.now, out)
+                            else {
                                 return;
                             };
                             ex = admitted;
-                            let ids = (c.id, c.endpoints.get(p.endpoint).map_or(0, |e| e.id));
-                            ex.attempt = Some(Attempt::begin(&c.live, p.endpoint, ids, cx.now));
                         }
-                        snap.target(p)
+                        Some(t)
                     }
                     None => None,
                 }
@@ -200,6 +192,25 @@ impl Session {
         };
         dispatch(&mut ex, cx, Vec::new(), target, out);
         self.ex = Some(ex);
+    }
+}
+
+impl Session {
+    /// Admits `ex` to cluster `c`'s breaker and limits (None: refused and
+    /// answered) and starts its attempt on the picked endpoint.
+    fn admit_attempt(
+        &mut self,
+        ex: Exchange,
+        c: &ClusterRt,
+        p: Pick,
+        t: &Target,
+        now: u64,
+        out: &mut Out,
+    ) -> Option<Exchange> {
+        let mut ex = self.admit(ex, c, now, out)?;
+        let ids = (t.cluster, t.endpoint);
+        ex.attempt = Some(Attempt::begin(&c.live, p.endpoint, ids, now));
+        Some(ex)
     }
 }
 
