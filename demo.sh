@@ -25,6 +25,18 @@ for port in 18000 19001 19002 15000; do
   fi
 done
 
+# The etcd client crate compiles etcd's protobuf files with protoc.
+if ! command -v protoc >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing protobuf-compiler (protoc, needed to build the etcd client)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+  else
+    echo "demo: protoc is missing; install the protobuf-compiler package (as root: apt-get install protobuf-compiler)" >&2
+    exit 1
+  fi
+fi
+
 echo "== building (release)"
 cargo build --release -q -p node-agent -p tailmesh-bench -p ringlog-cli
 bin=./target/release

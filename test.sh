@@ -13,8 +13,11 @@ say() { printf '\n==> %s\n' "$*"; }
 # python3-seccomp (the `--io auto` fallback test blocks io_uring with a
 # seccomp filter), chromium (the `ringlog report` page is rendered headless),
 # apache2-utils (`ab -k`) and curl: clients we did not write, run through the
-# agent by the hardening tests. Later issues add etcd-server and prometheus.
-PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium apache2-utils curl)
+# agent by the hardening tests, etcd-server (the etcd config source is
+# tested against a real etcd) and protobuf-compiler (the etcd-client crate
+# compiles etcd's protobuf definitions with protoc at build time). Later
+# issues add prometheus.
+PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium apache2-utils curl etcd-server protobuf-compiler)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -34,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || { [ $had_policy -eq 1 ] || rm -f "$policy"; exit 1; }
   [ $had_policy -eq 1 ] || rm -f "$policy"
 fi
-for tool in haproxy nginx wrk ip iptables chromium ab curl; do
+for tool in haproxy nginx wrk ip iptables chromium ab curl etcd protoc; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
 done
 command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 1; }

@@ -49,6 +49,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     source: String,
     reloader: Option<crate::reload::Reloader>,
+    watcher: Option<crate::etcd::Watcher>,
 ) -> Result<std::thread::JoinHandle<()>, AdminError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -70,7 +71,14 @@ pub fn spawn(
         .map_err(AdminError::Signals)?;
     let handle = std::thread::Builder::new()
         .name("admin".into())
-        .spawn(move || rt.block_on(serve(listener, shared, source, signals, reloader)))
+        .spawn(move || {
+            rt.block_on(async move {
+                if let Some(w) = watcher {
+                    tokio::spawn(w.run());
+                }
+                serve(listener, shared, source, signals, reloader).await;
+            });
+        })
         .map_err(AdminError::Runtime)?;
     Ok(handle)
 }
@@ -201,6 +209,8 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
             let body = serde_json::json!({
                 "generation": snap.generation,
                 "source": source,
+                "revision": shared.source_revision.load(Ordering::Relaxed),
+                "source_connected": shared.source_connected.load(Ordering::Relaxed),
                 "io": shared.backend_name(),
                 "config": snap.config,
             });
@@ -219,6 +229,8 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
                 config_rejected: shared.config_rejected.load(Ordering::Relaxed),
                 config_applied: shared.config_applied.load(Ordering::Relaxed),
                 draining: shared.draining(),
+                source_revision: shared.source_revision.load(Ordering::Relaxed),
+                source_connected: shared.source_connected.load(Ordering::Relaxed),
             };
             let mut text = metrics::render(&stats, &facts);
             metrics::policy::render(&snap, &mut text);

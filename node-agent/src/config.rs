@@ -69,6 +69,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text.
 pub fn parse(text: &str, json: bool) -> Result<Config, ConfigError> {
+    let cfg = parse_unvalidated(text, json)?;
+    let problems = validate(&cfg);
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Parses config text into the schema without the consistency rules: the
+/// base under etcd's sections (`--etcd` with `--config`), which may name
+/// routes that only etcd holds. The merged config is validated.
+pub fn parse_unvalidated(text: &str, json: bool) -> Result<Config, ConfigError> {
     let cfg: Config = if json {
         serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
             format: "json",
@@ -80,12 +93,7 @@ pub fn parse(text: &str, json: bool) -> Result<Config, ConfigError> {
             message: e.to_string(),
         })?
     };
-    let problems = validate(&cfg);
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigError::Invalid(problems))
-    }
+    Ok(cfg)
 }
 
 struct Report(Vec<Problem>);

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod driver;
+pub mod etcd;
 pub mod fuzzing;
 pub mod health;
 pub mod http1;

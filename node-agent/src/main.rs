@@ -63,12 +63,27 @@ struct Cli {
     /// `node.region`).
     #[arg(long)]
     region: Option<String>,
-    /// etcd endpoints, comma separated (config from etcd, watched).
+    /// etcd endpoints, comma separated (`host:port` or `http://host:port`):
+    /// the config comes from the keys under --etcd-prefix and is watched.
+    /// --config FILE may be given too: it supplies the sections etcd does
+    /// not hold (ring, node, listeners); a section present in etcd wins.
     #[arg(long)]
     etcd: Option<String>,
     /// etcd key prefix.
     #[arg(long, default_value = "/tailmesh/v1/")]
     etcd_prefix: String,
+    /// With --etcd: the last good etcd key set is written here after every
+    /// applied change, and used at start if etcd cannot be reached.
+    #[arg(long)]
+    config_cache: Option<PathBuf>,
+    /// How long the start waits for etcd before falling back to
+    /// --config-cache (or failing without one).
+    #[arg(long, default_value = "10s")]
+    etcd_start_timeout: String,
+    /// This node's name, for shared breaker hints (else NODE_NAME, else
+    /// the host name).
+    #[arg(long)]
+    node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,10 +95,43 @@ enum Io {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate a config file offline; exit 0 if valid, 1 with every problem if not.
+    /// Validate a config file offline, or the keys under an etcd prefix;
+    /// exit 0 if valid, 1 with every problem if not.
     CheckConfig {
-        /// The config file.
-        file: PathBuf,
+        /// The config file (with --etcd: the base under etcd's sections).
+        file: Option<PathBuf>,
+        /// etcd endpoints, comma separated: validate the live prefix.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// etcd key prefix.
+        #[arg(long, default_value = "/tailmesh/v1/")]
+        etcd_prefix: String,
+    },
+    /// Register an endpoint in etcd under a lease kept alive until SIGTERM
+    /// / SIGINT, which revoke it (the endpoint leaves the cluster at once;
+    /// a killed instance leaves when its lease expires).
+    Register {
+        /// etcd endpoints, comma separated.
+        #[arg(long)]
+        etcd: String,
+        /// etcd key prefix.
+        #[arg(long, default_value = "/tailmesh/v1/")]
+        etcd_prefix: String,
+        /// The cluster the endpoint joins.
+        #[arg(long)]
+        cluster: String,
+        /// The endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Labels, `k=v,k=v` (version, zone, region, ...).
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Endpoint weight.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Lease time to live (kept alive every third of it).
+        #[arg(long, default_value = "10s")]
+        ttl: String,
     },
 }
 
@@ -95,7 +143,18 @@ const UPSTREAM_MARK: u32 = 0x539;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::CheckConfig {
+            file,
+            etcd,
+            etcd_prefix,
+        }) => check_config(file.as_deref(), etcd.as_deref(), etcd_prefix),
+        Some(Command::Register { .. }) => match register(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node-agent register: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         None => match serve(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -121,24 +180,137 @@ fn node_locality(
         .then_some(node_agent::config::schema::NodeLocality { zone, region })
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    match node_agent::config::load(file) {
-        Ok(cfg) => {
-            println!(
-                "{}: valid: {} listener(s), {} cluster(s), {} route(s), {} request type(s)",
-                file.display(),
-                cfg.listeners.len(),
-                cfg.clusters.len(),
-                cfg.routes.len(),
-                cfg.request_types.len()
+fn check_config(file: Option<&std::path::Path>, etcd: Option<&str>, prefix: &str) -> ExitCode {
+    let summary = |what: &str, cfg: &node_agent::config::Config| {
+        println!(
+            "{what}: valid: {} listener(s), {} cluster(s), {} route(s), {} request type(s)",
+            cfg.listeners.len(),
+            cfg.clusters.len(),
+            cfg.routes.len(),
+            cfg.request_types.len()
+        );
+    };
+    let Some(urls) = etcd else {
+        let Some(file) = file else {
+            eprintln!("check-config: give a FILE, or --etcd URLS [--etcd-prefix P]");
+            return ExitCode::FAILURE;
+        };
+        return match node_agent::config::load(file)
+            .map_err(|e| e.to_string())
+            .and_then(|c| node_agent::reload::check_source_fields(&c, false).map(|()| c))
+        {
+            Ok(cfg) => {
+                summary(&file.display().to_string(), &cfg);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    };
+    let settings = node_agent::etcd::Settings::new(urls, prefix, String::new());
+    let base = match file.map(load_base).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match node_agent::etcd::check(&settings, base.as_ref()) {
+        Ok((a, revision)) => {
+            summary(
+                &format!("etcd {} at revision {revision}", settings.prefix),
+                &a.config,
             );
+            for key in a.orphans {
+                println!("{key}: no such cluster (the endpoint waits for it)");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: {e}", file.display());
+            eprintln!("etcd {}: {e}", settings.prefix);
             ExitCode::FAILURE
         }
     }
+}
+
+/// The base file under etcd's sections: parsed, not validated alone.
+fn load_base(path: &std::path::Path) -> anyhow::Result<node_agent::config::Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json = path.extension().is_some_and(|e| e == "json");
+    node_agent::config::parse_unvalidated(&text, json)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// This node's name: --node-name, else NODE_NAME, else the host name.
+fn node_name(flag: Option<&str>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("NODE_NAME").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        })
+}
+
+/// `node-agent register`.
+fn register(cli: &Cli) -> anyhow::Result<()> {
+    let Some(Command::Register {
+        etcd,
+        etcd_prefix,
+        cluster,
+        addr,
+        labels,
+        weight,
+        ttl,
+    }) = &cli.command
+    else {
+        bail!("not a register command");
+    };
+    addr.parse::<SocketAddr>()
+        .with_context(|| format!("--addr {addr:?} is not HOST:PORT"))?;
+    let ttl_ns = ringlog::units::parse_duration_ns(ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: {e}"))?;
+    let ttl_s = i64::try_from(ttl_ns / 1_000_000_000).unwrap_or(i64::MAX);
+    if ttl_s < 2 {
+        bail!("--ttl {ttl:?}: must be at least 2s");
+    }
+    let mut map = std::collections::BTreeMap::new();
+    for pair in labels.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--labels: {pair:?} is not k=v"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let reg = node_agent::etcd::register::Registration {
+        settings: node_agent::etcd::Settings::new(etcd, etcd_prefix, String::new()),
+        cluster: cluster.clone(),
+        addr: addr.clone(),
+        labels: map,
+        weight: *weight,
+        ttl_s,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        node_agent::etcd::register::run(&reg, stop).await;
+        Ok::<(), std::io::Error>(())
+    })
+    .context("installing signal handlers")
 }
 
 /// Picks the driver: `auto` probes io_uring and falls back to epoll.
@@ -165,20 +337,12 @@ fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
 const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/examples/local.yaml");
 
 fn serve(cli: &Cli) -> anyhow::Result<()> {
-    if cli.etcd.is_some() {
-        bail!("--etcd is not supported yet; use --config FILE");
-    }
-    let _ = &cli.etcd_prefix;
-    let config = match &cli.config {
-        Some(path) => node_agent::config::load(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => {
-            eprintln!(
-                "node-agent: no --config: serving the embedded default (deploy/examples/local.yaml: 127.0.0.1:18000 -> 127.0.0.1:19001/19002)"
-            );
-            node_agent::config::parse(EMBEDDED_DEFAULT, false)
-                .map_err(|e| anyhow::anyhow!("embedded default config: {e}"))?
+    let (config, etcd) = match &cli.etcd {
+        Some(urls) => {
+            let (config, watcher) = from_etcd(cli, urls)?;
+            (config, Some(watcher))
         }
+        None => (from_file(cli)?, None),
     };
     let mut config = config;
     config.node = node_locality(cli.zone.clone(), cli.region.clone(), config.node.take());
@@ -247,20 +411,35 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         config_applied: AtomicU64::new(0),
         control_events: std::sync::Mutex::new(Vec::new()),
         control_pending: AtomicBool::new(false),
+        source_revision: AtomicU64::new(0),
+        source_connected: AtomicBool::new(true),
     });
-    let source = match &cli.config {
-        Some(path) => format!("file:{}", path.display()),
-        None => "embedded:deploy/examples/local.yaml".to_string(),
+    let source = match (&etcd, &cli.config) {
+        (Some(_), _) => format!(
+            "etcd:{}{}",
+            cli.etcd.as_deref().unwrap_or_default(),
+            cli.etcd_prefix
+        ),
+        (None, Some(path)) => format!("file:{}", path.display()),
+        (None, None) => "embedded:deploy/examples/local.yaml".to_string(),
     };
-    let reloader = cli.config.as_ref().map(|path| {
-        let (zone, region) = (cli.zone.clone(), cli.region.clone());
-        node_agent::reload::Reloader::new(
-            path,
-            shared.clone(),
-            Box::new(move |from_file| node_locality(zone.clone(), region.clone(), from_file)),
-        )
-    });
-    node_agent::admin::spawn(admin, shared.clone(), source, reloader)?;
+    let watcher = etcd.map(|e| e.into_watcher(&shared));
+    if let Some(rev) = watcher.as_ref().map(node_agent::etcd::Watcher::revision) {
+        shared.source_revision.store(rev, Ordering::Relaxed);
+    }
+    let reloader = cli
+        .config
+        .as_ref()
+        .filter(|_| cli.etcd.is_none())
+        .map(|path| {
+            let (zone, region) = (cli.zone.clone(), cli.region.clone());
+            node_agent::reload::Reloader::new(
+                path,
+                shared.clone(),
+                Box::new(move |from_file| node_locality(zone.clone(), region.clone(), from_file)),
+            )
+        });
+    node_agent::admin::spawn(admin, shared.clone(), source, reloader, watcher)?;
     let handles = start_workers(&shared, workers, drain_timeout_ns, (fell_back, errno))?;
     eprintln!(
         "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}",
@@ -281,6 +460,101 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     }
     eprintln!("node-agent: drained, exiting");
     Ok(())
+}
+
+/// The config from --config FILE, or the embedded default.
+fn from_file(cli: &Cli) -> anyhow::Result<node_agent::config::Config> {
+    if cli.config_cache.is_some() {
+        bail!("--config-cache needs --etcd (it caches etcd's keys)");
+    }
+    let config = match &cli.config {
+        Some(path) => node_agent::config::load(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => {
+            eprintln!(
+                "node-agent: no --config: serving the embedded default (deploy/examples/local.yaml: 127.0.0.1:18000 -> 127.0.0.1:19001/19002)"
+            );
+            node_agent::config::parse(EMBEDDED_DEFAULT, false)
+                .map_err(|e| anyhow::anyhow!("embedded default config: {e}"))?
+        }
+    };
+    node_agent::reload::check_source_fields(&config, false).map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+/// What the etcd watcher needs once the agent's shared state exists.
+struct EtcdStart {
+    settings: node_agent::etcd::Settings,
+    base: Option<node_agent::config::Config>,
+    cache: Option<node_agent::etcd::Cache>,
+    listing: (node_agent::etcd::Listing, bool),
+    zone: Option<String>,
+    region: Option<String>,
+}
+
+impl EtcdStart {
+    fn into_watcher(self, shared: &Arc<Shared>) -> node_agent::etcd::Watcher {
+        let (zone, region) = (self.zone, self.region);
+        node_agent::etcd::Watcher::new(
+            self.settings,
+            self.base,
+            Box::new(move |from| node_locality(zone.clone(), region.clone(), from)),
+            shared.clone(),
+            self.cache,
+            self.listing,
+        )
+    }
+}
+
+/// The start-up config from etcd (over --config FILE if given): listed
+/// once, else from --config-cache; then validated as a whole.
+fn from_etcd(cli: &Cli, urls: &str) -> anyhow::Result<(node_agent::config::Config, EtcdStart)> {
+    let settings = node_agent::etcd::Settings::new(
+        urls,
+        &cli.etcd_prefix,
+        node_name(cli.node_name.as_deref()),
+    );
+    if settings.endpoints.is_empty() {
+        bail!("--etcd {urls:?}: no endpoint given");
+    }
+    let base = cli.config.as_deref().map(load_base).transpose()?;
+    let cache = cli.config_cache.clone().map(node_agent::etcd::Cache::new);
+    let wait = ringlog::units::parse_duration_ns(&cli.etcd_start_timeout)
+        .map_err(|e| anyhow::anyhow!("--etcd-start-timeout {:?}: {e}", cli.etcd_start_timeout))?;
+    let (listing, from_cache) = node_agent::etcd::initial(
+        &settings,
+        cache.as_ref(),
+        std::time::Duration::from_nanos(wait),
+    )?;
+    let assembled = node_agent::etcd::build(&settings.prefix, &listing.kvs, base.as_ref())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "etcd {} (revision {}): {e}",
+                settings.prefix,
+                listing.revision
+            )
+        })?;
+    for key in &assembled.orphans {
+        eprintln!("node-agent: {key}: no such cluster; this endpoint waits for it");
+    }
+    eprintln!(
+        "node-agent: config from etcd {} at revision {}{}",
+        settings.prefix,
+        listing.revision,
+        if from_cache { " (from the cache)" } else { "" }
+    );
+    if !from_cache && let Some(c) = &cache {
+        c.store(&settings.prefix, &listing)?;
+    }
+    let start = EtcdStart {
+        settings,
+        base,
+        cache,
+        listing: (listing, from_cache),
+        zone: cli.zone.clone(),
+        region: cli.region.clone(),
+    };
+    Ok((assembled.config, start))
 }
 
 /// Seven eighths of the open-file limit: the last eighth stays for

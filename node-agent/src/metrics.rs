@@ -182,6 +182,10 @@ pub struct Facts<'a> {
     pub config_applied: u64,
     /// Draining.
     pub draining: bool,
+    /// The config source's revision of the running snapshot (0: a file).
+    pub source_revision: u64,
+    /// The config source is reachable (etcd watch established; a file: 1).
+    pub source_connected: bool,
 }
 
 fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
@@ -353,6 +357,44 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         "Config reloads applied (SIGHUP or a change of the file).",
     );
     let _ = writeln!(o, "tailmesh_config_reloads_total {}", facts.config_applied);
+    family(
+        &mut o,
+        "config_reload_total",
+        "counter",
+        "Config changes by result: applied, or rejected (the last good one kept serving).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_config_reload_total{{result=\"applied\"}} {}",
+        facts.config_applied
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_config_reload_total{{result=\"rejected\"}} {}",
+        facts.config_rejected
+    );
+    family(
+        &mut o,
+        "config_source_connected",
+        "gauge",
+        "1 while the config source is reachable (etcd: a watch is established; a file: always).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_config_source_connected {}",
+        u8::from(facts.source_connected)
+    );
+    family(
+        &mut o,
+        "config_source_revision",
+        "gauge",
+        "etcd revision of the config being served (0 for a file).",
+    );
+    let _ = writeln!(
+        o,
+        "tailmesh_config_source_revision {}",
+        facts.source_revision
+    );
     family(&mut o, "workers", "gauge", "Worker threads.");
     let _ = writeln!(o, "tailmesh_workers {}", stats.len());
     family(
@@ -383,6 +425,8 @@ mod tests {
             generation: 2,
             config_rejected: 0,
             config_applied: 0,
+            source_revision: 0,
+            source_connected: true,
             draining: false,
         };
         let text = render(&[&a, &b], &facts);

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ringlog::record::{Event, EventKind};
 
-use crate::config::schema::{Config, NodeLocality};
+use crate::config::schema::Config;
 use crate::snapshot::Snapshot;
 use crate::worker::Shared;
 
@@ -50,7 +50,7 @@ pub struct Reloader {
     path: PathBuf,
     shared: Arc<Shared>,
     /// Puts the node's flag and environment locality over the file's.
-    node: Box<dyn Fn(Option<NodeLocality>) -> Option<NodeLocality> + Send>,
+    node: crate::etcd::NodeFn,
     /// The text last applied (a change event with the same text is not a
     /// change).
     last: String,
@@ -66,11 +66,7 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// A reloader for `path`, whose current text is the running config.
-    pub fn new(
-        path: &Path,
-        shared: Arc<Shared>,
-        node: Box<dyn Fn(Option<NodeLocality>) -> Option<NodeLocality> + Send>,
-    ) -> Reloader {
+    pub fn new(path: &Path, shared: Arc<Shared>, node: crate::etcd::NodeFn) -> Reloader {
         Reloader {
             path: path.to_path_buf(),
             shared,
@@ -88,24 +84,17 @@ impl Reloader {
     /// generation. The generation applied (None: the text had not
     /// changed). A rejection is logged, counted and put on the ring here.
     pub fn reload(&mut self, force: bool) -> Result<Option<u32>, ReloadError> {
-        let r = self.try_reload(force);
+        let origin = self.path.display().to_string();
+        let r = self.try_reload(force, &origin);
         if let Err(e) = &r {
-            self.shared.config_rejected.fetch_add(1, Ordering::Relaxed);
-            let generation = self.shared.snapshot.load().generation;
-            let mut ev = Event::new(EventKind::ConfigRejected, ringlog::clock::mono_ns());
-            ev.generation = generation;
-            self.shared.control_event(ev);
-            eprintln!(
-                "node-agent: config {} rejected, generation {generation} keeps serving: {e}",
-                self.path.display()
-            );
+            rejected(&self.shared, &origin, e);
         }
         r
     }
 
-    fn try_reload(&mut self, force: bool) -> Result<Option<u32>, ReloadError> {
+    fn try_reload(&mut self, force: bool, origin: &str) -> Result<Option<u32>, ReloadError> {
         let text = std::fs::read_to_string(&self.path).map_err(|source| ReloadError::Read {
-            path: self.path.display().to_string(),
+            path: origin.to_string(),
             source,
         })?;
         if !force && text == self.last {
@@ -113,31 +102,76 @@ impl Reloader {
         }
         let json = self.path.extension().is_some_and(|e| e == "json");
         let mut cfg = crate::config::parse(&text, json)
-            .map_err(|e| ReloadError::Invalid(format!("{}: {e}", self.path.display())))?;
+            .map_err(|e| ReloadError::Invalid(format!("{origin}: {e}")))?;
         cfg.node = (self.node)(cfg.node.take());
-        let prev = self.shared.snapshot.load_full();
-        needs_restart(&prev.config, &cfg).map_or(Ok(()), |why| Err(ReloadError::Restart(why)))?;
-        let generation = prev.generation.wrapping_add(1).max(1);
-        let ring = &self.shared.ring;
-        let mut snap = Snapshot::build(cfg, generation, |kind, name| {
-            ring.intern(kind, name, u64::from(generation))
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| ReloadError::Invalid(e.to_string()))?;
-        snap.inherit(&prev);
-        self.shared.snapshot.store(Arc::new(snap));
+        check_source_fields(&cfg, false).map_err(ReloadError::Invalid)?;
+        let generation = apply(&self.shared, cfg, origin, 0)?;
         self.last = text;
-        self.shared.config_applied.fetch_add(1, Ordering::Relaxed);
-        let mut ev = Event::new(EventKind::ConfigApplied, ringlog::clock::mono_ns());
-        ev.generation = generation;
-        ev.a = u64::from(prev.generation);
-        self.shared.control_event(ev);
-        eprintln!(
-            "node-agent: config {} applied as generation {generation}",
-            self.path.display()
-        );
         Ok(Some(generation))
     }
+}
+
+/// Swaps in `cfg` (already validated) as the next generation: refuses
+/// what needs a restart, builds the snapshot, carries over the live state
+/// of what did not change, and logs, counts and puts on the ring that it
+/// was applied. `revision` is the source's (etcd's; 0 for a file).
+pub fn apply(
+    shared: &Shared,
+    cfg: Config,
+    origin: &str,
+    revision: u64,
+) -> Result<u32, ReloadError> {
+    let prev = shared.snapshot.load_full();
+    needs_restart(&prev.config, &cfg).map_or(Ok(()), |why| Err(ReloadError::Restart(why)))?;
+    let generation = prev.generation.wrapping_add(1).max(1);
+    let ring = &shared.ring;
+    let mut snap = Snapshot::build(cfg, generation, |kind, name| {
+        ring.intern(kind, name, u64::from(generation))
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|e| ReloadError::Invalid(format!("{origin}: {e}")))?;
+    snap.inherit(&prev);
+    shared.snapshot.store(Arc::new(snap));
+    shared.source_revision.store(revision, Ordering::Relaxed);
+    shared.config_applied.fetch_add(1, Ordering::Relaxed);
+    let mut ev = Event::new(EventKind::ConfigApplied, ringlog::clock::mono_ns());
+    ev.generation = generation;
+    ev.a = u64::from(prev.generation);
+    ev.b = revision;
+    shared.control_event(ev);
+    let at = if revision > 0 {
+        format!(" (revision {revision})")
+    } else {
+        String::new()
+    };
+    eprintln!("node-agent: config {origin}{at} applied as generation {generation}");
+    Ok(generation)
+}
+
+/// What a config may only ask of some sources: `breaker.shared` needs
+/// etcd (`etcd`: the config comes with an etcd connection).
+pub fn check_source_fields(cfg: &Config, etcd: bool) -> Result<(), String> {
+    match cfg
+        .clusters
+        .iter()
+        .find(|c| c.breaker.as_ref().is_some_and(|b| b.shared))
+    {
+        Some(c) if !etcd => Err(format!(
+            "clusters[{}]: breaker.shared: needs --etcd (hints travel through etcd)",
+            c.name
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Logs, counts and puts on the ring a config that was not applied.
+pub fn rejected(shared: &Shared, origin: &str, e: &ReloadError) {
+    shared.config_rejected.fetch_add(1, Ordering::Relaxed);
+    let generation = shared.snapshot.load().generation;
+    let mut ev = Event::new(EventKind::ConfigRejected, ringlog::clock::mono_ns());
+    ev.generation = generation;
+    shared.control_event(ev);
+    eprintln!("node-agent: config {origin} rejected, generation {generation} keeps serving: {e}");
 }
 
 /// What in `next` only a restart can apply, compared with `running`:

@@ -51,6 +51,12 @@ pub struct Shared {
     pub listener_open: Vec<AtomicU64>,
     /// Config reloads applied.
     pub config_applied: AtomicU64,
+    /// The config source's revision of the running snapshot (etcd's
+    /// revision; 0 for a file).
+    pub source_revision: AtomicU64,
+    /// The config source is reachable (always true for a file; for etcd,
+    /// whether a watch is established).
+    pub source_connected: AtomicBool,
     /// Events of the control thread (config applied or rejected) for the
     /// next worker that ends a loop turn to put on its ring shard (a shard
     /// has one writer).

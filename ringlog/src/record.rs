@@ -207,7 +207,8 @@ numbered! {
 numbered! {
     /// Numbered agent event kinds (bytes 56..58 of an event).
     EventKind: u16 {
-        /// A config snapshot took effect. `generation` is the new one, `a` the old.
+        /// A config snapshot took effect. `generation` is the new one, `a` the old,
+        /// `b` the source revision (etcd's; 0 for a file).
         ConfigApplied = 1 => "config_applied",
         /// A config was rejected; the last good one keeps serving.
         ConfigRejected = 2 => "config_rejected",

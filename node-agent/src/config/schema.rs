@@ -57,7 +57,7 @@ impl From<Size> for String {
 }
 
 /// The whole config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Schema version; must be 1.
@@ -380,6 +380,10 @@ pub struct Breaker {
     /// `5xx` or a status like `"503"` (default: the first four).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_on: Option<Vec<String>>,
+    /// Publish this node's openings to etcd and take other nodes' as a
+    /// hint to probe half-open (needs `--etcd`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 fn five() -> u32 {

@@ -80,6 +80,20 @@ pub struct Transition {
     pub open_ns: u64,
 }
 
+impl Transition {
+    /// Its ring event, for cluster name id `cluster` (`a`: the open period
+    /// in ms).
+    pub fn event(self, cluster: u16, now: u64) -> ringlog::record::Event {
+        let mut ev =
+            ringlog::record::Event::new(ringlog::record::EventKind::BreakerTransition, now);
+        ev.cluster = cluster;
+        ev.from = self.from as u8;
+        ev.to = self.to as u8;
+        ev.a = self.open_ns / 1_000_000;
+        ev
+    }
+}
+
 /// Breaker thresholds, in ns where a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
@@ -264,6 +278,22 @@ impl BreakerCore {
             }
             _ => None,
         }
+    }
+
+    /// Another node's breaker for the same cluster opened (a shared hint):
+    /// a closed breaker goes straight to half-open, so only its probes
+    /// reach the cluster until they succeed. Open and half-open ones are
+    /// left as they are.
+    pub fn hint(&mut self) -> Option<Transition> {
+        let Phase::Closed { .. } = self.phase else {
+            return None;
+        };
+        let half = Phase::HalfOpen {
+            level: 0,
+            in_flight: 0,
+            successes: 0,
+        };
+        Some(self.go(half, 0))
     }
 
     /// A ticket whose request ended without an outcome (the client left):
@@ -501,6 +531,17 @@ impl Breaker {
             self.stats.transitions[t.to as usize].fetch_add(1, Ordering::Relaxed);
         }
         t
+    }
+
+    /// A shared hint from another node (see [`BreakerCore::hint`]); the
+    /// state change, if any, for the ring. Breakers that do not trip
+    /// ignore hints.
+    pub fn hint(&self) -> Option<Transition> {
+        if !self.trips {
+            return None;
+        }
+        let t = self.with_core(BreakerCore::hint);
+        self.note(t)
     }
 
     /// Admits a request at `now` (it is in flight until the [`Pass`] is

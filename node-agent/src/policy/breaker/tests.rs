@@ -321,3 +321,27 @@ fn arbitrary_sequences_keep_the_invariants() {
         assert_eq!(b.load(), (0, 0));
     }
 }
+
+#[test]
+fn a_shared_hint_sends_a_closed_breaker_to_half_open_probing_only() {
+    let mut b = BreakerCore::new(params());
+    let now = 100 * SEC;
+    let t = b.hint().expect("closed moves");
+    assert_eq!((t.from, t.to), (State::Closed, State::HalfOpen));
+    assert!(b.hint().is_none(), "half-open stays as it is");
+    // Two probes pass, a third waits; both succeeding close it.
+    let (a, _) = b.admit(now);
+    let (c, _) = b.admit(now);
+    assert!(a.is_some() && c.is_some() && b.admit(now).0.is_none());
+    assert!(b.record(now, a.unwrap(), Outcome::Success, 0).is_none());
+    let closed = b.record(now, c.unwrap(), Outcome::Success, 0).unwrap();
+    assert_eq!(closed.to, State::Closed);
+    // An open breaker ignores hints.
+    for _ in 0..3 {
+        run(&mut b, now, Outcome::Failure);
+    }
+    assert_eq!(b.state(), State::Open);
+    assert!(b.hint().is_none());
+    let shared = Breaker::limits_only(1, 1, 1);
+    assert!(shared.hint().is_none(), "limits-only breakers never trip");
+}

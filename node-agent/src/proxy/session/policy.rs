@@ -221,12 +221,7 @@ pub(super) fn retry_exchange(
 
 /// The ring event of a breaker's state change.
 fn transition_event(cluster: u16, t: Transition, now: u64) -> Event {
-    let mut ev = Event::new(EventKind::BreakerTransition, now);
-    ev.cluster = cluster;
-    ev.from = t.from as u8;
-    ev.to = t.to as u8;
-    ev.a = t.open_ns / 1_000_000;
-    ev
+    t.event(cluster, now)
 }
 
 impl Session {
