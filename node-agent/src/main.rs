@@ -407,7 +407,9 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         upstream_mark: if transparent { UPSTREAM_MARK } else { 0 },
         max_connections: cli.max_connections.unwrap_or_else(default_max_connections),
         open_connections: AtomicU64::new(0),
-        listener_open: (0..listener_count).map(|_| AtomicU64::new(0)).collect(),
+        listener_open: (0..listener_count.max(node_agent::snapshot::MAX_LISTENERS))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         config_applied: AtomicU64::new(0),
         control_events: std::sync::Mutex::new(Vec::new()),
         control_pending: AtomicBool::new(false),

@@ -2,11 +2,14 @@
 //! (inotify on its directory, so an editor's rename and a Kubernetes
 //! ConfigMap's symlink swap are seen; debounced). A reload reads, parses
 //! and validates the whole file, refuses changes that need a restart
-//! (listeners' names, addresses, modes and protocols; the ring), builds
-//! the next generation carrying over the live state of what did not change
-//! (breakers, endpoint stats and ejections, rate-limit buckets, retry
-//! budgets), and swaps it in atomically: workers take it at their next
-//! loop turn, no listener closes and no connection drops. A config that
+//! (the ring; a first transparent listener), builds the next generation
+//! carrying over the live state of what did not change (breakers, endpoint
+//! stats and ejections, rate-limit buckets, retry budgets, listener
+//! slots), and swaps it in atomically: workers take it at their next loop
+//! turn. No connection drops: a listener is re-bound only if its own
+//! address changed, a new one starts accepting, and a removed one stops
+//! accepting while its connections finish (closed once idle). [`apply`] is
+//! shared with the etcd source. A config that
 //! fails is rejected as a whole: the error is logged and counted, a
 //! `config_rejected` event goes on the ring, and the running generation
 //! keeps serving.
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use ringlog::record::{Event, EventKind};
 
-use crate::config::schema::Config;
+use crate::config::schema::{Config, Mode};
 use crate::snapshot::Snapshot;
 use crate::worker::Shared;
 
@@ -122,7 +125,9 @@ pub fn apply(
     revision: u64,
 ) -> Result<u32, ReloadError> {
     let prev = shared.snapshot.load_full();
-    needs_restart(&prev.config, &cfg).map_or(Ok(()), |why| Err(ReloadError::Restart(why)))?;
+    needs_restart(&prev.config, &cfg, shared.upstream_mark != 0)
+        .map_or(Ok(()), |why| Err(ReloadError::Restart(why)))?;
+    check_binds(&prev.config, &cfg)?;
     let generation = prev.generation.wrapping_add(1).max(1);
     let ring = &shared.ring;
     let mut snap = Snapshot::build(cfg, generation, |kind, name| {
@@ -131,6 +136,13 @@ pub fn apply(
     })
     .map_err(|e| ReloadError::Invalid(format!("{origin}: {e}")))?;
     snap.inherit(&prev);
+    snap.place_listeners(&prev, |i| {
+        shared
+            .listener_open
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    })
+    .map_err(ReloadError::Invalid)?;
     shared.snapshot.store(Arc::new(snap));
     shared.source_revision.store(revision, Ordering::Relaxed);
     shared.config_applied.fetch_add(1, Ordering::Relaxed);
@@ -174,27 +186,48 @@ pub fn rejected(shared: &Shared, origin: &str, e: &ReloadError) {
     eprintln!("node-agent: config {origin} rejected, generation {generation} keeps serving: {e}");
 }
 
-/// What in `next` only a restart can apply, compared with `running`:
-/// listeners are bound by each worker at start (their name, address, mode
-/// and protocol, in order), and the ring file is mapped once. Their
-/// timeouts, limits and default routes may change.
-pub fn needs_restart(running: &Config, next: &Config) -> Option<String> {
-    let shape = |c: &Config| -> Vec<String> {
-        c.listeners
-            .iter()
-            .map(|l| format!("{} {} {:?} {:?}", l.name, l.bind, l.mode, l.protocol))
-            .collect()
-    };
-    if shape(running) != shape(next) {
-        return Some(
-            "listeners: names, addresses, modes or protocols changed (they are bound at start)"
-                .into(),
-        );
-    }
+/// What in `next` only a restart can apply, compared with `running`: the
+/// ring file is mapped once, and the SO_MARK that keeps the agent's own
+/// upstream traffic out of the redirect rules is set at start only if a
+/// transparent listener existed then (`marked`). Listeners may be added,
+/// removed or moved; everything else may change.
+pub fn needs_restart(running: &Config, next: &Config, marked: bool) -> Option<String> {
     if running.ring != next.ring {
         return Some("ring: the recorder file is mapped at start".into());
     }
+    if !marked && let Some(l) = next.listeners.iter().find(|l| l.mode == Mode::Transparent) {
+        return Some(format!(
+            "listeners[{}]: the first transparent listener (the agent marks its upstream traffic only if one exists at start)",
+            l.name
+        ));
+    }
     None
+}
+
+/// Binds (and closes again) each listener of `next` that `running` does
+/// not have at the same address, so one that cannot be bound (taken,
+/// not a local address) rejects the config instead of failing in every
+/// worker.
+fn check_binds(running: &Config, next: &Config) -> Result<(), ReloadError> {
+    for l in &next.listeners {
+        if running
+            .listeners
+            .iter()
+            .any(|r| r.name == l.name && r.bind == l.bind)
+        {
+            continue;
+        }
+        let addr: std::net::SocketAddr = l.bind.parse().map_err(|_| {
+            ReloadError::Invalid(format!(
+                "listeners[{}]: bind {:?} is not IP:PORT",
+                l.name, l.bind
+            ))
+        })?;
+        crate::driver::bind_listener(addr).map_err(|e| {
+            ReloadError::Invalid(format!("listeners[{}]: binding {addr}: {e}", l.name))
+        })?;
+    }
+    Ok(())
 }
 
 /// Watches the directory of `path` from a thread of its own and calls
@@ -256,20 +289,26 @@ routes:
     }
 
     #[test]
-    fn only_listener_shapes_and_the_ring_need_a_restart() {
+    fn only_the_ring_and_a_first_transparent_listener_need_a_restart() {
         let base = cfg(BASE);
-        assert_eq!(needs_restart(&base, &base), None);
+        assert_eq!(needs_restart(&base, &base, false), None);
         let routes = BASE.replace(r#"addr: "127.0.0.1:1""#, r#"addr: "127.0.0.1:2""#);
-        assert_eq!(needs_restart(&base, &cfg(&routes)), None);
+        assert_eq!(needs_restart(&base, &cfg(&routes), false), None);
         let timeouts = BASE.replace(
             "default_route: r }",
             "default_route: r, timeouts: { header_read: 3s } }",
         );
-        assert_eq!(needs_restart(&base, &cfg(&timeouts)), None);
+        assert_eq!(needs_restart(&base, &cfg(&timeouts), false), None);
         let moved = BASE.replace("18000", "18001");
-        assert!(needs_restart(&base, &cfg(&moved)).is_some_and(|w| w.starts_with("listeners")));
+        assert_eq!(needs_restart(&base, &cfg(&moved), false), None);
+        let transparent = BASE.replace("protocol: http,", "protocol: http, mode: transparent,");
+        assert!(
+            needs_restart(&base, &cfg(&transparent), false)
+                .is_some_and(|w| w.contains("first transparent listener"))
+        );
+        assert_eq!(needs_restart(&base, &cfg(&transparent), true), None);
         let ring = format!("{BASE}ring: {{ size: 8MiB }}\n");
-        assert!(needs_restart(&base, &cfg(&ring)).is_some_and(|w| w.starts_with("ring")));
+        assert!(needs_restart(&base, &cfg(&ring), false).is_some_and(|w| w.starts_with("ring")));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! cluster's `lb` (see [`lb`]).
 
 mod index;
+mod listeners;
+pub use listeners::MAX_LISTENERS;
 mod lb;
 pub mod live;
 pub mod locality;
@@ -76,6 +78,9 @@ pub struct ListenerRt {
     pub limits: SessionLimits,
     /// Most open connections on this listener, agent-wide (0: no limit).
     pub max_connections: u32,
+    /// Removed from the config in this generation: workers no longer
+    /// accept on it and close its connections once idle (None: active).
+    pub retired: Option<u32>,
 }
 
 /// One weighted arm of a route.
@@ -510,6 +515,7 @@ impl Snapshot {
                     .and_then(|d| routes.iter().position(|r| &r.name == d)),
                 limits: SessionLimits::from(&l.timeouts),
                 max_connections: l.max_connections.unwrap_or(0),
+                retired: None,
             });
         }
         let mut types = Vec::new();

@@ -62,6 +62,8 @@ pub struct Core {
     pooled: usize,
     /// Accepting is paused until then (descriptors ran out).
     accept_resume: Option<u64>,
+    /// The generation whose listeners this worker has bound.
+    pub listeners_gen: u32,
     /// Downstream connections whose exchange is queued for a connection
     /// slot, (slot, serial), oldest first (see [`flow::serve_waiters`]).
     /// At most one entry per live downstream that asked; stale ones are
@@ -152,6 +154,9 @@ impl Core {
             next_sweep: 0,
             pooled: 0,
             accept_resume: None,
+            // Checked on the first turn: a reload may have come between
+            // binding at start and now.
+            listeners_gen: 0,
             waiters: std::collections::VecDeque::new(),
             mirrors: Vec::new(),
             shared: init.shared,
@@ -224,7 +229,13 @@ impl Core {
         sock: &impl AsFd,
     ) -> Option<Session> {
         self.stats().driver(Driver::Accepted, 1);
-        let l = self.snap.listeners.get(idx)?;
+        // A retired listener's socket may still take a connection before
+        // this worker closes it.
+        let l = self
+            .snap
+            .listeners
+            .get(idx)
+            .filter(|l| l.retired.is_none())?;
         let sh = &self.shared;
         let per_listener = sh.listener_open.get(idx);
         let listener_full = l.max_connections > 0

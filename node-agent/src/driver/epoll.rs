@@ -112,13 +112,8 @@ impl Worker {
             pipes: Pipes::from_env(),
         };
         for (idx, l) in listeners {
-            let mut l = TcpListener::from_std(l);
-            let slot = w.alloc();
-            w.poll
-                .registry()
-                .register(&mut l, Token(slot), Interest::READABLE)
+            w.add_listener(idx, l)
                 .map_err(setup("registering a listener"))?;
-            w.slab[slot] = Slot::Listener(l, idx);
         }
         Ok(w)
     }
@@ -395,12 +390,35 @@ impl Worker {
     /// Drain begins: close the listeners.
     fn stop_accepting(&mut self) {
         for i in 0..self.slab.len() {
-            if let Slot::Listener(..) = self.slab[i]
-                && let Slot::Listener(mut l, _) = std::mem::replace(&mut self.slab[i], Slot::Free)
-            {
-                let _ = self.poll.registry().deregister(&mut l);
-                self.slab.release(i);
-            }
+            self.close_listener_slot(i);
+        }
+    }
+
+    /// Starts accepting on `l` for snapshot listener `idx`.
+    fn add_listener(&mut self, idx: usize, l: std::net::TcpListener) -> io::Result<()> {
+        let mut l = TcpListener::from_std(l);
+        let slot = self.alloc();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut l, Token(slot), Interest::READABLE)
+        {
+            self.slab.release(slot);
+            return Err(e);
+        }
+        self.slab[slot] = Slot::Listener(l, idx);
+        // Edge-triggered: connections queued before registration are
+        // taken now.
+        self.accept(slot);
+        Ok(())
+    }
+
+    fn close_listener_slot(&mut self, i: usize) {
+        if let Slot::Listener(..) = self.slab[i]
+            && let Slot::Listener(mut l, _) = std::mem::replace(&mut self.slab[i], Slot::Free)
+        {
+            let _ = self.poll.registry().deregister(&mut l);
+            self.slab.release(i);
         }
     }
 }

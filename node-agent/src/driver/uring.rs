@@ -62,6 +62,8 @@ fn ud(slot: usize, op: u64) -> u64 {
 struct Listener {
     sock: socket2::Socket,
     idx: usize,
+    /// The address it is bound to.
+    bind: std::net::SocketAddr,
     armed: bool,
     /// Not re-armed after an accept error until the core resumes it.
     paused: bool,
@@ -232,16 +234,8 @@ impl Worker {
             pending: std::collections::VecDeque::new(),
         };
         for (idx, l) in listeners {
-            let slot = w.alloc();
-            w.slab[slot] = Slot::Listener(Listener {
-                sock: socket2::Socket::from(l),
-                idx,
-                armed: false,
-                paused: false,
-                inflight: 0,
-                closing: false,
-            });
-            w.arm_accept(slot);
+            w.add_listener(idx, l)
+                .map_err(setup("reading a listener's address"))?;
         }
         Ok(w)
     }

@@ -143,6 +143,12 @@ pub trait Driver {
     fn resume_accepts(&mut self);
     /// Stops accepting (drain began): the listeners close.
     fn stop_accepting(&mut self);
+    /// The open listeners: (snapshot listener index, bound address).
+    fn listeners(&self) -> Vec<(usize, std::net::SocketAddr)>;
+    /// Starts accepting on `sock` for snapshot listener `idx`.
+    fn add_listener(&mut self, idx: usize, sock: std::net::TcpListener) -> std::io::Result<()>;
+    /// Stops accepting for snapshot listener `idx` and closes its socket.
+    fn close_listener(&mut self, idx: usize);
 }
 
 /// The end of a loop turn: the drain sequence (stop accepting, close idle
@@ -158,6 +164,12 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
             return true;
         }
     }
+    if d.core().listeners_gen != d.core().snap.generation && !d.core().shared.draining() {
+        reconcile_listeners(d);
+    }
+    if d.core().snap.has_retired_listeners() {
+        close_retired(d);
+    }
     d.core().tick_clusters();
     if !d.core().mirrors.is_empty() {
         expire_mirrors(d);
@@ -168,6 +180,58 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
     }
     d.core().publish_gauges();
     false
+}
+
+/// A new generation: binds the listeners this worker lacks (new, or moved
+/// to another address) and closes those the snapshot retired or moved.
+/// A bind that fails here (the control thread bound it a moment ago) is
+/// counted and logged; the other workers still accept on it.
+fn reconcile_listeners<D: Driver>(d: &mut D) {
+    let snap = d.core().snap.clone();
+    d.core().listeners_gen = snap.generation;
+    let want: Vec<(usize, std::net::SocketAddr)> = snap
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.retired.is_none())
+        .map(|(i, l)| (i, l.bind))
+        .collect();
+    let have = d.listeners();
+    for &(i, addr) in &have {
+        if !want.contains(&(i, addr)) {
+            d.close_listener(i);
+        }
+    }
+    for &(i, addr) in &want {
+        if have.contains(&(i, addr)) {
+            continue;
+        }
+        let bound = crate::driver::bind_listener(addr).and_then(|s| d.add_listener(i, s));
+        if let Err(e) = bound {
+            d.core().stats().driver(Counter::AcceptErrors, 1);
+            eprintln!(
+                "node-agent: worker {}: listener {} on {addr}: {e}",
+                d.core().id,
+                snap.listeners[i].name
+            );
+        }
+    }
+}
+
+/// Closes the idle downstream connections of retired listeners (a
+/// removed listener drains: requests in flight finish, then the
+/// connection closes).
+fn close_retired<D: Driver>(d: &mut D) {
+    let snap = d.core().snap.clone();
+    let retired = |k: usize| snap.listeners.get(k).is_some_and(|l| l.retired.is_some());
+    for i in d.downs() {
+        let retired = d
+            .session(i)
+            .is_some_and(|s| s.is_idle() && retired(s.listener()));
+        if retired && d.down_idle(i) {
+            kill_down(d, i);
+        }
+    }
 }
 
 /// Sends a request copy to its shadow endpoint on a connection of its

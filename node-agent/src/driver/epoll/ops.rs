@@ -211,4 +211,26 @@ impl Driver for Worker {
             self.accept(li);
         }
     }
+
+    fn listeners(&self) -> Vec<(usize, std::net::SocketAddr)> {
+        self.slab
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Listener(l, idx) => l.local_addr().ok().map(|a| (*idx, a)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn add_listener(&mut self, idx: usize, sock: std::net::TcpListener) -> std::io::Result<()> {
+        Worker::add_listener(self, idx, sock)
+    }
+
+    fn close_listener(&mut self, idx: usize) {
+        for i in 0..self.slab.len() {
+            if matches!(&self.slab[i], Slot::Listener(_, k) if *k == idx) {
+                self.close_listener_slot(i);
+            }
+        }
+    }
 }

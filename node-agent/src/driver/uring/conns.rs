@@ -551,22 +551,68 @@ impl Worker {
     /// cancellation completes.
     pub(super) fn stop_accepting(&mut self) {
         for i in 0..self.slab.len() {
-            if let Slot::Listener(l) = &mut self.slab[i]
-                && !l.closing
-            {
-                l.closing = true;
-                let _ = l.sock.shutdown(Shutdown::Both);
-                if l.armed {
-                    l.inflight += 1;
-                    let e = opcode::AsyncCancel::new(ud(i, OP_ACCEPT))
-                        .build()
-                        .user_data(ud(i, OP_CANCEL));
-                    self.push(&e);
-                }
-                self.maybe_free(i);
-            }
+            self.close_listener_slot(i);
         }
         let _ = self.ring.submit();
+    }
+
+    /// Starts accepting on `l` for snapshot listener `idx`.
+    pub(super) fn add_listener(
+        &mut self,
+        idx: usize,
+        l: std::net::TcpListener,
+    ) -> std::io::Result<()> {
+        let bind = l.local_addr()?;
+        let slot = self.alloc();
+        self.slab[slot] = Slot::Listener(Listener {
+            sock: socket2::Socket::from(l),
+            idx,
+            bind,
+            armed: false,
+            paused: false,
+            inflight: 0,
+            closing: false,
+        });
+        self.arm_accept(slot);
+        Ok(())
+    }
+
+    /// The open listeners: (snapshot listener, bound address).
+    pub(super) fn bound_listeners(&self) -> Vec<(usize, std::net::SocketAddr)> {
+        self.slab
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Listener(l) if !l.closing => Some((l.idx, l.bind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops accepting for snapshot listener `idx` and closes its socket
+    /// (once its accept is cancelled).
+    pub(super) fn close_listener(&mut self, idx: usize) {
+        for i in 0..self.slab.len() {
+            if matches!(&self.slab[i], Slot::Listener(l) if l.idx == idx) {
+                self.close_listener_slot(i);
+            }
+        }
+    }
+
+    fn close_listener_slot(&mut self, i: usize) {
+        if let Slot::Listener(l) = &mut self.slab[i]
+            && !l.closing
+        {
+            l.closing = true;
+            let _ = l.sock.shutdown(Shutdown::Both);
+            if l.armed {
+                l.inflight += 1;
+                let e = opcode::AsyncCancel::new(ud(i, OP_ACCEPT))
+                    .build()
+                    .user_data(ud(i, OP_CANCEL));
+                self.push(&e);
+            }
+            self.maybe_free(i);
+        }
     }
 
     /// Closes everything and waits (up to 1 s) for the kernel to finish

@@ -202,6 +202,18 @@ impl Driver for Worker {
     fn resume_accepts(&mut self) {
         Worker::resume_accepts(self);
     }
+
+    fn listeners(&self) -> Vec<(usize, std::net::SocketAddr)> {
+        self.bound_listeners()
+    }
+
+    fn add_listener(&mut self, idx: usize, sock: std::net::TcpListener) -> std::io::Result<()> {
+        Worker::add_listener(self, idx, sock)
+    }
+
+    fn close_listener(&mut self, idx: usize) {
+        Worker::close_listener(self, idx);
+    }
 }
 
 impl Worker {
