@@ -458,3 +458,46 @@ fn route_some(
     }
     picks
 }
+
+/// The etcd snapshot builder from an arbitrary key set: `data` is split
+/// at 0xff bytes into key, value, key, value, ... (keys go under the
+/// prefix `/p/`, so `routes/r`, `clusters/c`, `endpoints/c/1.2.3.4:5`,
+/// `sampling` ... are reachable). The set is assembled over a base
+/// config, validated and, if valid, built into a snapshot whose
+/// listeners are placed against the base's. Never panics; returns the
+/// number of routes built (0: rejected).
+pub fn etcd_keys(data: &[u8]) -> usize {
+    const BASE: &str = r#"version: 1
+listeners:
+  - { name: api, bind: "127.0.0.1:1", protocol: http, default_route: r }
+  - { name: tcp, bind: "127.0.0.1:2", protocol: tcp, default_route: r }
+clusters:
+  - { name: c, endpoints: [ { addr: "127.0.0.1:3" } ] }
+routes:
+  - { name: r, to: [ { cluster: c } ] }
+"#;
+    let Ok(base) = crate::config::parse(BASE, false) else {
+        return 0;
+    };
+    let Ok(prev) = crate::snapshot::Snapshot::build(base.clone(), 1, |_, _| Ok(1)) else {
+        return 0;
+    };
+    let parts: Vec<&[u8]> = data.split(|&b| b == 0xff).collect();
+    let kvs: std::collections::BTreeMap<String, Vec<u8>> = parts
+        .chunks(2)
+        .map(|kv| {
+            let key = format!("/p/{}", String::from_utf8_lossy(kv[0]));
+            (key, kv.get(1).map_or_else(Vec::new, |v| v.to_vec()))
+        })
+        .collect();
+    let Ok(a) = crate::etcd::build("/p/", &kvs, Some(&base)) else {
+        return 0;
+    };
+    let Ok(mut snap) = crate::snapshot::Snapshot::build(a.config, 2, |_, _| Ok(1)) else {
+        return 0;
+    };
+    if snap.place_listeners(&prev, |i| i as u64 % 2).is_err() {
+        return 0;
+    }
+    snap.routes.len()
+}

@@ -90,6 +90,9 @@ fn fuzz_corpora_replay_without_panic() {
         ("routing", |d: &[u8]| {
             let _ = node_agent::fuzzing::routing(d);
         }),
+        ("etcd_keys", |d: &[u8]| {
+            let _ = node_agent::fuzzing::etcd_keys(d);
+        }),
     ] {
         let dir = root.join(target);
         let files: Vec<_> = std::fs::read_dir(&dir)
@@ -224,4 +227,16 @@ fn routing_fuzz_seeds_route_requests() {
         }
     }
     assert!(seeds >= 5 && picks > 100, "{seeds} seeds, {picks} picks");
+}
+
+/// The etcd_keys seeds build snapshots (they reach past validation), and
+/// the one with a bad reference is rejected.
+#[test]
+fn etcd_keys_fuzz_seeds_build_snapshots() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/etcd_keys");
+    let seed = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    for name in ["routes", "cluster_ep", "listeners", "sampling", "regex"] {
+        assert!(node_agent::fuzzing::etcd_keys(&seed(name)) > 0, "{name}");
+    }
+    assert_eq!(node_agent::fuzzing::etcd_keys(&seed("bad")), 0);
 }
