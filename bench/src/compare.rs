@@ -13,6 +13,7 @@
 //! against haproxy and nginx, and an L4 bulk-transfer row (CPU per GB).
 
 mod procs;
+mod reload;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -29,13 +30,14 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 11] = [
+const ALL_TARGETS: [&str; 12] = [
     "direct",
     "nginx-origin",
     "agent-uring",
     "agent-uring-norec",
     "agent-uring-policy",
     "agent-uring-routes",
+    "agent-uring-reload",
     "agent-epoll",
     "agent-epoll-copy",
     "haproxy",
@@ -195,6 +197,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut procs: Vec<Proc> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
+    let mut churns = Vec::new();
     let target =
         |name: &str, port: u16, proxy: Option<u32>, origin: u32, l4_port: Option<u16>| Target {
             name: name.to_string(),
@@ -305,12 +308,13 @@ pub fn run(args: &Args) -> Result<()> {
                 }
             }
             "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec"
-            | "agent-uring-policy" | "agent-uring-routes" => {
+            | "agent-uring-policy" | "agent-uring-routes" | "agent-uring-reload" => {
                 // agent-uring-norec: the same agent with recording off;
                 // agent-uring-policy: a rate limit (never reached) on the
                 // route and a breaker on the cluster; agent-uring-routes:
                 // 20 routes (the last one matches) and p2c_ewma over three
                 // endpoints;
+                // agent-uring-reload: its config replaced every 100 ms;
                 // agent-epoll-copy: epoll with L4 splice off (copy loop).
                 let io = if name.contains("uring") {
                     "uring"
@@ -332,7 +336,8 @@ pub fn run(args: &Args) -> Result<()> {
                 let (http_port, tcp_port, admin_port) = (free_port()?, free_port()?, free_port()?);
                 let cfg_path = dir.join(format!("{name}.yaml"));
                 let ports = (http_port, tcp_port);
-                std::fs::write(&cfg_path, agent_config(ports, &up_all, &dir, name, record))?;
+                let text = agent_config(ports, &up_all, &dir, name, record);
+                std::fs::write(&cfg_path, &text)?;
                 let log = dir.join(format!("{name}.log"));
                 let p = Proc::spawn(
                     name,
@@ -355,6 +360,9 @@ pub fn run(args: &Args) -> Result<()> {
                 let pid = Some(p.pid());
                 targets.push(target(name, http_port, pid, upstream.pid(), Some(tcp_port)));
                 procs.push(p);
+                if name.ends_with("-reload") {
+                    churns.push((name, reload::Churn::start(cfg_path, text, admin_port)));
+                }
             }
             // Names are checked against ALL_TARGETS above.
             other => skipped.push(format!("{other}: skipped: not a known target")),
@@ -382,6 +390,13 @@ pub fn run(args: &Args) -> Result<()> {
         if let Some(port) = t.l4_port {
             t.bulk = Some(bulk(port, bulk_bytes, t.proxy.unwrap_or(t.origin))?);
         }
+    }
+    for (name, churn) in churns {
+        let (writes, generation) = churn.finish();
+        skipped.push(format!(
+            "{name}: config replaced {writes} times during the run (every {:?}); the agent is at generation {generation}",
+            reload::EVERY
+        ));
     }
     drop(procs);
     drop(upstream);

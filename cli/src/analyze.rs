@@ -416,7 +416,7 @@ pub fn why_json(view: &RingView<'_>, names: &NameTable, w: &Why, verdict: &str) 
         "pairs": r.pairs.iter().map(f).collect::<Vec<_>>(),
         "dimensions": r.dims.iter().map(|d| json!({ "dim": d.dim.name(), "js_bits": d.js })).collect::<Vec<_>>(),
         "phases": (0..ringlog::record::PHASES).map(|i| json!({ "phase": phase_name(i), "slow_mean_ns": r.phase_slow_ns[i], "baseline_mean_ns": r.phase_base_ns[i] })).collect::<Vec<_>>(),
-        "events": w.events.iter().map(|(e, shard)| json!({ "time": wall(view, e.time_ns), "event": e.kind.name(), "generation": e.generation, "worker": shard })).collect::<Vec<_>>(),
+        "events": w.events.iter().map(|(e, shard)| json!({ "time": wall(view, e.time_ns), "event": e.kind.name(), "generation": e.generation, "revision": (e.kind == ringlog::EventKind::ConfigApplied).then_some(e.b), "worker": shard })).collect::<Vec<_>>(),
         "verdict": verdict,
     })
 }
@@ -494,9 +494,10 @@ pub fn verdict(view: &RingView<'_>, names: &NameTable, w: &Why) -> String {
         .take(3)
     {
         s.push_str(&format!(
-            " Event {} (generation {}) at {}.",
+            " Event {} (generation {}{}) at {}.",
             e.kind.name(),
             e.generation,
+            revision(e),
             wall(view, e.time_ns)
         ));
     }
@@ -573,10 +574,11 @@ fn print_why(view: &RingView<'_>, names: &NameTable, w: &Why, verdict: &str) {
         println!("\nagent events:");
         for (e, shard) in w.events.iter().take(20) {
             println!(
-                "  {} {} generation {} worker {shard}",
+                "  {} {} generation {}{} worker {shard}",
                 wall(view, e.time_ns),
                 e.kind.name(),
-                e.generation
+                e.generation,
+                revision(e)
             );
         }
     }
@@ -669,5 +671,15 @@ fn csv_line(h: &ringlog::Header, names: &NameTable, e: &ringlog::Entry) -> Strin
                 x.kind.name()
             )
         }
+    }
+}
+
+/// `, etcd revision N` for a config applied from etcd (its event's `b`),
+/// so a spike can be tied to the rollout that caused it.
+fn revision(e: &ringlog::record::Event) -> String {
+    if e.kind == ringlog::EventKind::ConfigApplied && e.b > 0 {
+        format!(", etcd revision {}", e.b)
+    } else {
+        String::new()
     }
 }

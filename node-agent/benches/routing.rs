@@ -1,7 +1,8 @@
 //! Routing decision costs: a pick (arm, then endpoint) for every `lb`, a
 //! two-arm route split by weighted rendezvous on a sticky key, picks with
 //! an endpoint out of rotation and with locality tiers, and route
-//! matching against 10 and 1,000 routes (indexed by host).
+//! matching against 10 and 1,000 routes (indexed by host), and building a
+//! 1,000-route, 200-cluster snapshot from etcd keys.
 //! Run: `cargo bench -p node-agent --bench routing`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failure report
 
@@ -171,12 +172,74 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
+/// A config of 200 clusters (5 endpoints each) and 1,000 routes (host,
+/// prefix and header matches, some regexes, weighted arms), as etcd keys.
+fn big_keys() -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut kvs = std::collections::BTreeMap::new();
+    for c in 0..200 {
+        let eps: Vec<String> = (0..5)
+            .map(|e| {
+                format!(
+                    r#"{{"addr":"10.{}.{}.{e}:80","labels":{{"v":"{}"}}}}"#,
+                    c / 250,
+                    c % 250,
+                    e % 2
+                )
+            })
+            .collect();
+        kvs.insert(
+            format!("/p/clusters/c{c}"),
+            format!(
+                r#"{{"lb":"p2c_ewma","endpoints":[{}],"breaker":{{}}}}"#,
+                eps.join(",")
+            )
+            .into_bytes(),
+        );
+    }
+    for r in 0..1000 {
+        let m = if r % 10 == 0 {
+            format!(r#"{{"path_regex":"^/r{r}/[0-9]+$"}}"#)
+        } else {
+            format!(r#"{{"host":"svc{r}.local","path_prefix":"/api","headers":{{"x-t":"v{r}"}}}}"#)
+        };
+        let value = format!(
+            r#"{{"match":{m},"to":[{{"cluster":"c{}","subset":{{"v":"0"}},"weight":90}},{{"cluster":"c{}","weight":10}}],"rate_limit":{{"rps":1000,"burst":100}}}}"#,
+            r % 200,
+            (r + 1) % 200
+        );
+        kvs.insert(format!("/p/routes/r{r:04}"), value.into_bytes());
+    }
+    kvs
+}
+
+/// Building and validating a 1,000-route, 200-cluster snapshot (target:
+/// 20 ms), from etcd keys through the whole pipeline.
+fn building(c: &mut Criterion) {
+    let kvs = big_keys();
+    let mut g = c.benchmark_group("snapshot_build");
+    g.sample_size(20);
+    g.bench_function("1000_routes_200_clusters_from_etcd_keys", |b| {
+        b.iter(|| {
+            let a = node_agent::etcd::build("/p/", &kvs, None).unwrap();
+            let mut n = 0;
+            black_box(
+                Snapshot::build(a.config, 2, |_, _| {
+                    n += 1;
+                    Ok(n)
+                })
+                .unwrap(),
+            )
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = picks, matching
+    targets = picks, matching, building
 }
 
 fn main() {

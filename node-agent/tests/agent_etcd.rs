@@ -168,12 +168,19 @@ fn puts_updates_and_deletes_apply_and_bad_pushes_are_rejected_with_their_key() {
     assert!(config(&agent)["generation"].as_u64().unwrap() > generation);
     assert_eq!(up("/x"), "a");
     assert_eq!(agent.metric("tailmesh_config_source_connected "), 1);
-    let events = agent
-        .records()
+    let records = agent.records();
+    let events = records
         .iter()
         .filter(|r| r["kind"] == "event" && r["event"] == "config_rejected")
         .count();
     assert_eq!(events, bad.len(), "each rejection is on the ring");
+    // The rollout is on the timeline with its etcd revision.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "config_applied" && r["b"].as_i64() == Some(rev)),
+        "a config_applied event carries revision {rev}"
+    );
 }
 
 /// Steady keep-alive load on `port` from `n` clients until `stop`: counts
