@@ -40,6 +40,14 @@ fi
 for tool in haproxy nginx wrk ip iptables chromium ab curl etcd protoc; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
 done
+# kubernetes-validate (PyPI): the DaemonSet and ConfigMap are validated
+# offline against the Kubernetes schemas (tests/deploy_kubernetes.rs).
+if ! command -v kubernetes-validate >/dev/null; then
+  say "installing kubernetes-validate (pip)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate ||
+    { echo "test.sh: pip install kubernetes-validate failed" >&2; exit 1; }
+fi
+command -v kubernetes-validate >/dev/null || { echo "test.sh: kubernetes-validate missing after install" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "test.sh: cargo not found" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=never

@@ -515,3 +515,60 @@ fn the_config_cache_serves_when_etcd_is_down_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcd"), "{err}");
 }
+
+#[test]
+fn a_silent_etcd_connection_is_detected_and_replaced() {
+    let etcd = Etcd::start();
+    let relay = Relay::start(etcd.port);
+    let a = Upstream::start(&["--name", "a"]);
+    let b = Upstream::start(&["--name", "b"]);
+    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
+    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    let agent = start_agent(&relay.url(), &[]);
+    // A black hole: the TCP connection stays up, nothing comes back.
+    relay.freeze();
+    let noticed = wait_for("a dead stream noticed", Duration::from_secs(15), || {
+        agent.metric("tailmesh_config_source_connected ") == 0
+    });
+    eprintln!("a silent etcd noticed after {noticed:?}");
+    let rev = etcd.put(&format!("{P}clusters/c"), &cluster(&[b.port]));
+    relay.restore();
+    wait_for("caught up", Duration::from_secs(15), || {
+        revision(&agent) >= rev
+    });
+    assert_eq!(get(agent.port, "/x").header("x-upstream").unwrap(), "b");
+}
+
+#[test]
+fn check_config_validates_a_live_prefix_and_names_the_bad_key() {
+    let etcd = Etcd::start();
+    etcd.put(&format!("{P}clusters/orders"), &cluster(&[1]));
+    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"orders"}]}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.yaml");
+    std::fs::write(&base, self::base(free_port(), &dir.path().join("ring"))).unwrap();
+    let check = || {
+        std::process::Command::new(AGENT)
+            .args(["check-config", "--etcd", &etcd.url(), "--etcd-prefix", P])
+            .arg(&base)
+            .output()
+            .unwrap()
+    };
+    let ok = check();
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        said.contains("valid: 1 listener(s), 1 cluster(s), 1 route(s)"),
+        "{said}"
+    );
+    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"ordrs"}]}"#);
+    let bad = check();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(err.contains(&format!("{P}routes/r")), "{err}");
+    assert!(err.contains("did you mean \"orders\""), "{err}");
+}

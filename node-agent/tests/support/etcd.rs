@@ -166,10 +166,12 @@ impl Drop for Etcd {
 }
 
 /// A TCP relay to `target` that can be cut (every open connection shut,
-/// new ones closed at once) and restored.
+/// new ones closed at once), frozen (connections stay open but nothing
+/// passes: a black hole) and restored.
 pub struct Relay {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
@@ -180,9 +182,10 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, s, o) = (cut.clone(), stop.clone(), open.clone());
+        let (c, s, o, f) = (cut.clone(), stop.clone(), open.clone(), frozen.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((down, _)) = listener.accept() else {
@@ -201,13 +204,18 @@ impl Relay {
                 held.push(down.try_clone().unwrap());
                 held.push(up.try_clone().unwrap());
                 drop(held);
-                pump(down.try_clone().unwrap(), up.try_clone().unwrap());
-                pump(up, down);
+                pump(
+                    down.try_clone().unwrap(),
+                    up.try_clone().unwrap(),
+                    f.clone(),
+                );
+                pump(up, down, f.clone());
             }
         });
         Relay {
             port,
             cut,
+            frozen,
             open,
             stop,
         }
@@ -224,8 +232,14 @@ impl Relay {
         }
     }
 
+    /// Nothing passes any more; connections stay open.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
     }
 }
 
@@ -236,12 +250,14 @@ impl Drop for Relay {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
+                // Frozen: what arrives is swallowed.
+                Ok(_) if frozen.load(Ordering::Relaxed) => {}
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
