@@ -15,9 +15,10 @@ say() { printf '\n==> %s\n' "$*"; }
 # apache2-utils (`ab -k`) and curl: clients we did not write, run through the
 # agent by the hardening tests, etcd-server (the etcd config source is
 # tested against a real etcd) and protobuf-compiler (the etcd-client crate
-# compiles etcd's protobuf definitions with protoc at build time). Later
-# issues add prometheus.
-PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium apache2-utils curl etcd-server protobuf-compiler)
+# compiles etcd's protobuf definitions with protoc at build time), and
+# prometheus (its server and promtool check the deploy/prometheus and
+# deploy/grafana files against a real agent).
+PKGS=(haproxy nginx-light wrk iproute2 iptables python3-seccomp chromium apache2-utils curl etcd-server protobuf-compiler prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -37,7 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || { [ $had_policy -eq 1 ] || rm -f "$policy"; exit 1; }
   [ $had_policy -eq 1 ] || rm -f "$policy"
 fi
-for tool in haproxy nginx wrk ip iptables chromium ab curl etcd protoc; do
+for tool in haproxy nginx wrk ip iptables chromium ab curl etcd protoc prometheus promtool; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "test.sh: $tool missing after install" >&2; exit 1; }
 done
 # kubernetes-validate (PyPI): the DaemonSet and ConfigMap are validated

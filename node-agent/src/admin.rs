@@ -233,7 +233,9 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
                 source_connected: shared.source_connected.load(Ordering::Relaxed),
             };
             let mut text = metrics::render(&stats, &facts);
+            metrics::render_traffic(&stats, &snap, &mut text);
             metrics::policy::render(&snap, &mut text);
+            metrics::process::render(&mut text);
             (200, "text/plain; version=0.0.4", text)
         }
         _ => (

@@ -5,7 +5,9 @@
 //! admin server reads every worker's counters and sums them at scrape time:
 //! a scrape never takes a lock a worker could wait on.
 
+pub mod keyed;
 pub mod policy;
+pub mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,11 +106,17 @@ pub struct WorkerStats {
     duration_sum_ns: AtomicU64,
     driver: [AtomicU64; DRIVER_NAMES.len()],
     records_kept: AtomicU64,
+    records_sampled_out: AtomicU64,
+    sampler_level: AtomicU64,
     active_down: AtomicU64,
     active_up: AtomicU64,
     bufs_in_use: AtomicU64,
     timer_entries: AtomicU64,
     pooled: AtomicU64,
+    /// Requests by route name id and status class.
+    pub routes: keyed::Keyed,
+    /// Requests by cluster name id and status class.
+    pub clusters: keyed::Keyed,
 }
 
 #[inline]
@@ -120,10 +128,20 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl WorkerStats {
-    /// Counts a finished request (or L4 connection when `status` is 0).
-    pub fn request(&self, status: u16, reason: Reason, duration_ns: u64, kept: bool) {
+    /// Counts a finished request (or L4 connection when `status` is 0)
+    /// of route and cluster name ids `route` and `cluster` (0: none).
+    pub fn request(
+        &self,
+        status: u16,
+        reason: Reason,
+        duration_ns: u64,
+        kept: bool,
+        (route, cluster): (u16, u16),
+    ) {
         let class = usize::from(status / 100).min(5);
         bump(&self.by_class[class], 1);
+        self.routes.add(route, class);
+        self.clusters.add(cluster, class);
         if reason != Reason::None {
             bump(
                 &self.by_reason[usize::from(reason.code()).min(REASONS - 1)],
@@ -139,7 +157,15 @@ impl WorkerStats {
         bump(&self.duration_sum_ns, duration_ns);
         if kept {
             bump(&self.records_kept, 1);
+        } else {
+            bump(&self.records_sampled_out, 1);
         }
+    }
+
+    /// The sampler's shedding level (0: none).
+    pub fn set_sampler_level(&self, level: u32) {
+        self.sampler_level
+            .store(u64::from(level), Ordering::Relaxed);
     }
 
     /// Adds to a driver counter.
@@ -193,6 +219,63 @@ fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
         .iter()
         .map(|s| f(s).load(Ordering::Relaxed))
         .fold(0, u64::wrapping_add)
+}
+
+/// A label value with `\\`, `"` and newlines escaped.
+pub(crate) fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders `tailmesh_route_requests_total` and
+/// `tailmesh_cluster_requests_total` by status class, names from `snap`
+/// (ids it no longer names are left out; the overflow row is `_other`).
+pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, o: &mut String) {
+    let classes = ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"];
+    let routes: Vec<(u16, &str)> = snap
+        .routes
+        .iter()
+        .map(|r| (r.id, r.name.as_str()))
+        .collect();
+    let clusters: Vec<(u16, &str)> = snap
+        .clusters
+        .iter()
+        .map(|c| (c.id, c.name.as_str()))
+        .collect();
+    for (dim, names, pick) in [
+        (
+            "route",
+            routes,
+            (|s: &WorkerStats| &s.routes) as fn(&WorkerStats) -> &keyed::Keyed,
+        ),
+        ("cluster", clusters, |s: &WorkerStats| &s.clusters),
+    ] {
+        family(
+            o,
+            &format!("{dim}_requests_total"),
+            "counter",
+            &format!("Finished requests by {dim} and status class (l4: L4 connections)."),
+        );
+        for (id, counts) in keyed::sum(stats.iter().map(|s| pick(s))) {
+            let name = match id {
+                Some(id) => match names.iter().find(|(i, _)| *i == id) {
+                    Some((_, n)) => label(n),
+                    None => continue,
+                },
+                None if counts.iter().all(|&c| c == 0) => continue,
+                None => "_other".to_string(),
+            };
+            for (class, v) in classes.iter().zip(counts) {
+                if v > 0 {
+                    let _ = writeln!(
+                        o,
+                        "tailmesh_{dim}_requests_total{{{dim}=\"{name}\",class=\"{class}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of family `tailmesh_{name}`.
@@ -267,6 +350,25 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         "counter",
         "Trace records the sampler kept and wrote to the ring.",
         sum(stats, |s| &s.records_kept),
+    );
+    single(
+        &mut o,
+        "records_sampled_out_total",
+        "counter",
+        "Finished requests the sampler did not keep (by rate, or shed over max_records_per_sec).",
+        sum(stats, |s| &s.records_sampled_out),
+    );
+    let level = stats
+        .iter()
+        .map(|s| s.sampler_level.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    single(
+        &mut o,
+        "sampler_level",
+        "gauge",
+        "Highest shedding level of the workers' samplers (0: rates as configured; each level halves them to stay under max_records_per_sec).",
+        level,
     );
     family(
         &mut o,
@@ -415,9 +517,9 @@ mod tests {
     fn workers_are_summed_and_buckets_cumulative() {
         let a = WorkerStats::default();
         let b = WorkerStats::default();
-        a.request(200, Reason::None, 50_000, true);
-        b.request(503, Reason::UpstreamConnect, 2_000_000, false);
-        b.request(0, Reason::None, 7_000_000_000, false);
+        a.request(200, Reason::None, 50_000, true, (3, 4));
+        b.request(503, Reason::UpstreamConnect, 2_000_000, false, (3, 4));
+        b.request(0, Reason::None, 7_000_000_000, false, (0, 0));
         a.driver(Driver::Accepted, 3);
         let facts = Facts {
             backend: "epoll",

@@ -183,8 +183,9 @@ impl Recorder {
         if level != self.level {
             self.level = level;
             self.shard.set_sampler_level(level);
+            stats.set_sampler_level(level);
         }
-        stats.request(r.status, r.reason, r.total_ns, d.keep);
+        stats.request(r.status, r.reason, r.total_ns, d.keep, (r.route, r.cluster));
         d.keep
     }
 

@@ -35,10 +35,15 @@ fn docs(path: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn manifests_validate_against_the_kubernetes_schemas() {
     let dir = deploy().join("kubernetes");
-    let files: Vec<PathBuf> = ["namespace.yaml", "configmap.yaml", "daemonset.yaml"]
-        .iter()
-        .map(|f| dir.join(f))
-        .collect();
+    let files: Vec<PathBuf> = [
+        "namespace.yaml",
+        "configmap.yaml",
+        "daemonset.yaml",
+        "service.yaml",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
     let out = validate(&files);
     assert!(
         out.status.success(),

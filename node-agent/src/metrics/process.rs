@@ -1,0 +1,84 @@
+//! The agent process's own figures, read from `/proc/self` at scrape time
+//! (on the admin thread): CPU seconds, resident memory, open descriptors
+//! and their limit.
+
+use std::fmt::Write as _;
+
+use super::family;
+
+/// Appends `tailmesh_process_*` (left out where `/proc` cannot be read).
+pub fn render(o: &mut String) {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let page = rustix::param::page_size() as u64;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest)
+    {
+        // Fields after the command name: state is field 3, utime 14,
+        // stime 15, rss 24 (1-based, man 5 proc).
+        let f: Vec<&str> = after.split(' ').collect();
+        let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(u), Some(s)) = (num(14), num(15)) {
+            family(
+                o,
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time of the agent process.",
+            );
+            let _ = writeln!(
+                o,
+                "tailmesh_process_cpu_seconds_total {}",
+                (u + s) as f64 / ticks
+            );
+        }
+        if let Some(rss) = num(24) {
+            family(
+                o,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the agent process.",
+            );
+            let _ = writeln!(o, "tailmesh_process_resident_memory_bytes {}", rss * page);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        family(
+            o,
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors of the agent process.",
+        );
+        let _ = writeln!(o, "tailmesh_process_open_fds {}", fds.count());
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    if let Some(max) = limit {
+        family(
+            o,
+            "process_max_fds",
+            "gauge",
+            "Open file descriptor limit (soft) of the agent process.",
+        );
+        let _ = writeln!(o, "tailmesh_process_max_fds {max}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_figures_are_read() {
+        let mut o = String::new();
+        super::render(&mut o);
+        for m in [
+            "tailmesh_process_cpu_seconds_total ",
+            "tailmesh_process_resident_memory_bytes ",
+            "tailmesh_process_open_fds ",
+        ] {
+            let v: f64 = o
+                .lines()
+                .find_map(|l| l.strip_prefix(m))
+                .unwrap_or_else(|| panic!("{m} missing:\n{o}"))
+                .parse()
+                .unwrap();
+            assert!(v > 0.0 || m.contains("cpu"), "{m}{v}");
+        }
+    }
+}
