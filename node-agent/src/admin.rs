@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{self, Facts};
+use crate::metrics;
 use crate::worker::Shared;
 
 /// Largest admin request head read.
@@ -148,7 +148,7 @@ fn begin_drain(shared: &Shared, signal: &str) {
     }
 }
 
-async fn handle(mut conn: TcpStream, shared: &Shared, source: &str) -> std::io::Result<()> {
+async fn handle(mut conn: TcpStream, shared: &Arc<Shared>, source: &str) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -182,7 +182,7 @@ async fn handle(mut conn: TcpStream, shared: &Shared, source: &str) -> std::io::
     conn.shutdown().await
 }
 
-fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, String) {
+fn route(path: &str, shared: &Arc<Shared>, source: &str) -> (u16, &'static str, String) {
     let snap = shared.snapshot.load();
     match path {
         "/healthz" => (200, "text/plain", "ok\n".into()),
@@ -221,22 +221,12 @@ fn route(path: &str, shared: &Shared, source: &str) -> (u16, &'static str, Strin
             (200, "application/json", format!("{body:#}\n"))
         }
         "/metrics" => {
-            let stats: Vec<&metrics::WorkerStats> = shared.stats.iter().collect();
-            let facts = Facts {
-                backend: shared.backend_name(),
-                fell_back: shared.fell_back.load(Ordering::Relaxed),
-                generation: snap.generation,
-                config_rejected: shared.config_rejected.load(Ordering::Relaxed),
-                config_applied: shared.config_applied.load(Ordering::Relaxed),
-                draining: shared.draining(),
-                source_revision: shared.source_revision.load(Ordering::Relaxed),
-                source_connected: shared.source_connected.load(Ordering::Relaxed),
-            };
-            let mut text = metrics::render(&stats, &facts);
-            metrics::render_traffic(&stats, &snap, &mut text);
-            metrics::policy::render(&snap, &mut text);
-            metrics::process::render(&mut text);
-            (200, "text/plain; version=0.0.4", text)
+            let scraped =
+                metrics::expo::registry(shared.clone()).and_then(|r| metrics::expo::scrape(&r));
+            match scraped {
+                Ok(text) => (200, "text/plain; version=0.0.4", text),
+                Err(e) => (500, "text/plain", format!("metrics: {e}\n")),
+            }
         }
         _ => (
             404,

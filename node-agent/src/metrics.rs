@@ -5,14 +5,16 @@
 //! admin server reads every worker's counters and sums them at scrape time:
 //! a scrape never takes a lock a worker could wait on.
 
+pub mod expo;
 pub mod keyed;
 pub mod policy;
 pub mod process;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringlog::Reason;
+
+pub use expo::Expo;
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -214,6 +216,22 @@ pub struct Facts<'a> {
     pub source_connected: bool,
 }
 
+impl<'a> Facts<'a> {
+    /// The facts of the running agent.
+    pub fn of(sh: &'a crate::worker::Shared, generation: u32) -> Facts<'a> {
+        Facts {
+            backend: sh.backend_name(),
+            fell_back: sh.fell_back.load(Ordering::Relaxed),
+            generation,
+            config_rejected: sh.config_rejected.load(Ordering::Relaxed),
+            config_applied: sh.config_applied.load(Ordering::Relaxed),
+            draining: sh.draining(),
+            source_revision: sh.source_revision.load(Ordering::Relaxed),
+            source_connected: sh.source_connected.load(Ordering::Relaxed),
+        }
+    }
+}
+
 fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
     stats
         .iter()
@@ -221,17 +239,10 @@ fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
         .fold(0, u64::wrapping_add)
 }
 
-/// A label value with `\\`, `"` and newlines escaped.
-pub(crate) fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// Renders `tailmesh_route_requests_total` and
 /// `tailmesh_cluster_requests_total` by status class, names from `snap`
 /// (ids it no longer names are left out; the overflow row is `_other`).
-pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, o: &mut String) {
+pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, o: &mut Expo) {
     let classes = ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"];
     let routes: Vec<(u16, &str)> = snap
         .routes
@@ -251,8 +262,7 @@ pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, 
         ),
         ("cluster", clusters, |s: &WorkerStats| &s.clusters),
     ] {
-        family(
-            o,
+        o.family(
             &format!("{dim}_requests_total"),
             "counter",
             &format!("Finished requests by {dim} and status class (l4: L4 connections)."),
@@ -260,52 +270,38 @@ pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, 
         for (id, counts) in keyed::sum(stats.iter().map(|s| pick(s))) {
             let name = match id {
                 Some(id) => match names.iter().find(|(i, _)| *i == id) {
-                    Some((_, n)) => label(n),
+                    Some((_, n)) => *n,
                     None => continue,
                 },
                 None if counts.iter().all(|&c| c == 0) => continue,
-                None => "_other".to_string(),
+                None => "_other",
             };
             for (class, v) in classes.iter().zip(counts) {
                 if v > 0 {
-                    let _ = writeln!(
-                        o,
-                        "tailmesh_{dim}_requests_total{{{dim}=\"{name}\",class=\"{class}\"}} {v}"
-                    );
+                    o.value(&[(dim, name), ("class", class)], v as f64);
                 }
             }
         }
     }
 }
 
-/// Writes the `# HELP` and `# TYPE` lines of family `tailmesh_{name}`.
-pub(crate) fn family(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(
-        o,
-        "# HELP tailmesh_{name} {help}\n# TYPE tailmesh_{name} {kind}"
-    );
-}
-
-/// Renders the Prometheus text exposition of all workers' counters.
-pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
-    let mut o = String::with_capacity(4096);
+/// Adds the families of all workers' counters and the agent's facts.
+pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
     // A family with one unlabelled value, summed over the workers.
-    let single = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-        family(o, name, kind, help);
-        let _ = writeln!(o, "tailmesh_{name} {v}");
+    let single = |o: &mut Expo, name: &str, kind: &str, help: &str, v: u64| {
+        o.family(name, kind, help);
+        o.value(&[], v as f64);
     };
-    family(
-        &mut o,
+    o.family(
         "requests_total",
         "counter",
         "Finished requests (L4 connections: class=\"l4\") by status class.",
     );
     for (i, class) in ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
         let v = sum(stats, |s| &s.by_class[i]);
-        let _ = writeln!(o, "tailmesh_requests_total{{class=\"{class}\"}} {v}");
+        o.value(&[("class", class)], v as f64);
     }
-    family(
-        &mut o,
+    o.family(
         "local_responses_total",
         "counter",
         "Requests the agent answered or ended itself, by reason (x-tailmesh-reason).",
@@ -316,43 +312,31 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
             continue;
         }
         let v = sum(stats, |s| &s.by_reason[usize::from(code)]);
-        let _ = writeln!(o, "tailmesh_local_responses_total{{reason=\"{name}\"}} {v}");
+        o.value(&[("reason", &name)], v as f64);
     }
-    family(
-        &mut o,
+    o.family(
         "request_duration_seconds",
         "histogram",
         "Request duration from accept or first byte to the last byte written downstream.",
     );
     let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len());
     for (i, le) in DURATION_BUCKETS.iter().enumerate() {
         cumulative += sum(stats, |s| &s.buckets[i]);
-        let _ = writeln!(
-            o,
-            "tailmesh_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-        );
+        buckets.push((*le, cumulative));
     }
     cumulative += sum(stats, |s| &s.buckets[DURATION_BUCKETS.len()]);
-    let _ = writeln!(
-        o,
-        "tailmesh_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
     let total_ns = sum(stats, |s| &s.duration_sum_ns);
-    let _ = writeln!(
-        o,
-        "tailmesh_request_duration_seconds_sum {}",
-        total_ns as f64 / 1e9
-    );
-    let _ = writeln!(o, "tailmesh_request_duration_seconds_count {cumulative}");
+    o.histogram(&[], &buckets, total_ns as f64 / 1e9, cumulative);
     single(
-        &mut o,
+        o,
         "records_kept_total",
         "counter",
         "Trace records the sampler kept and wrote to the ring.",
         sum(stats, |s| &s.records_kept),
     );
     single(
-        &mut o,
+        o,
         "records_sampled_out_total",
         "counter",
         "Finished requests the sampler did not keep (by rate, or shed over max_records_per_sec).",
@@ -364,149 +348,104 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>) -> String {
         .max()
         .unwrap_or(0);
     single(
-        &mut o,
+        o,
         "sampler_level",
         "gauge",
         "Highest shedding level of the workers' samplers (0: rates as configured; each level halves them to stay under max_records_per_sec).",
         level,
     );
-    family(
-        &mut o,
-        "active_connections",
-        "gauge",
-        "Open connections by side.",
+    o.family("active_connections", "gauge", "Open connections by side.");
+    o.value(
+        &[("side", "downstream")],
+        sum(stats, |s| &s.active_down) as f64,
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_active_connections{{side=\"downstream\"}} {}",
-        sum(stats, |s| &s.active_down)
-    );
-    let _ = writeln!(
-        o,
-        "tailmesh_active_connections{{side=\"upstream\"}} {}",
-        sum(stats, |s| &s.active_up)
-    );
+    o.value(&[("side", "upstream")], sum(stats, |s| &s.active_up) as f64);
     single(
-        &mut o,
+        o,
         "timer_entries",
         "gauge",
         "Entries in the workers' timer heaps (stays proportional to open connections).",
         sum(stats, |s| &s.timer_entries),
     );
     single(
-        &mut o,
+        o,
         "pooled_upstream_connections",
         "gauge",
         "Idle upstream connections in the workers' pools (at most 256 per endpoint and 1024 per worker).",
         sum(stats, |s| &s.pooled),
     );
     single(
-        &mut o,
+        o,
         "uring_buffers_in_use",
         "gauge",
         "io_uring provided receive buffers held by connections (out of 128 per worker); 0 on epoll.",
         sum(stats, |s| &s.bufs_in_use),
     );
-    family(
-        &mut o,
-        "driver_events_total",
-        "counter",
-        "I/O driver counters.",
-    );
+    o.family("driver_events_total", "counter", "I/O driver counters.");
     for (i, name) in DRIVER_NAMES.iter().enumerate() {
         let v = sum(stats, |s| &s.driver[i]);
-        let _ = writeln!(o, "tailmesh_driver_events_total{{event=\"{name}\"}} {v}");
+        o.value(&[("event", name)], v as f64);
     }
-    family(
-        &mut o,
+    o.family(
         "io_backend",
         "gauge",
         "The I/O driver in use (1 for the active one).",
     );
     for b in ["uring", "epoll"] {
         let v = u8::from(facts.backend == b);
-        let _ = writeln!(o, "tailmesh_io_backend{{backend=\"{b}\"}} {v}");
+        o.value(&[("backend", b)], f64::from(v));
     }
-    family(
-        &mut o,
+    o.family(
         "io_fallback",
         "gauge",
         "1 if --io auto fell back from io_uring to epoll.",
     );
-    let _ = writeln!(o, "tailmesh_io_fallback {}", u8::from(facts.fell_back));
-    family(
-        &mut o,
+    o.value(&[], f64::from(u8::from(facts.fell_back)));
+    o.family(
         "config_generation",
         "gauge",
         "Generation of the config snapshot being served.",
     );
-    let _ = writeln!(o, "tailmesh_config_generation {}", facts.generation);
-    family(
-        &mut o,
+    o.value(&[], f64::from(facts.generation));
+    o.family(
         "config_rejected_total",
         "counter",
         "Configs rejected (the last good one kept serving).",
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_config_rejected_total {}",
-        facts.config_rejected
-    );
-    family(
-        &mut o,
+    o.value(&[], facts.config_rejected as f64);
+    o.family(
         "config_reloads_total",
         "counter",
         "Config reloads applied (SIGHUP or a change of the file).",
     );
-    let _ = writeln!(o, "tailmesh_config_reloads_total {}", facts.config_applied);
-    family(
-        &mut o,
+    o.value(&[], facts.config_applied as f64);
+    o.family(
         "config_reload_total",
         "counter",
         "Config changes by result: applied, or rejected (the last good one kept serving).",
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_config_reload_total{{result=\"applied\"}} {}",
-        facts.config_applied
-    );
-    let _ = writeln!(
-        o,
-        "tailmesh_config_reload_total{{result=\"rejected\"}} {}",
-        facts.config_rejected
-    );
-    family(
-        &mut o,
+    o.value(&[("result", "applied")], facts.config_applied as f64);
+    o.value(&[("result", "rejected")], facts.config_rejected as f64);
+    o.family(
         "config_source_connected",
         "gauge",
         "1 while the config source is reachable (etcd: a watch is established; a file: always).",
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_config_source_connected {}",
-        u8::from(facts.source_connected)
-    );
-    family(
-        &mut o,
+    o.value(&[], f64::from(u8::from(facts.source_connected)));
+    o.family(
         "config_source_revision",
         "gauge",
         "etcd revision of the config being served (0 for a file).",
     );
-    let _ = writeln!(
-        o,
-        "tailmesh_config_source_revision {}",
-        facts.source_revision
-    );
-    family(&mut o, "workers", "gauge", "Worker threads.");
-    let _ = writeln!(o, "tailmesh_workers {}", stats.len());
-    family(
-        &mut o,
+    o.value(&[], facts.source_revision as f64);
+    o.family("workers", "gauge", "Worker threads.");
+    o.value(&[], stats.len() as f64);
+    o.family(
         "draining",
         "gauge",
         "1 while draining after SIGTERM/SIGINT.",
     );
-    let _ = writeln!(o, "tailmesh_draining {}", u8::from(facts.draining));
-    o
+    o.value(&[], f64::from(u8::from(facts.draining)));
 }
 
 #[cfg(test)]
@@ -531,7 +470,9 @@ mod tests {
             source_connected: true,
             draining: false,
         };
-        let text = render(&[&a, &b], &facts);
+        let mut o = Expo::default();
+        render(&[&a, &b], &facts, &mut o);
+        let text = expo::encode(&o.into_families());
         for line in [
             "tailmesh_requests_total{class=\"2xx\"} 1",
             "tailmesh_requests_total{class=\"5xx\"} 1",

@@ -2,12 +2,10 @@
 //! (on the admin thread): CPU seconds, resident memory, open descriptors
 //! and their limit.
 
-use std::fmt::Write as _;
-
-use super::family;
+use super::Expo;
 
 /// Appends `tailmesh_process_*` (left out where `/proc` cannot be read).
-pub fn render(o: &mut String) {
+pub fn render(o: &mut Expo) {
     let ticks = rustix::param::clock_ticks_per_second() as f64;
     let page = rustix::param::page_size() as u64;
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
@@ -18,46 +16,38 @@ pub fn render(o: &mut String) {
         let f: Vec<&str> = after.split(' ').collect();
         let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
         if let (Some(u), Some(s)) = (num(14), num(15)) {
-            family(
-                o,
+            o.family(
                 "process_cpu_seconds_total",
                 "counter",
                 "User and system CPU time of the agent process.",
             );
-            let _ = writeln!(
-                o,
-                "tailmesh_process_cpu_seconds_total {}",
-                (u + s) as f64 / ticks
-            );
+            o.value(&[], (u + s) as f64 / ticks);
         }
         if let Some(rss) = num(24) {
-            family(
-                o,
+            o.family(
                 "process_resident_memory_bytes",
                 "gauge",
                 "Resident memory of the agent process.",
             );
-            let _ = writeln!(o, "tailmesh_process_resident_memory_bytes {}", rss * page);
+            o.value(&[], (rss * page) as f64);
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        family(
-            o,
+        o.family(
             "process_open_fds",
             "gauge",
             "Open file descriptors of the agent process.",
         );
-        let _ = writeln!(o, "tailmesh_process_open_fds {}", fds.count());
+        o.value(&[], fds.count() as f64);
     }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     if let Some(max) = limit {
-        family(
-            o,
+        o.family(
             "process_max_fds",
             "gauge",
             "Open file descriptor limit (soft) of the agent process.",
         );
-        let _ = writeln!(o, "tailmesh_process_max_fds {max}");
+        o.value(&[], max as f64);
     }
 }
 
@@ -65,8 +55,9 @@ pub fn render(o: &mut String) {
 mod tests {
     #[test]
     fn the_process_figures_are_read() {
-        let mut o = String::new();
-        super::render(&mut o);
+        let mut e = super::Expo::default();
+        super::render(&mut e);
+        let o = super::super::expo::encode(&e.into_families());
         for m in [
             "tailmesh_process_cpu_seconds_total ",
             "tailmesh_process_resident_memory_bytes ",
