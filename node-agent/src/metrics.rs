@@ -104,8 +104,12 @@ const DRIVER_NAMES: [&str; 20] = [
 pub struct WorkerStats {
     by_class: [AtomicU64; 6],
     by_reason: [AtomicU64; REASONS],
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    duration_sum_ns: AtomicU64,
+    /// Whole request time.
+    duration: Hist,
+    /// Upstream first byte phase (requests that reached an upstream).
+    first_byte: Hist,
+    /// Queue phase (accept or keep-alive wait until the head was parsed).
+    queue: Hist,
     driver: [AtomicU64; DRIVER_NAMES.len()],
     records_kept: AtomicU64,
     records_sampled_out: AtomicU64,
@@ -119,6 +123,43 @@ pub struct WorkerStats {
     pub routes: keyed::Keyed,
     /// Requests by cluster name id and status class.
     pub clusters: keyed::Keyed,
+    /// Requests by request type name id: class 0 kept, 1 sampled out.
+    pub types: keyed::Keyed,
+}
+
+/// The `types` key of requests of no listed request type.
+const UNTYPED: u16 = u16::MAX;
+
+/// One histogram over [`DURATION_BUCKETS`] (single writer).
+#[derive(Debug, Default)]
+pub struct Hist {
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Hist {
+    fn observe(&self, ns: u64) {
+        let secs = ns as f64 / 1e9;
+        let b = DURATION_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        bump(&self.buckets[b], 1);
+        bump(&self.sum_ns, ns);
+    }
+}
+
+/// Adds the histogram `pick` picks, summed over the workers.
+fn render_hist(o: &mut Expo, stats: &[&WorkerStats], pick: fn(&WorkerStats) -> &Hist) {
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len());
+    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        cumulative += sum(stats, |s| &pick(s).buckets[i]);
+        buckets.push((*le, cumulative));
+    }
+    cumulative += sum(stats, |s| &pick(s).buckets[DURATION_BUCKETS.len()]);
+    let total_ns = sum(stats, |s| &pick(s).sum_ns);
+    o.histogram(&[], &buckets, total_ns as f64 / 1e9, cumulative);
 }
 
 #[inline]
@@ -130,33 +171,28 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl WorkerStats {
-    /// Counts a finished request (or L4 connection when `status` is 0)
-    /// of route and cluster name ids `route` and `cluster` (0: none).
-    pub fn request(
-        &self,
-        status: u16,
-        reason: Reason,
-        duration_ns: u64,
-        kept: bool,
-        (route, cluster): (u16, u16),
-    ) {
-        let class = usize::from(status / 100).min(5);
+    /// Counts the finished request (or L4 connection when its status is
+    /// 0) of record `r`, which the sampler `kept` or not.
+    pub fn request(&self, r: &ringlog::Record, kept: bool) {
+        let class = usize::from(r.status / 100).min(5);
         bump(&self.by_class[class], 1);
-        self.routes.add(route, class);
-        self.clusters.add(cluster, class);
-        if reason != Reason::None {
+        self.routes.add(r.route, class);
+        self.clusters.add(r.cluster, class);
+        // Requests of no listed type count under UNTYPED.
+        let req_type = if r.req_type == 0 { UNTYPED } else { r.req_type };
+        self.types.add(req_type, usize::from(!kept));
+        if r.reason != Reason::None {
             bump(
-                &self.by_reason[usize::from(reason.code()).min(REASONS - 1)],
+                &self.by_reason[usize::from(r.reason.code()).min(REASONS - 1)],
                 1,
             );
         }
-        let secs = duration_ns as f64 / 1e9;
-        let b = DURATION_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(DURATION_BUCKETS.len());
-        bump(&self.buckets[b], 1);
-        bump(&self.duration_sum_ns, duration_ns);
+        self.duration.observe(r.total_ns);
+        let first_byte = r.phase(ringlog::Phase::FirstByte);
+        if first_byte > 0 {
+            self.first_byte.observe(first_byte);
+        }
+        self.queue.observe(r.phase(ringlog::Phase::Queue));
         if kept {
             bump(&self.records_kept, 1);
         } else {
@@ -283,6 +319,32 @@ pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, 
             }
         }
     }
+    o.family(
+        "records_total",
+        "counter",
+        "Finished requests by request type and what the sampler did: kept (written to the ring) or sampled_out.",
+    );
+    for (id, counts) in keyed::sum(stats.iter().map(|s| &s.types)) {
+        let name = match id {
+            Some(UNTYPED) => "_untyped",
+            Some(id) => match snap
+                .types
+                .iter()
+                .zip(&snap.config.request_types)
+                .find(|(t, _)| t.id == id)
+            {
+                Some((_, t)) => t.name.as_str(),
+                None => continue,
+            },
+            None if counts.iter().all(|&c| c == 0) => continue,
+            None => "_other",
+        };
+        o.value(&[("type", name), ("outcome", "kept")], counts[0] as f64);
+        o.value(
+            &[("type", name), ("outcome", "sampled_out")],
+            counts[1] as f64,
+        );
+    }
 }
 
 /// Adds the families of all workers' counters and the agent's facts.
@@ -319,15 +381,19 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         "histogram",
         "Request duration from accept or first byte to the last byte written downstream.",
     );
-    let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len());
-    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-        cumulative += sum(stats, |s| &s.buckets[i]);
-        buckets.push((*le, cumulative));
-    }
-    cumulative += sum(stats, |s| &s.buckets[DURATION_BUCKETS.len()]);
-    let total_ns = sum(stats, |s| &s.duration_sum_ns);
-    o.histogram(&[], &buckets, total_ns as f64 / 1e9, cumulative);
+    render_hist(o, stats, |s| &s.duration);
+    o.family(
+        "upstream_first_byte_seconds",
+        "histogram",
+        "Time from the request sent upstream to the upstream's first response byte (requests that reached an upstream).",
+    );
+    render_hist(o, stats, |s| &s.first_byte);
+    o.family(
+        "request_queue_seconds",
+        "histogram",
+        "Time from accept (or the end of the previous request on a kept-alive connection) until the request head was parsed.",
+    );
+    render_hist(o, stats, |s| &s.queue);
     single(
         o,
         "records_kept_total",
@@ -456,9 +522,17 @@ mod tests {
     fn workers_are_summed_and_buckets_cumulative() {
         let a = WorkerStats::default();
         let b = WorkerStats::default();
-        a.request(200, Reason::None, 50_000, true, (3, 4));
-        b.request(503, Reason::UpstreamConnect, 2_000_000, false, (3, 4));
-        b.request(0, Reason::None, 7_000_000_000, false, (0, 0));
+        let rec = |status, reason, total_ns, (route, cluster)| ringlog::Record {
+            status,
+            reason,
+            total_ns,
+            route,
+            cluster,
+            ..ringlog::Record::default()
+        };
+        a.request(&rec(200, Reason::None, 50_000, (3, 4)), true);
+        b.request(&rec(503, Reason::UpstreamConnect, 2_000_000, (3, 4)), false);
+        b.request(&rec(0, Reason::None, 7_000_000_000, (0, 0)), false);
         a.driver(Driver::Accepted, 3);
         let facts = Facts {
             backend: "epoll",

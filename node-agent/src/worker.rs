@@ -185,7 +185,7 @@ impl Recorder {
             self.shard.set_sampler_level(level);
             stats.set_sampler_level(level);
         }
-        stats.request(r.status, r.reason, r.total_ns, d.keep, (r.route, r.cluster));
+        stats.request(&r, d.keep);
         d.keep
     }
 
