@@ -112,6 +112,9 @@ pub struct WorkerStats {
     queue: Hist,
     driver: [AtomicU64; DRIVER_NAMES.len()],
     records_kept: AtomicU64,
+    /// Bytes handed to the client side / the upstream side (user space).
+    bytes_down: AtomicU64,
+    bytes_up: AtomicU64,
     records_sampled_out: AtomicU64,
     sampler_level: AtomicU64,
     active_down: AtomicU64,
@@ -197,6 +200,18 @@ impl WorkerStats {
             bump(&self.records_kept, 1);
         } else {
             bump(&self.records_sampled_out, 1);
+        }
+    }
+
+    /// Bytes the core handed to the client (`down`) and upstream (`up`)
+    /// sides in one step.
+    #[inline]
+    pub fn bytes(&self, down: u64, up: u64) {
+        if down > 0 {
+            bump(&self.bytes_down, down);
+        }
+        if up > 0 {
+            bump(&self.bytes_up, up);
         }
     }
 
@@ -419,6 +434,19 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         "gauge",
         "Highest shedding level of the workers' samplers (0: rates as configured; each level halves them to stay under max_records_per_sec).",
         level,
+    );
+    o.family(
+        "bytes_total",
+        "counter",
+        "Bytes proxied, by where they went: downstream (to clients) or upstream; L4 bytes spliced in the kernel are in tailmesh_driver_events_total{event=\"spliced_bytes\"}.",
+    );
+    o.value(
+        &[("direction", "downstream")],
+        sum(stats, |s| &s.bytes_down) as f64,
+    );
+    o.value(
+        &[("direction", "upstream")],
+        sum(stats, |s| &s.bytes_up) as f64,
     );
     o.family("active_connections", "gauge", "Open connections by side.");
     o.value(

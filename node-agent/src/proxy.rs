@@ -45,6 +45,19 @@ impl Chunk {
         }
     }
 
+    /// How many bytes it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Owned(v) => v.len(),
+            Chunk::Input(r) => r.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bytes, given the buffer the call was fed.
     pub fn bytes<'a>(&'a self, input: &'a [u8]) -> &'a [u8] {
         match self {

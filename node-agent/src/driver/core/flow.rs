@@ -364,6 +364,9 @@ pub fn with_session<D: Driver>(
 /// upstream operations in the order the session produced them, then the
 /// upstream bytes to the upstream attached after them.
 pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
+    let bytes = |c: &[Chunk]| c.iter().map(Chunk::len).sum::<usize>() as u64;
+    let (down, up) = (bytes(&out.to_down), bytes(&out.to_up));
+    d.core().stats().bytes(down, up);
     if !out.to_down.is_empty() {
         d.send_down(i, &mut out.to_down, src);
     }
