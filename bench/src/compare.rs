@@ -30,7 +30,7 @@ use procs::{Proc, free_port, render, wait_listening, which};
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const NGINX_CFG: &str = include_str!("../peers/nginx.conf");
 const NGINX_ORIGIN_CFG: &str = include_str!("../peers/nginx-origin.conf");
-const ALL_TARGETS: [&str; 12] = [
+const ALL_TARGETS: [&str; 13] = [
     "direct",
     "nginx-origin",
     "agent-uring",
@@ -38,6 +38,7 @@ const ALL_TARGETS: [&str; 12] = [
     "agent-uring-policy",
     "agent-uring-routes",
     "agent-uring-reload",
+    "agent-uring-scrape",
     "agent-epoll",
     "agent-epoll-copy",
     "haproxy",
@@ -198,6 +199,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut targets: Vec<Target> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut churns = Vec::new();
+    let mut scrapers = Vec::new();
     let target =
         |name: &str, port: u16, proxy: Option<u32>, origin: u32, l4_port: Option<u16>| Target {
             name: name.to_string(),
@@ -308,7 +310,8 @@ pub fn run(args: &Args) -> Result<()> {
                 }
             }
             "agent-epoll" | "agent-epoll-copy" | "agent-uring" | "agent-uring-norec"
-            | "agent-uring-policy" | "agent-uring-routes" | "agent-uring-reload" => {
+            | "agent-uring-policy" | "agent-uring-routes" | "agent-uring-reload"
+            | "agent-uring-scrape" => {
                 // agent-uring-norec: the same agent with recording off;
                 // agent-uring-policy: a rate limit (never reached) on the
                 // route and a breaker on the cluster; agent-uring-routes:
@@ -362,6 +365,8 @@ pub fn run(args: &Args) -> Result<()> {
                 procs.push(p);
                 if name.ends_with("-reload") {
                     churns.push((name, reload::Churn::start(cfg_path, text, admin_port)));
+                } else if name.ends_with("-scrape") {
+                    scrapers.push((name, reload::Scraper::start(admin_port)));
                 }
             }
             // Names are checked against ALL_TARGETS above.
@@ -397,6 +402,9 @@ pub fn run(args: &Args) -> Result<()> {
             "{name}: config replaced {writes} times during the run (every {:?}); the agent is at generation {generation}",
             reload::EVERY
         ));
+    }
+    for (name, scraper) in scrapers {
+        skipped.push(format!("{name}: /metrics {}", scraper.finish()));
     }
     drop(procs);
     drop(upstream);
@@ -535,6 +543,9 @@ fn agent_config(
     } else {
         ("", "")
     };
+    if name.ends_with("-scrape") {
+        return scrape_config((http, tcp), upstream, dir, name, sampling);
+    }
     let (endpoints, lb, table) = if name.ends_with("-routes") {
         let eps: Vec<String> = upstreams
             .iter()
@@ -559,6 +570,43 @@ fn agent_config(
          - {{ name: bench-tcp, bind: \"127.0.0.1:{tcp}\", protocol: tcp, default_route: r }}\n\
          clusters:\n  - {{ name: origin, endpoints: [ {endpoints} ]{breaker}{lb} }}\n\
          routes:\n{table}  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ]{limit} }}\n\
+         sampling: {sampling}\n\
+         ring: {{ path: \"{}\", size: 64MiB }}\n",
+        dir.join(format!("{name}.ring")).display()
+    )
+}
+
+/// `agent-uring-scrape`'s config: the bench route plus 2,000 host routes
+/// with rate limits (never hit) over 400 clusters with breakers, outlier
+/// detection and retries: about 10k series on `/metrics`.
+fn scrape_config(
+    (http, tcp): (u16, u16),
+    upstream: &str,
+    dir: &std::path::Path,
+    name: &str,
+    sampling: &str,
+) -> String {
+    let clusters: String = (0..400)
+        .map(|c| {
+            format!(
+                "  - {{ name: c{c}, endpoints: [ {{ addr: \"{upstream}\" }} ], breaker: {{}}, outlier: {{}}, retry: {{ attempts: 1, on: [connect_failure] }} }}\n"
+            )
+        })
+        .collect();
+    let routes: String = (0..2000)
+        .map(|r| {
+            format!(
+                "  - {{ name: r{r}, match: {{ host: svc{r}.local }}, to: [ {{ cluster: c{} }} ], rate_limit: {{ rps: 1000, burst: 100 }} }}\n",
+                r % 400
+            )
+        })
+        .collect();
+    format!(
+        "version: 1\n\
+         listeners:\n  - {{ name: bench, bind: \"127.0.0.1:{http}\", protocol: http, default_route: r }}\n  \
+         - {{ name: bench-tcp, bind: \"127.0.0.1:{tcp}\", protocol: tcp, default_route: r }}\n\
+         clusters:\n  - {{ name: origin, endpoints: [ {{ addr: \"{upstream}\" }} ] }}\n{clusters}\
+         routes:\n{routes}  - {{ name: r, match: {{ path_prefix: / }}, to: [ {{ cluster: origin }} ] }}\n\
          sampling: {sampling}\n\
          ring: {{ path: \"{}\", size: 64MiB }}\n",
         dir.join(format!("{name}.ring")).display()
