@@ -117,6 +117,7 @@ pub struct WorkerStats {
     bytes_up: AtomicU64,
     records_sampled_out: AtomicU64,
     sampler_level: AtomicU64,
+    ring_overwritten: AtomicU64,
     active_down: AtomicU64,
     active_up: AtomicU64,
     bufs_in_use: AtomicU64,
@@ -213,6 +214,11 @@ impl WorkerStats {
         if up > 0 {
             bump(&self.bytes_up, up);
         }
+    }
+
+    /// Entries the worker's ring shard has overwritten so far.
+    pub fn set_ring_overwritten(&self, n: u64) {
+        self.ring_overwritten.store(n, Ordering::Relaxed);
     }
 
     /// The sampler's shedding level (0: none).
@@ -428,6 +434,13 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         .map(|s| s.sampler_level.load(Ordering::Relaxed))
         .max()
         .unwrap_or(0);
+    single(
+        o,
+        "ring_overwritten_total",
+        "counter",
+        "Ring entries overwritten by newer ones (the flight recorder's window moving; size the ring so it spans the history you need, docs/OPERATIONS.md).",
+        sum(stats, |s| &s.ring_overwritten),
+    );
     single(
         o,
         "sampler_level",

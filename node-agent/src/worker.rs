@@ -178,6 +178,7 @@ impl Recorder {
             r.sample_p = d.sample_p;
             r.keep = d.reason;
             self.shard.write(&r);
+            stats.set_ring_overwritten(self.shard.overwritten());
         }
         let level = self.sampler.level();
         if level != self.level {

@@ -50,6 +50,20 @@ fn start_agent(url: &str, extra: &[&str]) -> Agent {
     Agent::start(base, &args)
 }
 
+/// Cluster `c` on `port` and route `r` to it.
+fn seed(etcd: &Etcd, port: u16) {
+    etcd.put(&format!("{P}clusters/c"), &cluster(&[port]));
+    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+}
+
+/// A count from the environment (to shorten a run by hand), else `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !cond() {
@@ -76,8 +90,7 @@ fn puts_updates_and_deletes_apply_and_bad_pushes_are_rejected_with_their_key() {
     let etcd = Etcd::start();
     let a = Upstream::start(&["--name", "a"]);
     let b = Upstream::start(&["--name", "b"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     let agent = start_agent(&etcd.url(), &[]);
     let port = agent.port;
     let up = |path: &str| get(port, path).header("x-upstream").unwrap_or_default();
@@ -219,10 +232,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 #[test]
 fn updates_at_ten_per_second_under_load_apply_fast_and_cost_no_request() {
-    let updates: usize = std::env::var("TAILMESH_ETCD_UPDATES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let updates = env_or("TAILMESH_ETCD_UPDATES", 500);
     let etcd = Etcd::start();
     let a = Upstream::start(&["--name", "a"]);
     let b = Upstream::start(&["--name", "b"]);
@@ -300,15 +310,11 @@ fn updates_at_ten_per_second_under_load_apply_fast_and_cost_no_request() {
 
 #[test]
 fn with_etcd_killed_the_agent_serves_and_catches_up_after_it_returns() {
-    let down_s: u64 = std::env::var("TAILMESH_ETCD_DOWN_S")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let down_s = env_or("TAILMESH_ETCD_DOWN_S", 30) as u64;
     let mut etcd = Etcd::start();
     let a = Upstream::start(&["--name", "a"]);
     let b = Upstream::start(&["--name", "b"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     let agent = start_agent(&etcd.url(), &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(agent.port, 2, stop.clone());
@@ -345,8 +351,7 @@ fn after_a_compaction_while_cut_off_the_agent_relists_and_converges() {
     let etcd = Etcd::start();
     let relay = Relay::start(etcd.port);
     let a = Upstream::start(&["--name", "a"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     etcd.put(
         &format!("{P}routes/old"),
         r#"{"match":{"path":"/old"},"to":[{"cluster":"c"}]}"#,
@@ -393,8 +398,7 @@ fn a_registered_endpoint_joins_and_leaves_with_its_lease() {
     let mut etcd = Etcd::start();
     let a = Upstream::start(&["--name", "a"]);
     let b = Upstream::start(&["--name", "b"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     let agent = start_agent(&etcd.url(), &[]);
     let endpoints = |agent: &Agent| -> usize {
         config(agent)["config"]["clusters"][0]["endpoints"]
@@ -485,8 +489,7 @@ fn a_shared_breaker_opening_on_one_agent_sends_the_other_to_half_open() {
 fn the_config_cache_serves_when_etcd_is_down_at_start() {
     let mut etcd = Etcd::start();
     let a = Upstream::start(&["--name", "a"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.json");
     let cache_s = cache.to_str().unwrap().to_string();
@@ -522,8 +525,7 @@ fn a_silent_etcd_connection_is_detected_and_replaced() {
     let relay = Relay::start(etcd.port);
     let a = Upstream::start(&["--name", "a"]);
     let b = Upstream::start(&["--name", "b"]);
-    etcd.put(&format!("{P}clusters/c"), &cluster(&[a.port]));
-    etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
+    seed(&etcd, a.port);
     let agent = start_agent(&relay.url(), &[]);
     // A black hole: the TCP connection stays up, nothing comes back.
     relay.freeze();

@@ -87,17 +87,8 @@ fn drain_timeout_bounds_the_wait() {
 }
 
 fn no_uring_wrapper() -> Vec<String> {
-    let py = "/usr/bin/python3";
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/no_uring.py");
-    let probe = std::process::Command::new(py)
-        .args(["-c", "import seccomp"])
-        .status()
-        .expect("run /usr/bin/python3");
-    assert!(
-        probe.success(),
-        "python3-seccomp is required for this test: apt-get install -y python3-seccomp (./test.sh does)"
-    );
-    vec![py.to_string(), script.to_string()]
+    vec![seccomp_python().to_string(), script.to_string()]
 }
 
 #[test]

@@ -21,16 +21,11 @@ const APPLY: &str = concat!(
 );
 
 fn wrapper(profile: &str) -> Vec<String> {
-    let py = "/usr/bin/python3";
-    let probe = std::process::Command::new(py)
-        .args(["-c", "import seccomp"])
-        .status()
-        .expect("run /usr/bin/python3");
-    assert!(
-        probe.success(),
-        "python3-seccomp is required for this test: apt-get install -y python3-seccomp (./test.sh does)"
-    );
-    vec![py.to_string(), APPLY.to_string(), profile.to_string()]
+    vec![
+        seccomp_python().to_string(),
+        APPLY.to_string(),
+        profile.to_string(),
+    ]
 }
 
 fn run_under(profile: &str, io: &str) -> Agent {

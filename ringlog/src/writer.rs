@@ -350,6 +350,12 @@ impl ShardWriter {
         self.head
     }
 
+    /// Entries (records and events) this shard overwrote: the flight
+    /// recorder's window moving on, not an error.
+    pub fn overwritten(&self) -> u64 {
+        self.overwritten
+    }
+
     /// Appends a record; returns its ticket.
     #[inline]
     pub fn write(&mut self, record: &Record) -> u64 {

@@ -39,6 +39,21 @@ pub fn io_flag(extra: &[&str]) -> Vec<String> {
     vec!["--io".into(), io]
 }
 
+/// Debian's python3 with python3-seccomp (./test.sh installs it): the
+/// interpreter the seccomp wrappers of the tests run under.
+pub fn seccomp_python() -> &'static str {
+    let py = "/usr/bin/python3";
+    let probe = Command::new(py)
+        .args(["-c", "import seccomp"])
+        .status()
+        .expect("run /usr/bin/python3");
+    assert!(
+        probe.success(),
+        "python3-seccomp is required for this test: apt-get install -y python3-seccomp (./test.sh does)"
+    );
+    py
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
