@@ -118,6 +118,8 @@ pub struct WorkerStats {
     records_sampled_out: AtomicU64,
     sampler_level: AtomicU64,
     ring_overwritten: AtomicU64,
+    /// The config generation the worker serves (taken at its loop turn).
+    generation: AtomicU64,
     active_down: AtomicU64,
     active_up: AtomicU64,
     bufs_in_use: AtomicU64,
@@ -214,6 +216,18 @@ impl WorkerStats {
         if up > 0 {
             bump(&self.bytes_up, up);
         }
+    }
+
+    /// The config generation the worker took at its latest loop turn.
+    #[inline]
+    pub fn set_generation(&self, generation: u32) {
+        self.generation
+            .store(u64::from(generation), Ordering::Relaxed);
+    }
+
+    /// The config generation the worker serves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Entries the worker's ring shard has overwritten so far.
@@ -545,6 +559,14 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         "etcd revision of the config being served (0 for a file).",
     );
     o.value(&[], facts.source_revision as f64);
+    o.family(
+        "worker_config_generation",
+        "gauge",
+        "The config generation each worker serves (it takes a new one at its next loop turn).",
+    );
+    for (i, s) in stats.iter().enumerate() {
+        o.value(&[("worker", &i.to_string())], s.generation() as f64);
+    }
     o.family("workers", "gauge", "Worker threads.");
     o.value(&[], stats.len() as f64);
     o.family(

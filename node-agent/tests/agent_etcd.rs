@@ -244,7 +244,7 @@ fn updates_at_ten_per_second_under_load_apply_fast_and_cost_no_request() {
     };
     etcd.put(&format!("{P}clusters/c"), &weights(1, 1));
     etcd.put(&format!("{P}routes/r"), r#"{"to":[{"cluster":"c"}]}"#);
-    let agent = start_agent(&etcd.url(), &[]);
+    let agent = start_agent(&etcd.url(), &["--workers", "2"]);
     let opened = agent.driver_event("accepted");
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(agent.port, 4, stop.clone());
@@ -269,8 +269,17 @@ fn updates_at_ten_per_second_under_load_apply_fast_and_cost_no_request() {
                 ),
             ),
         };
+        // Applied: the snapshot of that revision is swapped in, and every
+        // worker serves it.
         lat.push(wait_for("an update", Duration::from_secs(5), || {
-            revision(&agent) >= rev
+            let c = config(&agent);
+            let generation = c["generation"].as_u64().unwrap();
+            c["revision"].as_i64().unwrap() >= rev
+                && c["worker_generations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|g| g.as_u64() >= Some(generation))
         }));
         // 10 per second.
         let next = t0 + Duration::from_millis(100 * (i as u64 + 1));

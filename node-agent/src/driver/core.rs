@@ -174,6 +174,7 @@ impl Core {
         self.snap = self.shared.snapshot.load_full();
         self.recorder.follow(&self.snap, self.now);
         self.stats().driver(Driver::LoopTurns, 1);
+        self.stats().set_generation(self.snap.generation);
     }
 
     /// A new connection serial (tells a reused slot from its predecessor).
