@@ -1,10 +1,12 @@
 //! `node-agent`: the per-node mesh agent (flags as in DESIGN.md).
 //!
-//! `node-agent --config FILE` serves: it validates the config, creates the
-//! ring file, starts one worker thread per core (each with its own
-//! SO_REUSEPORT listeners and ring shard) and the admin server, and on
-//! SIGTERM / SIGINT drains and exits 0. `node-agent check-config FILE`
-//! validates a config offline.
+//! `node-agent --config FILE` (or `--etcd URLS`, with the file as the
+//! base) serves: it validates the config, creates the ring file, starts
+//! one worker thread per core (each with its own SO_REUSEPORT listeners and
+//! ring shard) and the admin server (which also runs the file or etcd
+//! watch), and on SIGTERM / SIGINT drains and exits 0. `node-agent
+//! check-config FILE | --etcd URLS` validates a config offline or a live
+//! prefix; `node-agent register` keeps an endpoint's leased key in etcd.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
