@@ -57,6 +57,9 @@ pub struct Reloader {
     /// The text last applied (a change event with the same text is not a
     /// change).
     last: String,
+    /// The text last rejected: one burst of file events that the debounce
+    /// saw as two must not reject (and count) the same text twice.
+    refused: Option<String>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -75,6 +78,7 @@ impl Reloader {
             shared,
             node,
             last: std::fs::read_to_string(path).unwrap_or_default(),
+            refused: None,
         }
     }
 
@@ -88,28 +92,35 @@ impl Reloader {
     /// changed). A rejection is logged, counted and put on the ring here.
     pub fn reload(&mut self, force: bool) -> Result<Option<u32>, ReloadError> {
         let origin = self.path.display().to_string();
-        let r = self.try_reload(force, &origin);
+        let read = std::fs::read_to_string(&self.path).map_err(|source| ReloadError::Read {
+            path: origin.clone(),
+            source,
+        });
+        let r = match read {
+            Ok(text) if !force && (text == self.last || self.refused.as_ref() == Some(&text)) => {
+                return Ok(None);
+            }
+            Ok(text) => {
+                let r = self.try_reload(&text, &origin);
+                self.refused = r.is_err().then_some(text);
+                r
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = &r {
             rejected(&self.shared, &origin, e);
         }
         r
     }
 
-    fn try_reload(&mut self, force: bool, origin: &str) -> Result<Option<u32>, ReloadError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ReloadError::Read {
-            path: origin.to_string(),
-            source,
-        })?;
-        if !force && text == self.last {
-            return Ok(None);
-        }
+    fn try_reload(&mut self, text: &str, origin: &str) -> Result<Option<u32>, ReloadError> {
         let json = self.path.extension().is_some_and(|e| e == "json");
-        let mut cfg = crate::config::parse(&text, json)
+        let mut cfg = crate::config::parse(text, json)
             .map_err(|e| ReloadError::Invalid(format!("{origin}: {e}")))?;
         cfg.node = (self.node)(cfg.node.take());
         check_source_fields(&cfg, false).map_err(ReloadError::Invalid)?;
         let generation = apply(&self.shared, cfg, origin, 0)?;
-        self.last = text;
+        self.last = text.to_string();
         Ok(Some(generation))
     }
 }

@@ -108,6 +108,11 @@ fn a_changed_file_is_applied_without_dropping_connections_and_a_bad_one_is_rejec
         agent.metric("tailmesh_config_rejected_total ") == 2
     });
     assert!(agent.log().contains("needs a restart"), "{}", agent.log());
+    // The same refused text again (an editor's second write, or one burst
+    // of events the debounce split in two) is not rejected twice.
+    replace(&agent, &moved);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agent.metric("tailmesh_config_rejected_total "), 2);
     assert_eq!(get("/x"), (200, "b".into()));
 
     // The good file back: the text generation 2 runs, so no new
