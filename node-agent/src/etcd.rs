@@ -484,7 +484,7 @@ impl Watcher {
                     }
                 }
                 _ = hint_tick.tick() => {
-                    self.hints.publish(&self.shared, &self.settings.prefix, &mut client).await;
+                    self.hints.publish(&self.shared, &self.settings.prefix, &client);
                 }
             }
         }

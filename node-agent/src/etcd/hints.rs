@@ -68,8 +68,10 @@ impl Hints {
     }
 
     /// Publishes the openings of this node's shared breakers since the
-    /// last check (best effort: a failed put is retried next check).
-    pub async fn publish(&mut self, shared: &Shared, prefix: &str, client: &mut Client) {
+    /// last check. Each put runs as a task of its own, so a slow etcd
+    /// never holds up the watch; a put that fails is logged and that
+    /// opening's hint is lost (hints are best effort).
+    pub fn publish(&mut self, shared: &Shared, prefix: &str, client: &Client) {
         let snap = shared.snapshot.load_full();
         for (cfg, rt) in snap.config.clusters.iter().zip(&snap.clusters) {
             let Some(b) = cfg.breaker.as_ref().filter(|b| b.shared) else {
@@ -88,26 +90,19 @@ impl Hints {
             let key =
                 super::keys::key_of(prefix, "breakers", &format!("{}/{}", cfg.name, self.node));
             let value = serde_json::json!({ "node": self.node, "open_for_s": ttl }).to_string();
-            let put = async {
-                let lease = client.lease_grant(ttl, None).await?;
-                client
-                    .put(
-                        key.as_str(),
-                        value,
-                        Some(PutOptions::new().with_lease(lease.id())),
-                    )
-                    .await
-            };
-            match put.await {
-                Ok(_) => {
-                    self.published.insert(cfg.name.clone());
-                    eprintln!(
-                        "node-agent: cluster {}: breaker open; published {key} for {ttl}s",
-                        cfg.name
-                    );
+            self.published.insert(cfg.name.clone());
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let put = async {
+                    let lease = client.lease_grant(ttl, None).await?;
+                    let opts = PutOptions::new().with_lease(lease.id());
+                    client.put(key.as_str(), value, Some(opts)).await
+                };
+                match put.await {
+                    Ok(_) => eprintln!("node-agent: breaker open; published {key} for {ttl}s"),
+                    Err(e) => eprintln!("node-agent: publishing {key}: {e}"),
                 }
-                Err(e) => eprintln!("node-agent: publishing {key}: {e}"),
-            }
+            });
         }
     }
 }
