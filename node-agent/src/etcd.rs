@@ -350,7 +350,7 @@ impl Watcher {
     /// is logged (with the key), counted and put on the ring.
     fn apply(&mut self) {
         let origin = self.origin();
-        let revision = u64::try_from(self.listing.revision).unwrap_or(0);
+        let revision = self.revision();
         let built = build(&self.settings.prefix, &self.listing.kvs, self.base.as_ref())
             .map_err(crate::reload::ReloadError::Invalid)
             .and_then(|mut a| {

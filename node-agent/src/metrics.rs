@@ -10,6 +10,7 @@ pub mod keyed;
 pub mod policy;
 pub mod process;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringlog::Reason;
@@ -111,11 +112,9 @@ pub struct WorkerStats {
     /// Queue phase (accept or keep-alive wait until the head was parsed).
     queue: Hist,
     driver: [AtomicU64; DRIVER_NAMES.len()],
-    records_kept: AtomicU64,
     /// Bytes handed to the client side / the upstream side (user space).
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
-    records_sampled_out: AtomicU64,
     sampler_level: AtomicU64,
     ring_overwritten: AtomicU64,
     /// The config generation the worker serves (taken at its loop turn).
@@ -129,7 +128,8 @@ pub struct WorkerStats {
     pub routes: keyed::Keyed,
     /// Requests by cluster name id and status class.
     pub clusters: keyed::Keyed,
-    /// Requests by request type name id: class 0 kept, 1 sampled out.
+    /// Requests by request type name id: class 0 kept, 1 sampled out
+    /// (summed over the types, also the kept and sampled-out totals).
     pub types: keyed::Keyed,
 }
 
@@ -199,11 +199,6 @@ impl WorkerStats {
             self.first_byte.observe(first_byte);
         }
         self.queue.observe(r.phase(ringlog::Phase::Queue));
-        if kept {
-            bump(&self.records_kept, 1);
-        } else {
-            bump(&self.records_sampled_out, 1);
-        }
     }
 
     /// Bytes the core handed to the client (`down`) and upstream (`up`)
@@ -315,12 +310,13 @@ fn sum(stats: &[&WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
 /// (ids it no longer names are left out; the overflow row is `_other`).
 pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, o: &mut Expo) {
     let classes = ["l4", "1xx", "2xx", "3xx", "4xx", "5xx"];
-    let routes: Vec<(u16, &str)> = snap
+    // Name ids to names, for thousands of routes per scrape.
+    let routes: HashMap<u16, &str> = snap
         .routes
         .iter()
         .map(|r| (r.id, r.name.as_str()))
         .collect();
-    let clusters: Vec<(u16, &str)> = snap
+    let clusters: HashMap<u16, &str> = snap
         .clusters
         .iter()
         .map(|c| (c.id, c.name.as_str()))
@@ -340,8 +336,8 @@ pub fn render_traffic(stats: &[&WorkerStats], snap: &crate::snapshot::Snapshot, 
         );
         for (id, counts) in keyed::sum(stats.iter().map(|s| pick(s))) {
             let name = match id {
-                Some(id) => match names.iter().find(|(i, _)| *i == id) {
-                    Some((_, n)) => *n,
+                Some(id) => match names.get(&id) {
+                    Some(n) => *n,
                     None => continue,
                 },
                 None if counts.iter().all(|&c| c == 0) => continue,
@@ -429,19 +425,24 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         "Time from accept (or the end of the previous request on a kept-alive connection) until the request head was parsed.",
     );
     render_hist(o, stats, |s| &s.queue);
+    let (kept, sampled_out) = keyed::sum(stats.iter().map(|s| &s.types))
+        .values()
+        .fold((0u64, 0u64), |(k, d), c| {
+            (k.wrapping_add(c[0]), d.wrapping_add(c[1]))
+        });
     single(
         o,
         "records_kept_total",
         "counter",
         "Trace records the sampler kept and wrote to the ring.",
-        sum(stats, |s| &s.records_kept),
+        kept,
     );
     single(
         o,
         "records_sampled_out_total",
         "counter",
         "Finished requests the sampler did not keep (by rate, or shed over max_records_per_sec).",
-        sum(stats, |s| &s.records_sampled_out),
+        sampled_out,
     );
     let level = stats
         .iter()

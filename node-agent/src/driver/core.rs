@@ -64,6 +64,9 @@ pub struct Core {
     accept_resume: Option<u64>,
     /// The generation whose listeners this worker has bound.
     pub listeners_gen: u32,
+    /// When the idle connections of retired listeners are next looked
+    /// for (see [`flow::end_turn`]).
+    pub retired_sweep: u64,
     /// Downstream connections whose exchange is queued for a connection
     /// slot, (slot, serial), oldest first (see [`flow::serve_waiters`]).
     /// At most one entry per live downstream that asked; stale ones are
@@ -157,6 +160,7 @@ impl Core {
             // Checked on the first turn: a reload may have come between
             // binding at start and now.
             listeners_gen: 0,
+            retired_sweep: 0,
             waiters: std::collections::VecDeque::new(),
             mirrors: Vec::new(),
             shared: init.shared,
@@ -174,7 +178,9 @@ impl Core {
         self.snap = self.shared.snapshot.load_full();
         self.recorder.follow(&self.snap, self.now);
         self.stats().driver(Driver::LoopTurns, 1);
-        self.stats().set_generation(self.snap.generation);
+        if self.stats().generation() != u64::from(self.snap.generation) {
+            self.stats().set_generation(self.snap.generation);
+        }
     }
 
     /// A new connection serial (tells a reused slot from its predecessor).

@@ -167,7 +167,11 @@ pub fn end_turn<D: Driver>(d: &mut D) -> bool {
     if d.core().listeners_gen != d.core().snap.generation && !d.core().shared.draining() {
         reconcile_listeners(d);
     }
-    if d.core().snap.has_retired_listeners() {
+    // A scan of every connection: at most every RETIRED_SWEEP_NS, not
+    // every turn, while a removed listener still has connections.
+    let core = d.core();
+    if core.now >= core.retired_sweep && core.snap.has_retired_listeners() {
+        core.retired_sweep = core.now.saturating_add(RETIRED_SWEEP_NS);
         close_retired(d);
     }
     d.core().tick_clusters();
@@ -217,6 +221,9 @@ fn reconcile_listeners<D: Driver>(d: &mut D) {
         }
     }
 }
+
+/// How often the idle connections of retired listeners are closed.
+const RETIRED_SWEEP_NS: u64 = 100_000_000;
 
 /// Closes the idle downstream connections of retired listeners (a
 /// removed listener drains: requests in flight finish, then the
