@@ -192,6 +192,7 @@ pub fn kind(d: Dim) -> Option<NameKind> {
         Dim::Endpoint => Some(NameKind::Endpoint),
         Dim::Type => Some(NameKind::RequestType),
         Dim::Worker => Some(NameKind::Worker),
+        Dim::Peer => Some(NameKind::Peer),
         _ => None,
     }
 }

@@ -4,6 +4,7 @@
 //! ...), the field and the reason, all at once.
 
 pub mod schema;
+mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -187,6 +188,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     for c in &cfg.clusters {
         check_cluster(&mut r, c);
     }
+    tls::check(&mut r, cfg, &routes);
     for route in &cfg.routes {
         check_route(&mut r, route, &clusters);
     }

@@ -417,7 +417,12 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         control_pending: AtomicBool::new(false),
         source_revision: AtomicU64::new(0),
         source_connected: AtomicBool::new(true),
+        identity: arc_swap::ArcSwapOption::empty(),
+        identity_reloads: [AtomicU64::new(0), AtomicU64::new(0)],
     });
+    if let Some(f) = &shared.snapshot.load().config.identity {
+        node_agent::identity::start(&shared, f).context("identity")?;
+    }
     let source = match (&etcd, &cli.config) {
         (Some(_), _) => format!(
             "etcd:{}{}",

@@ -23,7 +23,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Number of reason codes tracked.
-const REASONS: usize = 21;
+const REASONS: usize = 23;
 
 /// Driver counters, indexed by [`Driver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,64 @@ const DRIVER_NAMES: [&str; 20] = [
     "mirror_dropped",
 ];
 
+/// The `result` label values of `tailmesh_tls_handshakes_total`, by
+/// [`TlsResult`] code.
+pub const TLS_RESULTS: [&str; 12] = [
+    "ok",
+    "resumed",
+    "no_client_cert",
+    "unknown_ca",
+    "expired",
+    "identity_mismatch",
+    "bad_certificate",
+    "peer_alert",
+    "protocol",
+    "bad_header",
+    "no_identity",
+    "target_refused",
+];
+
+/// How a TLS handshake (and, on mesh listeners, its transport header)
+/// ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsResult {
+    /// Completed with a full handshake.
+    Ok,
+    /// Completed by resuming a session.
+    Resumed,
+    /// Failed (see [`crate::tls::HandshakeFailure`]).
+    Failed(crate::tls::HandshakeFailure),
+    /// A mesh connection's transport header was malformed.
+    BadHeader,
+    /// A mesh connection was wanted but no identity is loaded.
+    NoIdentity,
+    /// A mesh connection named a destination not on the address it dialled.
+    TargetRefused,
+}
+
+impl TlsResult {
+    fn code(self) -> usize {
+        use crate::tls::HandshakeFailure as F;
+        match self {
+            TlsResult::Ok => 0,
+            TlsResult::Resumed => 1,
+            TlsResult::Failed(f) => match f {
+                F::NoClientCert => 2,
+                F::UnknownCa => 3,
+                F::Expired => 4,
+                F::IdentityMismatch => 5,
+                F::BadCertificate => 6,
+                F::PeerAlert => 7,
+                _ => 8,
+            },
+            TlsResult::BadHeader => 9,
+            TlsResult::NoIdentity => 10,
+            TlsResult::TargetRefused => 11,
+        }
+    }
+}
+
 /// One worker's counters (single writer).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -124,6 +182,8 @@ pub struct WorkerStats {
     bufs_in_use: AtomicU64,
     timer_entries: AtomicU64,
     pooled: AtomicU64,
+    /// TLS handshakes by side (0 server, 1 client) and [`TlsResult`].
+    tls: [[AtomicU64; TLS_RESULTS.len()]; 2],
     /// Requests by route name id and status class.
     pub routes: keyed::Keyed,
     /// Requests by cluster name id and status class.
@@ -177,6 +237,13 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl WorkerStats {
+    /// Counts a TLS handshake outcome; `client`: this agent dialled.
+    pub fn tls(&self, client: bool, result: TlsResult) {
+        if let Some(c) = self.tls[usize::from(client)].get(result.code()) {
+            bump(c, 1);
+        }
+    }
+
     /// Counts the finished request (or L4 connection when its status is
     /// 0) of record `r`, which the sampler `kept` or not.
     pub fn request(&self, r: &ringlog::Record, kept: bool) {
@@ -280,6 +347,10 @@ pub struct Facts<'a> {
     pub source_revision: u64,
     /// The config source is reachable (etcd watch established; a file: 1).
     pub source_connected: bool,
+    /// Seconds until the mesh identity expires (None: no identity).
+    pub identity_expiry: Option<i64>,
+    /// Identity file reloads [applied, rejected].
+    pub identity_reloads: [u64; 2],
 }
 
 impl<'a> Facts<'a> {
@@ -294,6 +365,16 @@ impl<'a> Facts<'a> {
             draining: sh.draining(),
             source_revision: sh.source_revision.load(Ordering::Relaxed),
             source_connected: sh.source_connected.load(Ordering::Relaxed),
+            identity_expiry: sh.identity.load().as_ref().map(|id| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                id.not_after - now
+            }),
+            identity_reloads: [
+                sh.identity_reloads[0].load(Ordering::Relaxed),
+                sh.identity_reloads[1].load(Ordering::Relaxed),
+            ],
         }
     }
 }
@@ -406,6 +487,32 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         }
         let v = sum(stats, |s| &s.by_reason[usize::from(code)]);
         o.value(&[("reason", &name)], v as f64);
+    }
+    o.family(
+        "tls_handshakes_total",
+        "counter",
+        "TLS handshakes by side (server: a TLS or mesh listener; client: a TLS or mesh cluster) and result (ok, resumed, or why it failed).",
+    );
+    for (side, name) in ["server", "client"].iter().enumerate() {
+        for (k, result) in TLS_RESULTS.iter().enumerate() {
+            let v = sum(stats, |s| &s.tls[side][k]);
+            o.value(&[("side", name), ("result", result)], v as f64);
+        }
+    }
+    if let Some(t) = facts.identity_expiry {
+        o.family(
+            "identity_expiry_seconds",
+            "gauge",
+            "Seconds until the node's mesh identity certificate expires (negative: expired).",
+        );
+        o.value(&[], t as f64);
+        o.family(
+            "identity_reloads_total",
+            "counter",
+            "Mesh identity file changes applied, or rejected (the running identity kept serving).",
+        );
+        o.value(&[("result", "applied")], facts.identity_reloads[0] as f64);
+        o.value(&[("result", "rejected")], facts.identity_reloads[1] as f64);
     }
     o.family(
         "request_duration_seconds",
@@ -607,6 +714,8 @@ mod tests {
             source_revision: 0,
             source_connected: true,
             draining: false,
+            identity_expiry: None,
+            identity_reloads: [0, 0],
         };
         let mut o = Expo::default();
         render(&[&a, &b], &facts, &mut o);

@@ -82,6 +82,11 @@ pub struct Connect {
     pub fresh: bool,
     /// How long the connection may then sit idle in the pool, ns.
     pub idle_ns: u64,
+    /// The cluster's TLS pool tag (0: plaintext): part of the pool key,
+    /// and checked against the cluster's TLS when connecting.
+    pub tls: u64,
+    /// For an L4 tunnel (never pooled; a mesh header says `tcp`).
+    pub l4: bool,
 }
 
 /// Something to do with the session's upstream connection. A step may
@@ -248,6 +253,12 @@ pub(crate) struct Marks {
     pub upstream: u64,
     pub first_byte: u64,
     pub done: u64,
+    /// The client's TLS handshake (ns) that preceded this, the first
+    /// exchange of its connection: carved out of the queue phase.
+    pub tls_down: u64,
+    /// The upstream TLS handshake (ns) of the connection this exchange
+    /// opened: carved out of the first-byte phase.
+    pub tls_up: u64,
 }
 
 impl Marks {
@@ -264,11 +275,13 @@ impl Marks {
         let head = head.max(self.start);
         let up = up.max(head);
         let fb = fb.max(up);
+        let tls_down = self.tls_down.min(head - self.start);
+        let tls_up = self.tls_up.min(fb - up);
         let p = [
-            head - self.start,
+            head - self.start - tls_down,
             up - head,
-            0,
-            fb - up,
+            tls_down + tls_up,
+            fb - up - tls_up,
             done.max(fb) - fb,
             flushed - done.max(fb),
         ];
@@ -288,9 +301,20 @@ mod tests {
             upstream: 130,
             first_byte: 0,
             done: 500,
+            ..Marks::default()
         };
         let (p, total) = m.phases(520);
         assert_eq!(p, [10, 20, 0, 370, 0, 20]);
+        assert_eq!(p.iter().sum::<u64>(), total);
+        // Handshakes are carved out of queue (the client's) and first
+        // byte (the upstream's), never more than those phases hold.
+        let tls = Marks {
+            tls_down: 6,
+            tls_up: 1000,
+            ..m
+        };
+        let (p, total) = tls.phases(520);
+        assert_eq!(p, [4, 20, 376, 0, 0, 20]);
         assert_eq!(p.iter().sum::<u64>(), total);
         let reject = Marks {
             start: 5,
@@ -308,6 +332,8 @@ mod tests {
             upstream: 90,
             first_byte: 80,
             done: 70,
+            tls_down: 7,
+            tls_up: 9,
         };
         let (p, total) = odd.phases(60);
         assert_eq!(p.iter().sum::<u64>(), total);

@@ -206,6 +206,11 @@ pub fn needs_restart(running: &Config, next: &Config, marked: bool) -> Option<St
     if running.ring != next.ring {
         return Some("ring: the recorder file is mapped at start".into());
     }
+    if running.identity != next.identity {
+        return Some(
+            "identity: which files hold the identity is read at start (their contents are reloaded when they change)".into(),
+        );
+    }
     if !marked && let Some(l) = next.listeners.iter().find(|l| l.mode == Mode::Transparent) {
         return Some(format!(
             "listeners[{}]: the first transparent listener (the agent marks its upstream traffic only if one exists at start)",

@@ -23,6 +23,7 @@ pub mod live;
 pub mod locality;
 pub mod matcher;
 mod pick;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,6 +82,10 @@ pub struct ListenerRt {
     /// Removed from the config in this generation: workers no longer
     /// accept on it and close its connections once idle (None: active).
     pub retired: Option<u32>,
+    /// TLS termination (mesh listeners take the node identity instead).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Authorization rules over client identities.
+    pub authz: Arc<crate::authz::Policy>,
 }
 
 /// One weighted arm of a route.
@@ -188,6 +193,10 @@ pub struct ClusterRt {
     /// Its endpoints' live state (load, latency, ejection), shared by
     /// every worker.
     pub live: Arc<ClusterLive>,
+    /// TLS origination (None: plaintext).
+    pub tls: Option<Arc<tls::ClusterTlsRt>>,
+    /// Pool tag of its TLS settings (0: plaintext; see [`tls::cluster`]).
+    pub tls_tag: u64,
 }
 
 /// A request type (drives sampling and attribution).
@@ -262,6 +271,8 @@ pub struct Target {
     pub read_timeout_ns: u64,
     /// How long its connection may sit idle in the pool, ns.
     pub idle_timeout_ns: u64,
+    /// The cluster's TLS pool tag (0: plaintext).
+    pub tls: u64,
 }
 
 impl Target {
@@ -279,6 +290,7 @@ impl Target {
             request_timeout_ns: 0,
             read_timeout_ns: 60_000_000_000,
             idle_timeout_ns: 60_000_000_000,
+            tls: 0,
         }
     }
 }
@@ -371,6 +383,7 @@ impl Snapshot {
                 live = live.with_scores(weights, c.score_tau.0);
             }
             let live = Arc::new(live);
+            let (cluster_tls, tls_tag) = tls::cluster(c)?;
             clusters.push(ClusterRt {
                 name: c.name.clone(),
                 id: name(NameKind::Cluster, &c.name)?,
@@ -422,6 +435,8 @@ impl Snapshot {
                     None => None,
                 },
                 live,
+                tls: cluster_tls,
+                tls_tag,
             });
         }
         let mut routes = Vec::new();
@@ -516,6 +531,8 @@ impl Snapshot {
                 limits: SessionLimits::from(&l.timeouts),
                 max_connections: l.max_connections.unwrap_or(0),
                 retired: None,
+                tls: tls::listener(l)?,
+                authz: Arc::new(tls::authz(l, &config.routes)),
             });
         }
         let mut types = Vec::new();
@@ -627,6 +644,7 @@ impl Snapshot {
             request_timeout_ns: pick(o.and_then(|o| o.request), c.request_timeout_ns),
             read_timeout_ns: pick(o.and_then(|o| o.read), c.read_timeout_ns),
             idle_timeout_ns: c.idle_timeout_ns,
+            tls: c.tls_tag,
         })
     }
 }

@@ -63,6 +63,12 @@ pub struct Shared {
     pub control_events: std::sync::Mutex<Vec<ringlog::record::Event>>,
     /// `control_events` holds something.
     pub control_pending: AtomicBool,
+    /// The node's mesh identity (None: not configured, or none loaded
+    /// yet). Swapped by the identity watcher; a handshake takes the one
+    /// current when it starts.
+    pub identity: arc_swap::ArcSwapOption<crate::tls::Identity>,
+    /// Identity file reloads: [applied, rejected].
+    pub identity_reloads: [AtomicU64; 2],
 }
 
 impl Shared {

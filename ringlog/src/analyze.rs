@@ -42,6 +42,8 @@ pub enum Dim {
     /// The agent's own decision on the request ([`policy_value`]): none,
     /// rate limited, delayed by smoothing, breaker open, overflow, retried.
     Policy,
+    /// Peer identity name id (mTLS; 0 for plaintext).
+    Peer,
 }
 
 /// Names of [`Dim::Policy`] values, by value.
@@ -71,7 +73,7 @@ pub fn policy_value(r: &Record) -> u64 {
 
 impl Dim {
     /// Every dimension, in report order; `ALL[d as usize] == d`.
-    pub const ALL: [Dim; 11] = [
+    pub const ALL: [Dim; 12] = [
         Dim::Route,
         Dim::Cluster,
         Dim::Endpoint,
@@ -83,6 +85,7 @@ impl Dim {
         Dim::Generation,
         Dim::Phase,
         Dim::Policy,
+        Dim::Peer,
     ];
 
     /// The name used on the command line and in JSON.
@@ -99,6 +102,7 @@ impl Dim {
             Dim::Generation => "generation",
             Dim::Phase => "phase",
             Dim::Policy => "policy",
+            Dim::Peer => "peer",
         }
     }
 
@@ -116,6 +120,7 @@ impl Dim {
             "generation" | "gen" => Dim::Generation,
             "phase" => Dim::Phase,
             "policy" | "decision" => Dim::Policy,
+            "peer" | "identity" => Dim::Peer,
             _ => return None,
         })
     }
@@ -136,6 +141,7 @@ impl Dim {
             Dim::Generation => u64::from(r.generation),
             Dim::Phase => dominant_phase(r) as u64,
             Dim::Policy => policy_value(r),
+            Dim::Peer => u64::from(r.peer),
         }
     }
 }

@@ -16,7 +16,7 @@
 /// `b"TAILRING"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TAILRING");
 /// The only format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of one record or event slot, one cache line.
 pub const RECORD_SIZE: u32 = 64;
 /// Words per slot.

@@ -34,17 +34,21 @@ pub enum NameKind {
     Worker = 5,
     /// Listener.
     Listener = 6,
+    /// Peer identity (`Record::peer`): a mutually authenticated TLS
+    /// peer's SPIFFE ID.
+    Peer = 7,
 }
 
 impl NameKind {
     /// All kinds.
-    pub const ALL: [NameKind; 6] = [
+    pub const ALL: [NameKind; 7] = [
         NameKind::Route,
         NameKind::Cluster,
         NameKind::Endpoint,
         NameKind::RequestType,
         NameKind::Worker,
         NameKind::Listener,
+        NameKind::Peer,
     ];
     /// Decodes the on-disk kind byte.
     pub fn from_code(code: u8) -> Option<NameKind> {
@@ -59,6 +63,7 @@ impl NameKind {
             NameKind::RequestType => "request_type",
             NameKind::Worker => "worker",
             NameKind::Listener => "listener",
+            NameKind::Peer => "peer",
         }
     }
 }

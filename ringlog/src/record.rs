@@ -9,7 +9,8 @@
 //!  8 u64 start_ns        CLOCK_MONOTONIC at accept / request start
 //! 16 u32 total           duration, ns (µs if flags.UNIT_US)
 //! 20 u32 phase[6]        queue, connect, tls, first_byte, transfer, write
-//! 44 u32 generation      config generation that served it
+//! 44 u16 generation      config generation that served it (low 16 bits)
+//! 46 u16 peer            peer identity name id (0 = none: plaintext or no certificate)
 //! 48 u16 route  50 u16 cluster  52 u16 endpoint  54 u16 req_type
 //! 56 u16 status          HTTP status, 0 for L4
 //! 58 u16 sample_p        inclusion probability (v+1)/65536
@@ -181,6 +182,11 @@ numbered! {
         /// A cluster's concurrency limit was reached (`max_concurrent` or
         /// `max_pending`).
         Overflow = 20 => "overflow",
+        /// An authz rule refused the peer identity (403, or an L4 close).
+        AuthzDenied = 21 => "authz_denied",
+        /// The upstream TLS handshake failed (untrusted, expired, or the
+        /// wrong identity).
+        TlsHandshake = 22 => "tls_handshake",
     }
 }
 
@@ -247,8 +253,12 @@ pub struct Record {
     pub total_ns: u64,
     /// Per-phase durations in ns, indexed by [`Phase`].
     pub phases_ns: [u64; PHASES],
-    /// Config generation.
+    /// Config generation. The ring keeps its low 16 bits: a generation
+    /// reads back modulo 65,536.
     pub generation: u32,
+    /// Peer identity name id (0 = none): the SPIFFE ID (or certificate
+    /// subject) of the mutually authenticated TLS peer that sent it.
+    pub peer: u16,
     /// Route name id (0 = none).
     pub route: u16,
     /// Cluster name id (0 = none).
@@ -323,7 +333,7 @@ impl Record {
             d(self.total_ns) | d(p[0]) << 32,
             d(p[1]) | d(p[2]) << 32,
             d(p[3]) | d(p[4]) << 32,
-            d(p[5]) | u64::from(self.generation) << 32,
+            d(p[5]) | u64::from(self.generation & 0xffff) << 32 | u64::from(self.peer) << 48,
             ids(self.route, self.cluster, self.endpoint, self.req_type),
             u64::from(self.status)
                 | u64::from(self.sample_p) << 16
@@ -345,7 +355,8 @@ impl Record {
             start_ns: w[0],
             total_ns: lo(w[1]),
             phases_ns: [hi(w[1]), lo(w[2]), hi(w[2]), lo(w[3]), hi(w[3]), lo(w[4])],
-            generation: (w[4] >> 32) as u32,
+            generation: (w[4] >> 32) as u32 & 0xffff,
+            peer: (w[4] >> 48) as u16,
             route,
             cluster,
             endpoint,
@@ -511,14 +522,16 @@ mod tests {
             prop::array::uniform6(prop_oneof![0u64..10_000_000, 0u64..(1 << 40)]),
             any::<(u32, u16, u16, u16, u16, u16, u16)>(),
             any::<(u8, u8, u8, u8)>(),
+            any::<u16>(),
         )
             .prop_map(
-                |(start, total, phases, f, (reason, flags, retries, keep))| Record {
+                |(start, total, phases, f, (reason, flags, retries, keep), peer)| Record {
+                    peer,
                     locality: keep >> 6,
                     start_ns: start,
                     total_ns: total,
                     phases_ns: phases,
-                    generation: f.0,
+                    generation: f.0 & 0xffff,
                     route: f.1,
                     cluster: f.2,
                     endpoint: f.3,

@@ -43,6 +43,7 @@ pub fn item(seed: u64, shard: u32, ticket: u64) -> Item {
         x = x.rotate_right(11);
     }
     Item::Record(Record {
+        peer: 0,
         locality: 0,
         start_ns,
         total_ns: phases_ns.iter().sum(),

@@ -4,6 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+mod tls;
+pub use tls::{
+    AuthzAction, AuthzRule, AuthzTo, ClusterTls, ClusterTlsMode, Identity, ListenerTls, SniCert,
+};
+
 use serde::{Deserialize, Serialize};
 
 /// A duration written `500ms`, `5s`, `1m` (parsed by `ringlog::units`).
@@ -84,6 +89,9 @@ pub struct Config {
     /// `NODE_REGION` override it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeLocality>,
+    /// The node's mesh identity (needed by `mesh` listeners and clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// Where the node runs, for clusters with a `locality` preference.
@@ -107,6 +115,10 @@ pub enum Mode {
     Normal,
     /// iptables REDIRECT target: the original destination is the upstream.
     Transparent,
+    /// The node's mesh port: mTLS with the node identity; each
+    /// connection's transport header names its destination, which is
+    /// the upstream (as on a transparent listener).
+    Mesh,
 }
 
 /// Listener protocol.
@@ -147,6 +159,12 @@ pub struct Listener {
     /// Client-side timeouts.
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    /// TLS termination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    /// Authorization rules over client identities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authz: Vec<AuthzRule>,
 }
 
 /// Client-side timeouts of a listener (every wait on a client ends).
@@ -524,6 +542,9 @@ pub struct Cluster {
     /// Retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// TLS origination (mesh mTLS or simple TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 /// What a route or request type matches.

@@ -16,12 +16,14 @@ use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
 pub mod flow;
+pub mod secure;
 
 use crate::config::schema::Mode;
-use crate::metrics::{Driver, WorkerStats};
+use crate::metrics::{Driver, TlsResult, WorkerStats};
 use crate::policy::breaker::Breaker;
 use crate::proxy::{Connect, Cx, IdGen, Out, Session};
 use crate::snapshot::Snapshot;
+use crate::tls::conn::TlsConn;
 use crate::worker::{Recorder, Shared, WorkerInit};
 
 /// Per-worker state shared by the drivers.
@@ -74,7 +76,15 @@ pub struct Core {
     pub waiters: std::collections::VecDeque<(usize, u64)>,
     /// Request copies in flight: (upstream slot, deadline).
     pub mirrors: Vec<(usize, u64)>,
+    /// Ring name ids of TLS peer identities seen by this worker (at most
+    /// [`PEER_NAMES`]; later new ones record no peer).
+    peer_names: HashMap<String, u16>,
+    /// Plaintext of the TLS record being handled (reused).
+    plain: Vec<u8>,
 }
+
+/// Most distinct peer identities a worker names in the ring.
+pub const PEER_NAMES: usize = 4096;
 
 /// Idle upstream connections kept per endpoint, per worker.
 pub const POOL_MAX: usize = 256;
@@ -132,6 +142,9 @@ struct Pooled {
     /// Identity of the cluster limits it counts against (0: none), see
     /// [`flow::UpTarget::group`].
     group: usize,
+    /// TLS pool tag ([`Connect::tls`]): only a connect with the same tag
+    /// takes it.
+    tls: u64,
 }
 
 impl Core {
@@ -163,6 +176,8 @@ impl Core {
             retired_sweep: 0,
             waiters: std::collections::VecDeque::new(),
             mirrors: Vec::new(),
+            peer_names: HashMap::new(),
+            plain: Vec::new(),
             shared: init.shared,
         }
     }
@@ -180,6 +195,43 @@ impl Core {
         self.stats().driver(Driver::LoopTurns, 1);
         if self.stats().generation() != u64::from(self.snap.generation) {
             self.stats().set_generation(self.snap.generation);
+        }
+    }
+
+    /// The ring name id of peer identity `id` (0: none, or too many).
+    pub fn peer_name(&mut self, id: Option<&crate::tls::spiffe::SpiffeId>) -> u16 {
+        let Some(id) = id else {
+            return 0;
+        };
+        let text = id.to_string();
+        if let Some(&n) = self.peer_names.get(&text) {
+            return n;
+        }
+        if self.peer_names.len() >= PEER_NAMES {
+            return 0;
+        }
+        let generation = u64::from(self.snap.generation);
+        let n = self
+            .shared
+            .ring
+            .intern(ringlog::NameKind::Peer, &text, generation)
+            .unwrap_or(0);
+        self.peer_names.insert(text, n);
+        n
+    }
+
+    /// The plaintext buffer (empty), to give back with
+    /// [`Core::put_plain`].
+    pub fn take_plain(&mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.plain);
+        v.clear();
+        v
+    }
+
+    /// Returns the plaintext buffer (a large one is not kept).
+    pub fn put_plain(&mut self, v: Vec<u8>) {
+        if v.capacity() <= 1 << 20 {
+            self.plain = v;
         }
     }
 
@@ -234,7 +286,7 @@ impl Core {
         idx: usize,
         peer: IpAddr,
         sock: &impl AsFd,
-    ) -> Option<Session> {
+    ) -> Option<(Session, Option<Box<TlsConn>>)> {
         self.stats().driver(Driver::Accepted, 1);
         // A retired listener's socket may still take a connection before
         // this worker closes it.
@@ -257,13 +309,45 @@ impl Core {
             c.fetch_add(1, Ordering::Relaxed);
         }
         self.downs += 1;
-        let orig = match l.mode {
-            Mode::Transparent => super::original_dst(sock, l.bind).filter(|a| *a != l.bind),
-            Mode::Normal => None,
+        let (orig, protocol) = match l.mode {
+            Mode::Transparent => (
+                super::original_dst(sock, l.bind).filter(|a| *a != l.bind),
+                l.protocol,
+            ),
+            Mode::Normal => (None, l.protocol),
+            // The transport header names the destination and protocol.
+            Mode::Mesh => (None, crate::config::schema::Protocol::Auto),
         };
-        Some(Session::new(
-            self.now, idx, l.protocol, peer, orig, l.limits,
-        ))
+        let tls = match self.accept_tls(idx) {
+            Ok(t) => t,
+            Err(result) => {
+                self.stats().tls(false, result);
+                self.down_closed(idx);
+                return None;
+            }
+        };
+        let session = Session::new(self.now, idx, protocol, peer, orig, l.limits);
+        Some((session, tls))
+    }
+
+    /// The TLS state of a connection accepted on listener `idx`: the node
+    /// identity's on a mesh listener, the listener's own on a TLS one.
+    fn accept_tls(&self, idx: usize) -> Result<Option<Box<TlsConn>>, TlsResult> {
+        let Some(l) = self.snap.listeners.get(idx) else {
+            return Ok(None);
+        };
+        let (cfg, mesh) = match (l.mode, &l.tls) {
+            (Mode::Mesh, _) => match self.shared.identity.load().as_ref() {
+                Some(id) => (id.server.clone(), true),
+                None => return Err(TlsResult::NoIdentity),
+            },
+            (_, Some(cfg)) => (cfg.clone(), false),
+            (_, None) => return Ok(None),
+        };
+        match TlsConn::server(cfg, self.now, mesh) {
+            Ok(t) => Ok(Some(Box::new(t))),
+            Err(_) => Err(TlsResult::Failed(crate::tls::HandshakeFailure::Protocol)),
+        }
     }
 
     /// A downstream connection of listener `idx` (from an
@@ -312,9 +396,11 @@ impl Core {
     /// a stale retry when `c.fresh` skipped the pool).
     pub fn pool_take(&mut self, c: &Connect) -> Option<usize> {
         if !c.fresh
+            && !c.l4
             && let Some(list) = self.pool.get_mut(&c.addr)
-            && let Some(p) = list.pop()
+            && let Some(at) = list.iter().rposition(|p| p.tls == c.tls)
         {
+            let p = list.remove(at);
             self.pooled -= 1;
             if list.is_empty() {
                 self.pool.remove(&c.addr);
@@ -333,7 +419,8 @@ impl Core {
     /// most [`POOL_MAX`] idle connections per destination and
     /// [`POOL_TOTAL`] in all: when full, the least recently used one is
     /// evicted to make room (counted as `pool_evicted`).
-    pub fn pool_put(&mut self, addr: SocketAddr, j: usize, idle_ns: u64, group: usize) -> PoolPut {
+    pub fn pool_put(&mut self, f: &flow::UpFacts, j: usize) -> PoolPut {
+        let (addr, idle_ns, group, tls) = (f.addr, f.idle_ns, f.group, f.tls);
         let mut evicted = None;
         // Rare: the worker's pool is full and this endpoint's list has room
         // (a full list gives up its own oldest below).
@@ -350,6 +437,7 @@ impl Core {
             since: self.now,
             expires: self.now.saturating_add(idle_ns),
             group,
+            tls,
         });
         self.pooled += 1;
         match evicted {

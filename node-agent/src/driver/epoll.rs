@@ -10,9 +10,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::core::flow;
+use super::core::secure;
 use super::core::{Core, QUEUE_CAP};
 use super::{DriverError, SendQueue, Slab};
 use crate::proxy::{Cx, Out, Session};
+use crate::tls::conn::TlsConn;
 use crate::worker::WorkerInit;
 
 mod ops;
@@ -41,6 +43,8 @@ struct Down {
     armed: Option<u64>,
     /// Set once the tunnel is spliced (bytes bypass user space).
     tunnel: Option<Box<Tunnel>>,
+    /// TLS (a TLS or mesh listener's connection).
+    tls: Option<Box<TlsConn>>,
 }
 
 impl Down {
@@ -69,6 +73,8 @@ struct Up {
     eof: bool,
     /// Address, pool idle time and `max_connections` slot.
     target: crate::driver::core::flow::UpTarget,
+    /// TLS (a TLS or mesh cluster's connection).
+    tls: Option<Box<TlsConn>>,
 }
 
 #[derive(Debug, Default)]
@@ -203,7 +209,7 @@ impl Worker {
             };
             super::tune_downstream(&sock);
             // None: over a connection limit; dropping the socket closes it.
-            let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
+            let Some((session, tls)) = self.core.accept_session(idx, peer.ip(), &sock) else {
                 continue;
             };
             let i = self.alloc();
@@ -232,6 +238,7 @@ impl Worker {
                 serial,
                 armed: None,
                 tunnel: None,
+                tls,
             }));
             flow::with_session(self, i, |s, cx, out| s.start(cx, out));
             self.core.todo.push(i);
@@ -367,9 +374,13 @@ impl Worker {
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams
                     }
-                    self.with_input(i, &buf[..n], |s, cx, out| {
-                        s.on_down_data(cx, &buf[..n], out)
-                    });
+                    if d.tls.is_some() {
+                        secure::down_input(self, i, &buf[..n]);
+                    } else {
+                        self.with_input(i, &buf[..n], |s, cx, out| {
+                            s.on_down_data(cx, &buf[..n], out)
+                        });
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     d.readable = false;

@@ -118,6 +118,9 @@ pub struct Worker {
     zc_min: usize,
     /// Entries waiting for room in the SQ (see [`Worker::push`]).
     pending: std::collections::VecDeque<Pending>,
+    /// Ciphertext of a TLS socket's receive, copied out so its buffer
+    /// goes back before the core opens it (reused).
+    cipher: Vec<u8>,
 }
 
 impl Drop for Worker {
@@ -232,6 +235,7 @@ impl Worker {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             pending: std::collections::VecDeque::new(),
+            cipher: Vec::new(),
         };
         for (idx, l) in listeners {
             w.add_listener(idx, l)

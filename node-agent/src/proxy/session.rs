@@ -9,6 +9,7 @@ mod attempt;
 mod mirror;
 mod policy;
 mod start;
+mod tls;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -201,6 +202,8 @@ pub struct Session {
     /// Since when request bytes wait for the upstream (pauses the
     /// body-read timer: the client is not the slow side then).
     up_backlog: Option<u64>,
+    /// The TLS peer (None: plaintext), boxed: most sessions have none.
+    peer: Option<Box<tls::Peer>>,
 }
 
 impl Session {
@@ -235,6 +238,7 @@ impl Session {
             scan: HeadScan::default(),
             down_backlog: None,
             up_backlog: None,
+            peer: None,
         }
     }
 
@@ -568,7 +572,7 @@ impl Session {
     }
 
     fn new_exchange(&mut self, now: u64, req: ReqBody) -> Exchange {
-        Exchange {
+        let mut ex = Exchange {
             marks: Marks {
                 start: self.next_start.min(now),
                 head: now,
@@ -603,7 +607,9 @@ impl Session {
             edits: None,
             mirror: None,
             policy: None,
-        }
+        };
+        self.stamp_peer(&mut ex);
+        ex
     }
 
     /// Answers `ex` locally (the agent's own response) and finishes it.

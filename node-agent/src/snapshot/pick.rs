@@ -110,6 +110,7 @@ impl Snapshot {
             request_timeout_ns: c.request_timeout_ns,
             read_timeout_ns: c.read_timeout_ns,
             idle_timeout_ns: c.idle_timeout_ns,
+            tls: c.tls_tag,
         })
     }
 }

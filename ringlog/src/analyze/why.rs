@@ -201,9 +201,10 @@ impl Report {
 
 /// Tie-break order: lower is more concrete (what an operator acts on).
 fn concreteness(dims: &[Dim]) -> usize {
-    const ORDER: [Dim; 11] = [
+    const ORDER: [Dim; 12] = [
         Dim::Policy,
         Dim::Endpoint,
+        Dim::Peer,
         Dim::Arm,
         Dim::Route,
         Dim::Type,

@@ -13,6 +13,7 @@ use super::{Core, PoolPut, group_of};
 use crate::metrics::Driver as Counter;
 use crate::policy::breaker::{Breaker, ConnSlot, slot_waiters};
 use crate::proxy::{Chunk, Connect, Cx, Out, Session, UpOp};
+use crate::tls::conn::TlsConn;
 
 /// What the core needs to know about an upstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct UpFacts {
     pub tx_pending: bool,
     /// The cluster limits it counts against ([`UpTarget::group`]).
     pub group: usize,
+    /// Its TLS pool tag ([`Connect::tls`]).
+    pub tls: u64,
 }
 
 /// A downstream connection's timer state, borrowed from the driver.
@@ -149,6 +152,16 @@ pub trait Driver {
     fn add_listener(&mut self, idx: usize, sock: std::net::TcpListener) -> std::io::Result<()>;
     /// Stops accepting for snapshot listener `idx` and closes its socket.
     fn close_listener(&mut self, idx: usize);
+    /// Plaintext bytes as the source of a session call.
+    fn copy_src(bytes: &[u8]) -> Self::Src<'_>;
+    /// The TLS state of slot `k` (None: plaintext, or not live).
+    fn tls(&mut self, k: usize) -> Option<&mut TlsConn>;
+    /// Gives upstream `j` its TLS state (before any byte is sent).
+    fn set_tls(&mut self, j: usize, t: Box<TlsConn>);
+    /// Queues ciphertext on slot `k` as is (handshake messages, alerts).
+    fn push_raw(&mut self, k: usize, bytes: Vec<u8>);
+    /// The local address of down `i`'s socket.
+    fn local_addr(&self, i: usize) -> Option<std::net::SocketAddr>;
 }
 
 /// The end of a loop turn: the drain sequence (stop accepting, close idle
@@ -269,10 +282,23 @@ pub fn start_mirror<D: Driver>(d: &mut D, m: crate::proxy::MirrorCopy) {
     };
     let deadline = d.core().now.saturating_add(m.timeout_ns.max(1_000_000));
     let target = UpTarget::new(&m.connect, slot).mirror(deadline);
-    let Some(j) = d.open_up(&m.connect, target) else {
+    let Ok((dial, tls)) = super::secure::client_for(d.core(), &m.connect) else {
         d.core().stats().driver(Counter::MirrorDropped, 1);
         return;
     };
+    let Some(j) = d.open_up(
+        &Connect {
+            addr: dial,
+            ..m.connect
+        },
+        target,
+    ) else {
+        d.core().stats().driver(Counter::MirrorDropped, 1);
+        return;
+    };
+    if let Some(t) = tls {
+        super::secure::attach(d, j, t);
+    }
     let core = d.core();
     core.ups += 1;
     core.mirrors.push((j, deadline));
@@ -445,6 +471,8 @@ pub struct UpTarget {
     pub addr: std::net::SocketAddr,
     /// Longest idle time in the pool, ns (its cluster's `timeouts.idle`).
     pub idle_ns: u64,
+    /// TLS pool tag ([`Connect::tls`]).
+    pub tls: u64,
     slot: Option<ConnSlot>,
     /// A request copy's deadline (0: a proxied connection).
     mirror_until: u64,
@@ -456,6 +484,7 @@ impl UpTarget {
         UpTarget {
             addr: c.addr,
             idle_ns: c.idle_ns,
+            tls: c.tls,
             slot,
             mirror_until: 0,
         }
@@ -522,10 +551,22 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         },
         None => None,
     };
-    if let Some(j) = d.open_up(c, UpTarget::new(c, slot)) {
+    let (dial, tls) = match super::secure::client_for(d.core(), c) {
+        Ok(x) => x,
+        Err(result) => {
+            // The slot taken above is given back as `slot` drops.
+            d.core().stats().tls(true, result);
+            with_session(d, i, |s, cx, out| s.on_up_tls_failed(cx, out));
+            return false;
+        }
+    };
+    if let Some(j) = d.open_up(&Connect { addr: dial, ..*c }, UpTarget::new(c, slot)) {
         d.set_owner(j, Some(i));
         d.set_up_of(i, Some(j));
         d.core().ups += 1;
+        if let Some(t) = tls {
+            super::secure::attach(d, j, t);
+        }
         return true;
     }
     d.core().stats().driver(Counter::ConnectErrors, 1);
@@ -565,7 +606,7 @@ pub fn release_up<D: Driver>(d: &mut D, j: usize, reuse: bool) {
         return;
     };
     if reuse && f.connected && f.clean && !f.shut_wr {
-        if let PoolPut::Evicted(old) = d.core().pool_put(f.addr, j, f.idle_ns, f.group) {
+        if let PoolPut::Evicted(old) = d.core().pool_put(&f, j) {
             close_up(d, old);
         }
         return;

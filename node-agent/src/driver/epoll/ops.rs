@@ -8,9 +8,11 @@ use std::net::Shutdown;
 use super::{Slot, Worker};
 use crate::driver::core::Core;
 use crate::driver::core::flow::{Driver, TimerSlot, UpFacts, UpTarget};
+use crate::driver::core::secure;
 use crate::driver::send_chunks;
 use crate::metrics::Driver as Counter;
 use crate::proxy::{Chunk, Connect, Session};
+use crate::tls::conn::TlsConn;
 
 impl Driver for Worker {
     type Src<'a> = &'a [u8];
@@ -69,6 +71,7 @@ impl Driver for Worker {
                 eof: u.eof,
                 tx_pending: !u.q.is_empty(),
                 group: u.target.group(),
+                tls: u.target.tls,
             }),
             _ => None,
         }
@@ -79,6 +82,9 @@ impl Driver for Worker {
             chunks.clear();
             return;
         };
+        if let Some(t) = &mut d.tls {
+            secure::seal(t, chunks, src);
+        }
         let w: Option<&mut dyn io::Write> = d.writable.then_some(&mut d.sock);
         match send_chunks(w, &mut d.q, chunks, src) {
             Ok(sent) => {
@@ -99,6 +105,9 @@ impl Driver for Worker {
             chunks.clear();
             return;
         };
+        if let Some(t) = &mut u.tls {
+            secure::seal(t, chunks, src);
+        }
         let w: Option<&mut dyn io::Write> = (u.connected && u.writable).then_some(&mut u.sock);
         match send_chunks(w, &mut u.q, chunks, src) {
             Ok(sent) => {
@@ -224,6 +233,40 @@ impl Driver for Worker {
 
     fn add_listener(&mut self, idx: usize, sock: std::net::TcpListener) -> std::io::Result<()> {
         Worker::add_listener(self, idx, sock)
+    }
+
+    fn copy_src(bytes: &[u8]) -> &[u8] {
+        bytes
+    }
+
+    fn tls(&mut self, k: usize) -> Option<&mut TlsConn> {
+        match self.slab.get_mut(k) {
+            Some(Slot::Down(d)) => d.tls.as_deref_mut(),
+            Some(Slot::Up(u)) => u.tls.as_deref_mut(),
+            _ => None,
+        }
+    }
+
+    fn set_tls(&mut self, j: usize, t: Box<TlsConn>) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.tls = Some(t);
+        }
+    }
+
+    fn push_raw(&mut self, k: usize, bytes: Vec<u8>) {
+        match self.slab.get_mut(k) {
+            Some(Slot::Down(d)) => d.q.push(bytes),
+            Some(Slot::Up(u)) => u.q.push(bytes),
+            _ => return,
+        }
+        self.sync_interest(k);
+    }
+
+    fn local_addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.sock.local_addr().ok(),
+            _ => None,
+        }
     }
 
     fn close_listener(&mut self, idx: usize) {

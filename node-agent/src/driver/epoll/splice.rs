@@ -237,11 +237,17 @@ impl Worker {
         let Some(j) = d.up else {
             return false;
         };
-        if d.tunnel.is_some() || !d.q.is_empty() || d.shut_wr || !d.session.is_raw_tunnel() {
+        if d.tunnel.is_some()
+            || d.tls.is_some()
+            || !d.q.is_empty()
+            || d.shut_wr
+            || !d.session.is_raw_tunnel()
+        {
             return false;
         }
         match self.slab.get(j) {
-            Some(Slot::Up(u)) if u.connected && u.q.is_empty() && !u.shut_wr => {}
+            Some(Slot::Up(u)) if u.connected && u.q.is_empty() && !u.shut_wr && u.tls.is_none() => {
+            }
             _ => return false,
         }
         // One pipe now proves pipes can be made; it goes back to the pool.

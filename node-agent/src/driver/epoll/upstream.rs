@@ -12,6 +12,7 @@ use super::{Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow::{self, UpTarget};
+use crate::driver::core::secure;
 use crate::proxy::Connect;
 
 impl Worker {
@@ -44,6 +45,7 @@ impl Worker {
             close_when_flushed: false,
             eof: false,
             target,
+            tls: None,
         }));
         Some(j)
     }
@@ -162,6 +164,11 @@ impl Worker {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A TLS connection idle in the pool may be sent a session
+                // ticket: the core tells it from bytes nobody asked for.
+                Ok(n) if n > 0 && owner.is_none() && u.tls.is_some() => {
+                    secure::up_input(self, j, &buf[..n]);
+                }
                 Ok(_) | Err(_) if owner.is_none() => {
                     flow::idle_up_event(self, j);
                     break;
@@ -180,7 +187,13 @@ impl Worker {
                         u.readable = false;
                     }
                     let o = owner.unwrap_or(usize::MAX);
-                    self.with_input(o, &buf[..n], |s, cx, out| s.on_up_data(cx, &buf[..n], out));
+                    if u.tls.is_some() {
+                        secure::up_input(self, j, &buf[..n]);
+                    } else {
+                        self.with_input(o, &buf[..n], |s, cx, out| {
+                            s.on_up_data(cx, &buf[..n], out)
+                        });
+                    }
                 }
                 Err(_) => {
                     flow::up_eof(self, j, owner.unwrap_or(usize::MAX), true);

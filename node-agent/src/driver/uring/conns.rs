@@ -4,6 +4,7 @@
 use super::*;
 use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow;
+use crate::driver::core::secure;
 use crate::driver::uring::io::Rx;
 
 /// Where the input of a session call came from.
@@ -21,6 +22,25 @@ pub enum Src<'a> {
 /// receive buffer are held and sent from that buffer, ranges of spilled
 /// bytes are copied.
 pub(super) fn queue(io: &mut Io, bufs: &mut Bufs, chunks: &mut Vec<Chunk>, src: Src<'_>) {
+    if let Some(t) = &mut io.tls {
+        // TLS: the plaintext is sealed into one owned chunk of ciphertext.
+        let bytes = match src {
+            Src::None => &[][..],
+            Src::Copy(b) => b,
+            Src::Ring(b) => {
+                let end = chunks
+                    .iter()
+                    .map(|c| match c {
+                        Chunk::Input(r) => r.end,
+                        Chunk::Owned(_) => 0,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                bufs.data(b, end)
+            }
+        };
+        secure::seal(t, chunks, bytes);
+    }
     for c in chunks.drain(..) {
         match (c, src) {
             (Chunk::Owned(v), _) if !v.is_empty() => io.tx.push_back(Tx::Owned(v, 0)),
@@ -104,13 +124,15 @@ impl Worker {
             return;
         };
         // None: over a connection limit; dropping the socket closes it.
-        let Some(session) = self.core.accept_session(idx, peer.ip(), &sock) else {
+        let Some((session, tls)) = self.core.accept_session(idx, peer.ip(), &sock) else {
             return;
         };
         let i = self.alloc();
         let serial = self.core.next_serial();
+        let mut io = Io::new(sock);
+        io.tls = tls;
         self.slab[i] = Slot::Down(Box::new(Down {
-            io: Io::new(sock),
+            io,
             session,
             up: None,
             close: false,
@@ -418,7 +440,11 @@ impl Worker {
                 return;
             };
             if let Some(rx) = d.io.rx.pop_front() {
-                self.feed(i, rx, false);
+                if d.io.tls.is_some() {
+                    self.feed_tls(i, rx, false);
+                } else {
+                    self.feed(i, rx, false);
+                }
             } else if (d.io.eof || d.io.err) && !d.io.reported {
                 d.io.reported = true;
                 if d.io.err {
@@ -462,8 +488,15 @@ impl Worker {
                     }
                     return;
                 }
-                // Idle in the pool: anything arriving means it is done.
-                if !u.io.rx.is_empty() || u.io.eof || u.io.err {
+                // Idle in the pool: anything arriving means it is done
+                // (TLS: the core tells a session ticket from bytes).
+                if u.io.tls.is_some() && !u.io.eof && !u.io.err {
+                    if let Some(rx) = u.io.rx.pop_front() {
+                        self.feed_tls(j, rx, true);
+                        continue;
+                    }
+                    self.arm_recv(j);
+                } else if !u.io.rx.is_empty() || u.io.eof || u.io.err {
                     flow::idle_up_event(self, j);
                 } else {
                     self.arm_recv(j);
@@ -478,7 +511,11 @@ impl Worker {
                 return;
             };
             if let Some(rx) = u.io.rx.pop_front() {
-                self.feed(o, rx, true);
+                if u.io.tls.is_some() {
+                    self.feed_tls(j, rx, true);
+                } else {
+                    self.feed(o, rx, true);
+                }
             } else if (u.io.eof || u.io.err) && !u.io.reported {
                 u.io.reported = true;
                 let reset = u.io.err;
@@ -515,6 +552,26 @@ impl Worker {
             self.bufs.release(bid);
         }
         self.core.put_out(out);
+    }
+
+    /// Hands received ciphertext of TLS slot `k` (an upstream when `up`)
+    /// to the core, after giving its buffer back.
+    fn feed_tls(&mut self, k: usize, rx: Rx, up: bool) {
+        let mut cipher = std::mem::take(&mut self.cipher);
+        cipher.clear();
+        match rx {
+            Rx::Ring(bid, len) => {
+                cipher.extend_from_slice(self.bufs.data(bid, len));
+                self.bufs.release(bid);
+            }
+            Rx::Owned(v) => cipher.extend_from_slice(&v),
+        }
+        if up {
+            secure::up_input(self, k, &cipher);
+        } else {
+            secure::down_input(self, k, &cipher);
+        }
+        self.cipher = cipher;
     }
 
     /// Stops every operation on a socket; the slot is freed once the last

@@ -96,6 +96,8 @@ pub struct Io {
     pub addr: Option<socket2::SockAddr>,
     /// Timeout for a linked connect.
     pub ts: Timespec,
+    /// TLS (a TLS or mesh listener's or cluster's connection).
+    pub tls: Option<Box<crate::tls::conn::TlsConn>>,
 }
 
 impl Io {
@@ -125,6 +127,7 @@ impl Io {
             msg,
             addr: None,
             ts: Timespec::new(),
+            tls: None,
         }
     }
 

@@ -68,6 +68,7 @@ impl Driver for Worker {
                 eof: u.io.eof,
                 tx_pending: !u.io.tx_idle(),
                 group: u.target.group(),
+                tls: u.target.tls,
             }),
             _ => None,
         }
@@ -213,6 +214,36 @@ impl Driver for Worker {
 
     fn close_listener(&mut self, idx: usize) {
         Worker::close_listener(self, idx);
+    }
+
+    fn copy_src(bytes: &[u8]) -> Src<'_> {
+        Src::Copy(bytes)
+    }
+
+    fn tls(&mut self, k: usize) -> Option<&mut crate::tls::conn::TlsConn> {
+        self.io_mut(k).and_then(|io| io.tls.as_deref_mut())
+    }
+
+    fn set_tls(&mut self, j: usize, t: Box<crate::tls::conn::TlsConn>) {
+        if let Some(Slot::Up(u)) = self.slab.get_mut(j) {
+            u.io.tls = Some(t);
+        }
+    }
+
+    fn push_raw(&mut self, k: usize, bytes: Vec<u8>) {
+        if let Some(io) = self.io_mut(k)
+            && !bytes.is_empty()
+        {
+            io.tx
+                .push_back(crate::driver::uring::io::Tx::Owned(bytes, 0));
+        }
+    }
+
+    fn local_addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        match self.slab.get(i) {
+            Some(Slot::Down(d)) => d.io.sock.local_addr().ok().and_then(|a| a.as_socket()),
+            _ => None,
+        }
     }
 }
 

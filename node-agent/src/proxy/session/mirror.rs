@@ -56,6 +56,8 @@ pub(super) fn begin(
             timeout_ns: t.connect_timeout_ns,
             fresh: true,
             idle_ns: t.idle_timeout_ns,
+            tls: t.tls,
+            l4: false,
         },
         timeout_ns: match t.request_timeout_ns {
             0 => t.read_timeout_ns,

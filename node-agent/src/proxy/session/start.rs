@@ -53,6 +53,11 @@ impl Session {
         let meta = rewrite::upstream_head(head, self.client, e, || ids.next_id(), &mut up_head);
         ex.hash = meta.sampling_hash;
         ex.edits = edits.filter(|e| !e.response.is_empty()).cloned();
+        if !self.authorized(cx, route.map(|(r, _)| r)) {
+            ex.record.route = rt.map_or(0, |r| r.id);
+            self.deny(ex, cx, out);
+            return;
+        }
         if ex.connect_method && !rt.is_some_and(|r| r.allow_connect) {
             // A tunnel nobody allowed would carry later requests past
             // routing and the records. The client may already be sending
@@ -155,6 +160,14 @@ impl Session {
             .listeners
             .get(self.listener)
             .and_then(|l| l.default_route);
+        let authz_route = if self.orig_dst.is_some() { None } else { route };
+        if !self.authorized(cx, authz_route) {
+            ex.record.route = authz_route
+                .and_then(|r| snap.routes.get(r))
+                .map_or(0, |r| r.id);
+            self.deny(ex, cx, out);
+            return;
+        }
         let target = match (self.orig_dst, route) {
             (Some(addr), _) => Some(Target::passthrough(addr)),
             (None, Some(r)) => {
@@ -264,6 +277,8 @@ pub(super) fn connect_to(ex: &mut Exchange, target: Target, now: u64, out: &mut 
         timeout_ns: target.connect_timeout_ns,
         fresh: false,
         idle_ns: target.idle_timeout_ns,
+        tls: target.tls,
+        l4: ex.tunnel,
     };
     ex.connect = Some(c);
     out.up.push(UpOp::Connect(c));

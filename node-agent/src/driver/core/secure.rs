@@ -1,0 +1,223 @@
+//! TLS in the shared core, written once for both drivers: ciphertext a
+//! driver read is opened here and the plaintext handed to the session
+//! (after the handshake, the peer identity and, on a mesh listener, the
+//! transport header), ciphertext the connection owes goes back to the
+//! driver's queue, and the client side of TLS clusters is set up when an
+//! upstream opens. A driver only holds the [`TlsConn`] beside its socket
+//! and seals outgoing chunks with [`seal`].
+
+use std::net::SocketAddr;
+
+use rustls::pki_types::ServerName;
+
+use super::Core;
+use super::flow::{self, Driver};
+use crate::metrics::TlsResult;
+use crate::proxy::{Chunk, Connect};
+use crate::snapshot::tls::ClusterTlsRt;
+use crate::tls::conn::TlsConn;
+use crate::tls::header::{Header, StreamProtocol};
+use crate::tls::{HandshakeFailure, TlsError};
+
+/// Replaces `chunks` (plaintext, input ranges of `src`) by one chunk of
+/// ciphertext.
+pub fn seal(t: &mut TlsConn, chunks: &mut Vec<Chunk>, src: &[u8]) {
+    for c in chunks.drain(..) {
+        match c {
+            Chunk::Owned(v) => t.seal(&v),
+            Chunk::Input(r) => t.seal(src.get(r).unwrap_or_default()),
+        }
+    }
+    let mut wire = Vec::new();
+    t.output(&mut wire);
+    if !wire.is_empty() {
+        chunks.push(Chunk::Owned(wire));
+    }
+}
+
+/// Moves what slot `k`'s TLS owes its peer to the driver's queue.
+fn flush<D: Driver>(d: &mut D, k: usize) {
+    let mut wire = Vec::new();
+    if let Some(t) = d.tls(k) {
+        t.output(&mut wire);
+    }
+    if !wire.is_empty() {
+        d.push_raw(k, wire);
+        d.wake(k);
+    }
+}
+
+/// How a failed input counts.
+fn failure(e: &TlsError) -> TlsResult {
+    match e {
+        TlsError::Handshake(f, _) => TlsResult::Failed(*f),
+        TlsError::Header(_) => TlsResult::BadHeader,
+        _ => TlsResult::Failed(HandshakeFailure::Protocol),
+    }
+}
+
+/// Ciphertext arrived on TLS downstream `i`.
+pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
+    let mut plain = d.core().take_plain();
+    let now = d.core().now;
+    let Some(t) = d.tls(i) else {
+        return;
+    };
+    let handshaking = t.handshaking();
+    let res = t.input(now, cipher, &mut plain);
+    let resumed = t.resumed();
+    flush(d, i);
+    match res {
+        Err(e) => {
+            if handshaking || matches!(e, TlsError::Header(_)) {
+                d.core().stats().tls(false, failure(&e));
+                // Nothing was in flight: the alert goes out, then the
+                // connection closes.
+                d.mark_down(i, false, true);
+                d.wake(i);
+            } else {
+                flow::kill_down(d, i);
+            }
+        }
+        Ok(got) => {
+            if let Some((ns, id)) = got.established {
+                let result = if resumed {
+                    TlsResult::Resumed
+                } else {
+                    TlsResult::Ok
+                };
+                d.core().stats().tls(false, result);
+                let name = d.core().peer_name(id.as_ref());
+                if let Some(s) = d.session(i) {
+                    s.on_tls_established(now, ns, id, name);
+                }
+            }
+            if let Some(h) = got.header {
+                let local = d.local_addr(i);
+                let mut ok = true;
+                flow::with_session(d, i, |s, cx, out| ok = s.on_mesh_header(cx, h, local, out));
+                if !ok {
+                    d.core().stats().tls(false, TlsResult::TargetRefused);
+                    plain.clear();
+                }
+            }
+            if !plain.is_empty() {
+                let mut out = d.core().take_out();
+                if d.call(i, &mut out, |s, cx, o| s.on_down_data(cx, &plain, o)) {
+                    flow::apply(d, i, &mut out, D::copy_src(&plain));
+                }
+                d.core().put_out(out);
+            }
+        }
+    }
+    d.core().put_plain(plain);
+}
+
+/// Ciphertext arrived on TLS upstream `j`.
+pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
+    let mut plain = d.core().take_plain();
+    let now = d.core().now;
+    let owner = d.owner_of(j);
+    let Some(t) = d.tls(j) else {
+        return;
+    };
+    let handshaking = t.handshaking();
+    let res = t.input(now, cipher, &mut plain);
+    let resumed = t.resumed();
+    flush(d, j);
+    match res {
+        Err(e) => {
+            if handshaking {
+                d.core().stats().tls(true, failure(&e));
+            }
+            flow::close_up(d, j);
+            if let Some(o) = owner {
+                flow::with_session(d, o, |s, cx, out| s.on_up_tls_failed(cx, out));
+            }
+        }
+        Ok(got) => {
+            if let Some((ns, id)) = got.established {
+                let result = if resumed {
+                    TlsResult::Resumed
+                } else {
+                    TlsResult::Ok
+                };
+                d.core().stats().tls(true, result);
+                let name = d.core().peer_name(id.as_ref());
+                if let Some(s) = owner.and_then(|o| d.session(o)) {
+                    s.on_up_tls(ns, name);
+                }
+            }
+            match owner {
+                Some(o) if !plain.is_empty() => {
+                    let mut out = d.core().take_out();
+                    if d.call(o, &mut out, |s, cx, x| s.on_up_data(cx, &plain, x)) {
+                        flow::apply(d, o, &mut out, D::copy_src(&plain));
+                    }
+                    d.core().put_out(out);
+                }
+                // Idle in the pool: a session ticket is fine, bytes no
+                // request asked for end it.
+                None if !plain.is_empty() => flow::idle_up_event(d, j),
+                _ => {}
+            }
+        }
+    }
+    d.core().put_plain(plain);
+}
+
+/// What a new connection for `c` needs: the address to dial and its TLS
+/// state (None: plaintext). Err: the cluster's TLS cannot be set up (no
+/// identity loaded, or the snapshot changed under the connect).
+pub fn client_for(
+    core: &Core,
+    c: &Connect,
+) -> Result<(SocketAddr, Option<Box<TlsConn>>), TlsResult> {
+    if c.tls == 0 {
+        return Ok((c.addr, None));
+    }
+    let rt = c
+        .cluster
+        .and_then(|k| core.snap.clusters.get(k))
+        .filter(|cl| cl.tls_tag == c.tls)
+        .and_then(|cl| cl.tls.clone())
+        .ok_or(TlsResult::Failed(HandshakeFailure::Protocol))?;
+    let ip = ServerName::IpAddress(c.addr.ip().into());
+    let t = match &*rt {
+        ClusterTlsRt::Mesh {
+            expect,
+            expect_text,
+            ..
+        } => {
+            let identity = core
+                .shared
+                .identity
+                .load_full()
+                .ok_or(TlsResult::NoIdentity)?;
+            let cfg = identity
+                .client(expect, expect_text)
+                .map_err(|_| TlsResult::Failed(HandshakeFailure::Protocol))?;
+            let header = Header {
+                target: c.addr,
+                protocol: if c.l4 {
+                    StreamProtocol::Tcp
+                } else {
+                    StreamProtocol::Http
+                },
+            };
+            TlsConn::client(cfg, ip, core.now, Some(header))
+        }
+        ClusterTlsRt::Simple { config, sni } => {
+            let name = sni.clone().unwrap_or(ip);
+            TlsConn::client(config.clone(), name, core.now, None)
+        }
+    }
+    .map_err(|_| TlsResult::Failed(HandshakeFailure::Protocol))?;
+    Ok((rt.dial(c.addr), Some(Box::new(t))))
+}
+
+/// Gives new upstream `j` its TLS state and queues the ClientHello.
+pub fn attach<D: Driver>(d: &mut D, j: usize, t: Box<TlsConn>) {
+    d.set_tls(j, t);
+    flush(d, j);
+}

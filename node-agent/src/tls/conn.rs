@@ -1,0 +1,204 @@
+//! One TLS connection, sans-IO: ciphertext in, plaintext out (and the
+//! other way round), over a rustls connection. Both drivers hold one per
+//! TLS socket and call it from the shared core, so the handshake, the
+//! mesh transport header and the peer identity are handled once.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+
+use super::header::{Header, HeaderError, MAX_LEN};
+use super::spiffe::{self, SpiffeId};
+use super::{HandshakeFailure, TlsError};
+
+/// Where a connection stands with the mesh transport header.
+#[derive(Debug)]
+enum MeshHeader {
+    /// Not a mesh connection.
+    None,
+    /// A mesh listener's connection: the header's bytes so far.
+    Awaiting(Vec<u8>),
+    /// The header arrived (or was sent).
+    Done,
+}
+
+/// What one call to [`TlsConn::input`] produced besides plaintext.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// The handshake completed during this call: `(handshake ns, peer)`.
+    pub established: Option<(u64, Option<SpiffeId>)>,
+    /// A mesh listener's connection named its destination.
+    pub header: Option<Header>,
+    /// The peer sent close_notify (or the TLS stream ended cleanly).
+    pub closed: bool,
+}
+
+/// A TLS connection's state.
+#[derive(Debug)]
+pub struct TlsConn {
+    conn: rustls::Connection,
+    /// When the handshake began, ns.
+    began: u64,
+    established: bool,
+    mesh: MeshHeader,
+}
+
+impl TlsConn {
+    /// The server side of a connection accepted at `now`; `mesh`: a mesh
+    /// listener's (its plaintext starts with a transport header).
+    pub fn server(
+        cfg: Arc<rustls::ServerConfig>,
+        now: u64,
+        mesh: bool,
+    ) -> Result<TlsConn, TlsError> {
+        let conn = rustls::ServerConnection::new(cfg).map_err(TlsError::Setup)?;
+        Ok(TlsConn {
+            conn: conn.into(),
+            began: now,
+            established: false,
+            mesh: if mesh {
+                MeshHeader::Awaiting(Vec::new())
+            } else {
+                MeshHeader::None
+            },
+        })
+    }
+
+    /// The client side of a connection opened at `now` to `name`;
+    /// `header`: the mesh transport header to send first.
+    pub fn client(
+        cfg: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        now: u64,
+        header: Option<Header>,
+    ) -> Result<TlsConn, TlsError> {
+        let mut conn = rustls::ClientConnection::new(cfg, name).map_err(TlsError::Setup)?;
+        // Bytes sent before the handshake completes wait inside rustls
+        // (the session's backpressure counts the socket queue only; the
+        // handshake is bounded by the connect timeout).
+        conn.set_buffer_limit(None);
+        let mut t = TlsConn {
+            conn: conn.into(),
+            began: now,
+            established: false,
+            mesh: MeshHeader::None,
+        };
+        if let Some(h) = header {
+            t.seal(&h.encode());
+            t.mesh = MeshHeader::Done;
+        }
+        Ok(t)
+    }
+
+    /// True until the handshake completed.
+    pub fn handshaking(&self) -> bool {
+        !self.established
+    }
+
+    /// Feeds ciphertext received at `now`; appends the plaintext it
+    /// carried to `plain` (after the mesh header, which is taken out).
+    /// An error ends the connection (an alert may be waiting in
+    /// [`TlsConn::output`] for the peer).
+    pub fn input(
+        &mut self,
+        now: u64,
+        mut cipher: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Input, TlsError> {
+        let mut got = Input::default();
+        let start = plain.len();
+        while !cipher.is_empty() {
+            let n = match self.conn.read_tls(&mut cipher) {
+                Ok(0) => {
+                    got.closed = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) => return Err(TlsError::Io(e.to_string())),
+            };
+            debug_assert!(n > 0);
+            let st = self
+                .conn
+                .process_new_packets()
+                .map_err(|e| TlsError::Handshake(HandshakeFailure::of(&e), e.to_string()))?;
+            if st.plaintext_bytes_to_read() > 0 {
+                let k = plain.len();
+                plain.resize(k + st.plaintext_bytes_to_read(), 0);
+                let read = self.conn.reader().read(&mut plain[k..]).unwrap_or(0);
+                plain.truncate(k + read);
+            }
+            if st.peer_has_closed() {
+                got.closed = true;
+            }
+        }
+        if !self.established && !self.conn.is_handshaking() {
+            self.established = true;
+            let peer = self
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| spiffe::id_of_cert(c).ok());
+            got.established = Some((now.saturating_sub(self.began), peer));
+        }
+        if let MeshHeader::Awaiting(buf) = &mut self.mesh
+            && plain.len() > start
+        {
+            buf.extend_from_slice(&plain[start..]);
+            plain.truncate(start);
+            match Header::parse(buf) {
+                Ok(None) if buf.len() < MAX_LEN => {}
+                Ok(None) => return Err(TlsError::Header(HeaderError::Magic)),
+                Ok(Some((h, used))) => {
+                    plain.extend_from_slice(&buf[used..]);
+                    self.mesh = MeshHeader::Done;
+                    got.header = Some(h);
+                }
+                Err(e) => return Err(TlsError::Header(e)),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Whether a mesh listener's connection still waits for its header.
+    pub fn awaiting_header(&self) -> bool {
+        matches!(self.mesh, MeshHeader::Awaiting(_))
+    }
+
+    /// Encrypts `plain` (buffered until the handshake completes).
+    pub fn seal(&mut self, plain: &[u8]) {
+        // The writer buffers without limit here (set_buffer_limit(None) on
+        // clients; servers only write after their handshake), so it takes
+        // every byte.
+        let _ = self.conn.writer().write_all(plain);
+    }
+
+    /// Sends close_notify (queued in [`TlsConn::output`]).
+    pub fn close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// Ciphertext waiting for the socket (handshake messages, records,
+    /// alerts), appended to `out`.
+    pub fn output(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The SNI name the client asked for (server side).
+    pub fn sni(&self) -> Option<&str> {
+        match &self.conn {
+            rustls::Connection::Server(s) => s.server_name(),
+            rustls::Connection::Client(_) => None,
+        }
+    }
+
+    /// Whether this handshake resumed a session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+}
