@@ -27,7 +27,7 @@ fn dims(by: &str) -> Result<Vec<Dim>> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             Dim::parse(s).with_context(|| {
-                format!("--by {s}: not a dimension (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase, policy)")
+                format!("--by {s}: not a dimension (route, cluster, endpoint, type, arm, worker, status, reason, generation, phase, policy, peer)")
             })
         })
         .collect()

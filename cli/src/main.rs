@@ -76,7 +76,7 @@ enum Command {
         #[command(flatten)]
         select: select::Select,
         /// Group by these dimensions, comma separated (route, cluster,
-        /// endpoint, type, arm, worker, status, reason, generation, phase, policy).
+        /// endpoint, type, arm, worker, status, reason, generation, phase, policy, peer).
         #[arg(long, default_value = "route")]
         by: String,
     },

@@ -62,6 +62,12 @@ fn record_text(h: &Header, names: &NameTable, worker: &str, r: &Record) -> Strin
     if r.reason != ringlog::Reason::None {
         s.push_str(&format!(" reason={}", r.reason.name()));
     }
+    if r.peer != 0 {
+        s.push_str(&format!(
+            " peer={}",
+            names.display(NameKind::Peer, u32::from(r.peer))
+        ));
+    }
     let flags = flag_list(r.flags);
     if !flags.is_empty() {
         s.push_str(&format!(" flags={}", flags.join(",")));
@@ -154,6 +160,11 @@ pub fn json(h: &Header, names: &NameTable, e: &Entry) -> Value {
                 "p": r.p(),
                 "weight": r.weight(),
                 "generation": r.generation,
+                "peer": if r.peer == 0 {
+                    Value::Null
+                } else {
+                    json!(names.display(NameKind::Peer, u32::from(r.peer)))
+                },
             })
         }
         Item::Event(ev) => {

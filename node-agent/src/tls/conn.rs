@@ -42,6 +42,9 @@ pub struct TlsConn {
     began: u64,
     established: bool,
     mesh: MeshHeader,
+    /// The peer's ring name id, once known (records of every exchange on
+    /// the connection carry it).
+    peer_name: u16,
 }
 
 impl TlsConn {
@@ -57,6 +60,7 @@ impl TlsConn {
             conn: conn.into(),
             began: now,
             established: false,
+            peer_name: 0,
             mesh: if mesh {
                 MeshHeader::Awaiting(Vec::new())
             } else {
@@ -83,6 +87,7 @@ impl TlsConn {
             began: now,
             established: false,
             mesh: MeshHeader::None,
+            peer_name: 0,
         };
         if let Some(h) = header {
             t.seal(&h.encode());
@@ -158,6 +163,16 @@ impl TlsConn {
             }
         }
         Ok(got)
+    }
+
+    /// The peer's ring name id (0: none or not known yet).
+    pub fn peer_name(&self) -> u16 {
+        self.peer_name
+    }
+
+    /// Remembers the peer's ring name id.
+    pub fn set_peer_name(&mut self, name: u16) {
+        self.peer_name = name;
     }
 
     /// Whether a mesh listener's connection still waits for its header.

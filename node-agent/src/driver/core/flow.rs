@@ -530,8 +530,10 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         d.set_owner(j, Some(i));
         d.set_up_of(i, Some(j));
         let now = d.core().now;
+        let peer = d.tls(j).map_or(0, |t| t.peer_name());
         if let Some(s) = d.session(i) {
             s.on_up_ready(now, true);
+            s.on_up_tls(0, peer);
         }
         return true;
     }

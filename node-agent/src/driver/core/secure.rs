@@ -144,6 +144,9 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
                 };
                 d.core().stats().tls(true, result);
                 let name = d.core().peer_name(id.as_ref());
+                if let Some(t) = d.tls(j) {
+                    t.set_peer_name(name);
+                }
                 if let Some(s) = owner.and_then(|o| d.session(o)) {
                     s.on_up_tls(ns, name);
                 }
