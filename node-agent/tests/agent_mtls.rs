@@ -255,6 +255,16 @@ fn mesh_client(
     header: &[u8],
     payload: &[u8],
 ) -> std::io::Result<Vec<u8>> {
+    mesh_client_cert(port, files, header, payload).map(|(out, _)| out)
+}
+
+/// [`mesh_client`], also returning the certificate the server presented.
+fn mesh_client_cert(
+    port: u16,
+    files: Option<&Files>,
+    header: &[u8],
+    payload: &[u8],
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let prov = Arc::new(rustls::crypto::ring::default_provider());
     let b = rustls::ClientConfig::builder_with_provider(prov.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -282,22 +292,41 @@ fn mesh_client(
     tls.write_all(payload)?;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
+    let res = loop {
         match tls.read(&mut buf) {
-            Ok(0) => return Ok(out),
+            Ok(0) => break Ok(()),
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
-                if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"\n") {
-                    // One small response is enough for these tests.
-                    if String::from_utf8_lossy(&out).contains("content-length: 0") || out.len() > 16
-                    {
-                        return Ok(out);
-                    }
+                // One response is enough for these tests.
+                if response_complete(&out) {
+                    break Ok(());
                 }
             }
-            Err(e) => return if out.is_empty() { Err(e) } else { Ok(out) },
+            Err(e) if out.is_empty() => break Err(e),
+            Err(_) => break Ok(()),
         }
-    }
+    };
+    res?;
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    Ok((out, cert))
+}
+
+/// A whole response head and its content-length body are in `out`.
+fn response_complete(out: &[u8]) -> bool {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    out.len() >= end + 4 + len
 }
 
 /// The transport header naming 127.0.0.1:`port` over HTTP.
@@ -420,4 +449,98 @@ fn authz_allows_denies_and_deny_wins_on_http_and_tcp() {
     let denied_n = b.metric("tailmesh_local_responses_total{reason=\"authz_denied\"} ");
     assert_eq!(denied_n, 3, "two 403s and one closed tunnel: {m}");
     no_open_connections(&b);
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn rotating_the_identity_under_load_fails_no_request_and_new_handshakes_use_the_new_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("mesh root");
+    let up = Upstream::start(&[]);
+    let b = node_b(d, &ca, "");
+    let first = std::fs::read_to_string(d.join("b.crt")).unwrap();
+    let client = ca.spiffe_files(d, "client", A_ID, false);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, up_port) = (b.port, up.port);
+    // Load: a new mTLS connection per request, bounded to 20 s.
+    let load = {
+        let stop = stop.clone();
+        let client = Files {
+            cert: client.cert.clone(),
+            key: client.key.clone(),
+        };
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let t0 = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(20)
+            {
+                let req = b"GET /r HTTP/1.1\r\nHost: t\r\n\r\n";
+                match mesh_client(port, Some(&client), &header_to(up_port), req) {
+                    Ok(r) if r.starts_with(b"HTTP/1.1 200") => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // A broken file is rejected; the running identity keeps serving.
+    std::fs::write(d.join("b.crt"), "not a certificate").unwrap();
+    let t0 = Instant::now();
+    while b.metric("tailmesh_identity_reloads_total{result=\"rejected\"} ") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", b.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        b.log().contains("mesh identity files rejected"),
+        "{}",
+        b.log()
+    );
+    // The new key and certificate, each written by rename (as
+    // cert-manager's atomic writer does).
+    let (cert, key) = ca.leaf(&[pki::San::Uri(B_ID)], false);
+    std::fs::write(d.join("b.key.new"), &key).unwrap();
+    std::fs::rename(d.join("b.key.new"), d.join("b.key")).unwrap();
+    std::fs::write(d.join("b.crt.new"), &cert).unwrap();
+    std::fs::rename(d.join("b.crt.new"), d.join("b.crt")).unwrap();
+    let new_der = pem_der(&cert);
+    assert_ne!(new_der, pem_der(&first));
+    let t0 = Instant::now();
+    loop {
+        let req = b"GET /n HTTP/1.1\r\nHost: t\r\n\r\n";
+        let (r, presented) =
+            mesh_client_cert(port, Some(&client), &header_to(up_port), req).unwrap();
+        assert!(r.starts_with(b"HTTP/1.1 200"));
+        if presented == new_der {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still the old certificate ({} bytes presented, old {}, new {}): {}",
+            presented.len(),
+            presented == pem_der(&first),
+            new_der.len(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    eprintln!(
+        "rotation under load: {ok} requests, {} failed",
+        failed.len()
+    );
+    assert!(ok > 20, "the load ran ({ok})");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(b.metric("tailmesh_identity_reloads_total{result=\"applied\"} ") >= 1);
+    assert!(b.metric("tailmesh_identity_expiry_seconds ") > 0);
 }
