@@ -403,6 +403,13 @@ pub fn apply<D: Driver>(d: &mut D, i: usize, out: &mut Out, src: D::Src<'_>) {
     if !out.to_down.is_empty() {
         d.send_down(i, &mut out.to_down, src);
     }
+    if (out.shutdown_down || out.close_down)
+        && let Some(t) = d.tls(i)
+    {
+        // The TLS end of the stream before the TCP one.
+        t.close_notify();
+        super::secure::flush(d, i);
+    }
     d.mark_down(i, out.shutdown_down, out.close_down);
     if out.idle_closed {
         d.core().stats().driver(Counter::IdleClosed, 1);

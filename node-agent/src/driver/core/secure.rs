@@ -36,7 +36,7 @@ pub fn seal(t: &mut TlsConn, chunks: &mut Vec<Chunk>, src: &[u8]) {
 }
 
 /// Moves what slot `k`'s TLS owes its peer to the driver's queue.
-fn flush<D: Driver>(d: &mut D, k: usize) {
+pub fn flush<D: Driver>(d: &mut D, k: usize) {
     let mut wire = Vec::new();
     if let Some(t) = d.tls(k) {
         t.output(&mut wire);
