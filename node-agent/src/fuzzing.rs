@@ -501,3 +501,34 @@ routes:
     }
     snap.routes.len()
 }
+
+/// Fuzz entry for the mesh transport header: a header that parses
+/// re-encodes to the same bytes, and parsing is incremental: every
+/// prefix shorter than the header needs more (or already fails with the
+/// same error), every longer one gives the same header. Returns 1 when
+/// `data` starts with a valid header.
+pub fn mesh_header(data: &[u8]) -> usize {
+    use crate::tls::header::Header;
+    let full = Header::parse(data);
+    for k in 0..data.len().min(64) {
+        let part = Header::parse(&data[..k]);
+        match (&full, &part) {
+            (Ok(Some((_, n))), Ok(None)) => assert!(k < *n, "a whole header needs more"),
+            (Ok(Some((h, n))), Ok(Some((g, m)))) => assert!(h == g && n == m && k >= *n),
+            (Ok(Some(_)), Err(e)) => panic!("a prefix of a valid header failed: {e}"),
+            (Err(e), Err(f)) => assert_eq!(e, f, "the same bytes fail the same way"),
+            (Err(_), Ok(None)) => {}
+            (Err(e), Ok(Some(_))) => panic!("a prefix parsed where the whole fails: {e}"),
+            (Ok(None), Ok(None)) => {}
+            (Ok(None), other) => panic!("a prefix decided what the whole did not: {other:?}"),
+        }
+    }
+    match full {
+        Ok(Some((h, n))) => {
+            let bytes = h.encode();
+            assert_eq!(&data[..n], &bytes[..], "re-encodes to the same bytes");
+            1
+        }
+        _ => 0,
+    }
+}

@@ -182,6 +182,30 @@ fn node_locality(
         .then_some(node_agent::config::schema::NodeLocality { zone, region })
 }
 
+/// Reads the files a valid config names (TLS certificates, keys, CA
+/// bundles, the identity) as the agent would at start.
+fn check_files(cfg: &node_agent::config::Config) -> Result<(), String> {
+    if let Some(id) = &cfg.identity {
+        let files = node_agent::tls::IdentityFiles {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+            trust_bundle: id.trust_bundle.clone(),
+            trust_domain: id.trust_domain.clone(),
+        };
+        node_agent::tls::Identity::load(&files).map_err(|e| format!("identity: {e}"))?;
+    }
+    Snapshot::build(cfg.clone(), 1, |_, _| Ok(1))
+        .map(|_| ())
+        .map_err(|e| match e {
+            node_agent::snapshot::SnapshotError::Invalid(p) => p
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  "),
+            other => other.to_string(),
+        })
+}
+
 fn check_config(file: Option<&std::path::Path>, etcd: Option<&str>, prefix: &str) -> ExitCode {
     let summary = |what: &str, cfg: &node_agent::config::Config| {
         println!(
@@ -200,6 +224,7 @@ fn check_config(file: Option<&std::path::Path>, etcd: Option<&str>, prefix: &str
         return match node_agent::config::load(file)
             .map_err(|e| e.to_string())
             .and_then(|c| node_agent::reload::check_source_fields(&c, false).map(|()| c))
+            .and_then(|c| check_files(&c).map(|()| c))
         {
             Ok(cfg) => {
                 summary(&file.display().to_string(), &cfg);

@@ -77,3 +77,55 @@ fn check_config_accepts_examples_and_names_problems() {
         "a bad config is reported before anything else"
     );
 }
+
+/// TLS files are read by check-config as at start: a missing certificate
+/// or an identity outside its trust domain fails, naming the key.
+#[test]
+fn check_config_reads_the_tls_files_a_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let missing = d.join("tls.yaml");
+    std::fs::write(
+        &missing,
+        format!(
+            r#"version: 1
+listeners:
+  - {{ name: web, bind: "127.0.0.1:8443", protocol: http, default_route: r, tls: {{ cert: "{0}/none.crt", key: "{0}/none.key" }} }}
+clusters:
+  - {{ name: c, endpoints: [ {{ addr: "127.0.0.1:1" }} ] }}
+routes:
+  - {{ name: r, to: [ {{ cluster: c }} ] }}
+"#,
+            d.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[web]: tls:") && err.contains("none.crt"),
+        "{err}"
+    );
+    let id = d.join("id.yaml");
+    std::fs::write(
+        &id,
+        format!(
+            "version: 1\nidentity: {{ cert: \"{0}/a.crt\", key: \"{0}/a.key\", trust_bundle: \"{0}/b.pem\", trust_domain: td.test }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&id)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("identity:") && err.contains("a.crt"), "{err}");
+}

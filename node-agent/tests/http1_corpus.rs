@@ -93,6 +93,9 @@ fn fuzz_corpora_replay_without_panic() {
         ("etcd_keys", |d: &[u8]| {
             let _ = node_agent::fuzzing::etcd_keys(d);
         }),
+        ("mesh_header", |d: &[u8]| {
+            let _ = node_agent::fuzzing::mesh_header(d);
+        }),
     ] {
         let dir = root.join(target);
         let files: Vec<_> = std::fs::read_dir(&dir)
@@ -239,4 +242,25 @@ fn etcd_keys_fuzz_seeds_build_snapshots() {
         assert!(node_agent::fuzzing::etcd_keys(&seed(name)) > 0, "{name}");
     }
     assert_eq!(node_agent::fuzzing::etcd_keys(&seed("bad")), 0);
+}
+
+/// The mesh_header seeds: the two valid headers parse, the broken ones
+/// do not.
+#[test]
+fn mesh_header_fuzz_seeds_parse_as_named() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/mesh_header");
+    let seed = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    for name in ["v4_http", "v6_tcp"] {
+        assert_eq!(node_agent::fuzzing::mesh_header(&seed(name)), 1, "{name}");
+    }
+    for name in [
+        "plaintext",
+        "bad_len",
+        "bad_family",
+        "bad_proto",
+        "port0",
+        "short",
+    ] {
+        assert_eq!(node_agent::fuzzing::mesh_header(&seed(name)), 0, "{name}");
+    }
 }

@@ -293,3 +293,65 @@ routes:
         "{p:?}"
     );
 }
+
+#[test]
+fn tls_mistakes_name_their_key_and_field() {
+    let yaml = r#"
+version: 1
+identity: { cert: a.crt, key: a.key, trust_bundle: b.pem, trust_domain: "Bad Domain" }
+listeners:
+  - name: mesh
+    bind: "127.0.0.1:15008"
+    mode: mesh
+    tls: { cert: x, key: y }
+  - name: web
+    bind: "127.0.0.1:8443"
+    tls: { cert: x, key: y, require_client_cert: true }
+    authz:
+      - { action: allow, from: ["spiffe://td/ns/*"] }
+      - { action: deny, from: [], to: { route: rr, port: 0 } }
+clusters:
+  - name: m
+    tls: { mode: mesh, identity: "*", ca: ca.pem }
+  - name: s
+    tls: { mode: simple, identity: "spiffe://td", cert: c.pem, sni: "bad name!" }
+routes:
+  - { name: r, to: [ { cluster: m } ] }
+"#;
+    let p = problems(yaml).join("\n");
+    for want in [
+        "identity: trust_domain: \"Bad Domain\" is not a trust domain name",
+        "listeners[mesh]: tls: a mesh listener uses the node identity",
+        "listeners[web]: tls.require_client_cert: needs `client_ca`",
+        "listeners[web]: authz[0]: authz needs client identities",
+        "listeners[web]: authz[0].from: `spiffe://td/ns/*` is not a SPIFFE ID",
+        "listeners[web]: authz[1].from: must list at least one identity",
+        "listeners[web]: authz[1].to.route: no route named \"rr\" (did you mean \"r\"?)",
+        "listeners[web]: authz[1].to.port: must be 1-65535",
+        "clusters[m]: tls.identity: `*` would accept any server",
+        "clusters[m]: tls.ca: only for mode simple",
+        "clusters[s]: tls.identity: only for mode mesh",
+        "clusters[s]: tls.cert: `cert` and `key` go together",
+        "clusters[s]: tls.sni: \"bad name!\" is not a DNS name or IP address",
+    ] {
+        assert!(p.contains(want), "missing {want:?} in:\n{p}");
+    }
+    // A mesh listener or cluster without an identity.
+    let yaml = r#"
+version: 1
+listeners:
+  - { name: mesh, bind: "127.0.0.1:15008", mode: mesh }
+clusters:
+  - name: m
+    tls: { mode: mesh, identity: "spiffe://td" }
+"#;
+    let p = problems(yaml).join("\n");
+    assert!(
+        p.contains("listeners[mesh]: mode: a mesh listener needs the top-level `identity`"),
+        "{p}"
+    );
+    assert!(
+        p.contains("clusters[m]: tls.mode: mesh needs the top-level `identity`"),
+        "{p}"
+    );
+}
