@@ -69,7 +69,7 @@ cargo test --workspace -q 2>&1 | tee target/test.log
 say "agent integration tests again on the epoll driver (the run above used --io auto = uring)"
 TAILMESH_TEST_IO=epoll cargo test -p node-agent -q --test agent_http --test agent_corpus \
   --test agent_process --test agent_capture --test agent_l4 --test agent_ringlog --test agent_pool \
-  --test agent_hardening --test agent_hostile --test agent_smuggling --test agent_limits --test agent_policy --test agent_routing --test agent_balancing --test agent_reload --test agent_mtls --test agent_tls 2>--test agent_balancing --test agent_reload 2>&11 | tee -a target/test.log
+  --test agent_hardening --test agent_hostile --test agent_smuggling --test agent_limits --test agent_policy --test agent_routing --test agent_balancing --test agent_reload --test agent_mtls --test agent_tls 2>&1 | tee -a target/test.log
 grep -q "test result:" target/test.log
 
 say "loom model of the commit protocol"
