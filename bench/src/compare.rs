@@ -12,7 +12,7 @@
 //! latency quantiles closed-loop and open-loop at a fixed rate, ratios
 //! against haproxy and nginx, and an L4 bulk-transfer row (CPU per GB).
 
-mod procs;
+pub(crate) mod procs;
 mod reload;
 
 use std::io::{Read, Write};

@@ -2,7 +2,8 @@
 //! tailmesh: `ring` (flight-recorder throughput and crash consistency),
 //! `upstream` (fast HTTP/1.1 server with injectable faults), `load`
 //! (open- and closed-loop HTTP/1.1 load generator), `compare` (direct vs
-//! agent vs HAProxy vs nginx in one run), `scenario` (a ring with a known
+//! agent vs HAProxy vs nginx in one run), `tls-compare` (the same for TLS),
+//! `scenario` (a ring with a known
 //! culprit).
 
 mod compare;
@@ -11,6 +12,7 @@ mod load;
 mod ring;
 mod rng;
 mod scenario;
+mod tls_compare;
 mod upstream;
 
 use std::process::ExitCode;
@@ -44,6 +46,9 @@ enum Command {
     /// Direct vs node-agent vs HAProxy vs nginx in one run: RPS, CPU per
     /// request, latency, ratios, L4 bulk transfer.
     Compare(compare::Args),
+    /// TLS termination cost, node-agent vs HAProxy: keep-alive requests
+    /// over mTLS, full and resumed handshakes per core, bulk CPU per GB.
+    TlsCompare(tls_compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Scenario(args) => scenario::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::TlsCompare(args) => tls_compare::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

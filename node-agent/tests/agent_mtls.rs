@@ -161,6 +161,24 @@ fn a_request_crosses_two_agents_over_mesh_mtls_and_both_rings_name_the_peer() {
     assert_eq!(tls_b.iter().filter(|t| **t > 0).count(), 1, "{tls_b:?}");
     support::assert_phases_sum(&ra);
     support::assert_phases_sum(&rb);
+    // A large body crosses both agents whole, in both directions.
+    let big = request(
+        a.port,
+        "GET /_bench/bulk?bytes=8388608 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 8 << 20);
+    let body = vec![b'x'; 4 << 20];
+    let mut raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut s = support::connect(a.port);
+    s.write_all(&raw).unwrap();
+    let up_resp = support::read_response(&mut s, &mut Vec::new()).unwrap();
+    assert_eq!(up_resp.status, 200, "{}", a.log());
     // ringlog groups by peer.
     let out = std::process::Command::new(support::sibling("ringlog"))
         .args(["hist", "--by", "peer", "--ring"])

@@ -161,6 +161,20 @@ fn curl_and_openssl_reach_a_tls_listener_which_picks_its_certificate_by_sni() {
         a.metric("tailmesh_tls_handshakes_total{side=\"server\",result=\"ok\"} "),
         4
     );
+    // A large body over TLS arrives whole (a rustls buffer limit once
+    // dropped what did not fit in 64 KiB of ciphertext on epoll).
+    let bulk = format!("https://localhost:{}/_bench/bulk?bytes=16777216", a.port);
+    let (ok, size, err) = curl(&[
+        "--cacert",
+        &ca_arg,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &bulk,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(size, "16777216");
     // Plaintext to a TLS port is a handshake failure, not a request.
     let r = support::try_request(a.port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(r.is_err() || r.unwrap().status == 0);

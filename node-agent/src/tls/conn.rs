@@ -55,7 +55,11 @@ impl TlsConn {
         now: u64,
         mesh: bool,
     ) -> Result<TlsConn, TlsError> {
-        let conn = rustls::ServerConnection::new(cfg).map_err(TlsError::Setup)?;
+        let mut conn = rustls::ServerConnection::new(cfg).map_err(TlsError::Setup)?;
+        // rustls' own buffers are unbounded: every sealed byte is moved to
+        // the driver's queue at once (see `seal`), whose QUEUE_CAP is the
+        // backpressure bound.
+        conn.set_buffer_limit(None);
         Ok(TlsConn {
             conn: conn.into(),
             began: now,
@@ -180,12 +184,21 @@ impl TlsConn {
         matches!(self.mesh, MeshHeader::Awaiting(_))
     }
 
-    /// Encrypts `plain` (buffered until the handshake completes).
+    /// Encrypts `plain` (buffered until the handshake completes). The
+    /// connection's buffers have no limit (set at creation), so the
+    /// writer takes every byte; the caller moves the ciphertext out with
+    /// [`TlsConn::output`] right after.
     pub fn seal(&mut self, plain: &[u8]) {
-        // The writer buffers without limit here (set_buffer_limit(None) on
-        // clients; servers only write after their handshake), so it takes
-        // every byte.
-        let _ = self.conn.writer().write_all(plain);
+        let mut rest = plain;
+        while !rest.is_empty() {
+            match self.conn.writer().write(rest) {
+                Ok(0) | Err(_) => {
+                    debug_assert!(false, "an unlimited rustls writer refused bytes");
+                    return;
+                }
+                Ok(n) => rest = &rest[n..],
+            }
+        }
     }
 
     /// Sends close_notify (queued in [`TlsConn::output`]).
@@ -215,5 +228,64 @@ impl TlsConn {
     /// Whether this handshake resumed a session.
     pub fn resumed(&self) -> bool {
         self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server and a client [`TlsConn`] over a fresh CA, in memory.
+    fn pair(dir: &std::path::Path) -> (TlsConn, TlsConn) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(DnType::CommonName, "t");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+        let p = |n: &str| dir.join(n).display().to_string();
+        std::fs::write(p("ca.pem"), ca_pem).unwrap();
+        std::fs::write(p("s.crt"), cert).unwrap();
+        std::fs::write(p("s.key"), key.serialize_pem()).unwrap();
+        let server_cfg =
+            crate::tls::listener_config(&p("s.crt"), &p("s.key"), &[], None, false).unwrap();
+        let client_cfg = crate::tls::origination_config(Some(&p("ca.pem")), None).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        (
+            TlsConn::server(server_cfg, 0, false).unwrap(),
+            TlsConn::client(client_cfg, name, 0, None).unwrap(),
+        )
+    }
+
+    /// Moves what `from` owes to `to`; returns the plaintext `to` got.
+    fn pass(from: &mut TlsConn, to: &mut TlsConn) -> Vec<u8> {
+        let (mut wire, mut plain) = (Vec::new(), Vec::new());
+        from.output(&mut wire);
+        to.input(1, &wire, &mut plain).unwrap();
+        plain
+    }
+
+    #[test]
+    fn a_seal_of_any_size_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, mut c) = pair(dir.path());
+        c.seal(b"GET / HTTP/1.1\r\n\r\n");
+        for _ in 0..4 {
+            let got = pass(&mut c, &mut s);
+            if !got.is_empty() {
+                assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+            }
+            pass(&mut s, &mut c);
+        }
+        assert!(!s.handshaking() && !c.handshaking());
+        // More than rustls' default 64 KiB buffer in one call: a limit
+        // there once dropped the excess without a word.
+        let big: Vec<u8> = (0..(1 << 20) + 77).map(|i| i as u8).collect();
+        s.seal(&big);
+        assert_eq!(pass(&mut s, &mut c), big);
     }
 }
