@@ -50,6 +50,19 @@ ring: {{ path: "{}", size: 4MiB }}
 /// Node A: an HTTP listener routing to `upstream` through B's mesh port,
 /// expecting `expect`.
 fn node_a(dir: &Path, ca: &Ca, mesh_port: u16, upstream: u16, expect: &str) -> Agent {
+    node_a_with(dir, ca, mesh_port, upstream, expect, "{ connect: 1s }")
+}
+
+/// [`node_a`] with the cluster's `timeouts`.
+fn node_a_with(
+    dir: &Path,
+    ca: &Ca,
+    mesh_port: u16,
+    upstream: u16,
+    expect: &str,
+    timeouts: &str,
+) -> Agent {
+    let timeouts = timeouts.to_string();
     let bundle = ca.write(dir, "bundle-a");
     let me = ca.spiffe_files(dir, "a", A_ID, false);
     let identity = me.identity(&bundle, TD);
@@ -64,6 +77,7 @@ clusters:
   - name: c
     endpoints: [ {{ addr: "127.0.0.1:{upstream}" }} ]
     tls: {{ mode: mesh, identity: "{expect}", mesh_port: {mesh_port} }}
+    timeouts: {timeouts}
 routes:
   - {{ name: r, to: [ {{ cluster: c }} ] }}
 sampling: {{ default: 1.0, keep_errors: true, max_records_per_sec: 0 }}
@@ -561,4 +575,29 @@ fn rotating_the_identity_under_load_fails_no_request_and_new_handshakes_use_the_
     assert!(failed.is_empty(), "{failed:?}");
     assert!(b.metric("tailmesh_identity_reloads_total{result=\"applied\"} ") >= 1);
     assert!(b.metric("tailmesh_identity_expiry_seconds ") > 0);
+}
+
+#[test]
+fn a_reconnect_resumes_the_mesh_session_and_still_knows_the_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("mesh root");
+    let up = Upstream::start(&[]);
+    let b = node_b(dir.path(), &ca, "");
+    // Pooled connections close after 100 ms idle: each request below
+    // needs a new connection.
+    let a = node_a_with(dir.path(), &ca, b.port, up.port, B_ID, "{ connect: 1s, idle: 100ms }");
+    for k in 0..3 {
+        assert_eq!(get(a.port, &format!("/r{k}")).status, 200, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert_eq!(tls_count(&a, "client", "ok"), 1, "{}", a.metrics());
+    assert_eq!(tls_count(&a, "client", "resumed"), 2, "{}", a.metrics());
+    assert_eq!(tls_count(&b, "server", "resumed"), 2, "{}", b.metrics());
+    // A resumed session still carries both identities into the records.
+    for r in records(&a, 3) {
+        assert_eq!(r["peer"], B_ID, "{r}");
+    }
+    for r in records(&b, 3) {
+        assert_eq!(r["peer"], A_ID, "{r}");
+    }
 }
