@@ -257,7 +257,8 @@ pub(crate) struct Marks {
     /// exchange of its connection: carved out of the queue phase.
     pub tls_down: u64,
     /// The upstream TLS handshake (ns) of the connection this exchange
-    /// opened: carved out of the first-byte phase.
+    /// opened: carved out of the connect phase (which ends when the
+    /// handshake does).
     pub tls_up: u64,
 }
 
@@ -276,12 +277,12 @@ impl Marks {
         let up = up.max(head);
         let fb = fb.max(up);
         let tls_down = self.tls_down.min(head - self.start);
-        let tls_up = self.tls_up.min(fb - up);
+        let tls_up = self.tls_up.min(up - head);
         let p = [
             head - self.start - tls_down,
-            up - head,
+            up - head - tls_up,
             tls_down + tls_up,
-            fb - up - tls_up,
+            fb - up,
             done.max(fb) - fb,
             flushed - done.max(fb),
         ];
@@ -306,15 +307,15 @@ mod tests {
         let (p, total) = m.phases(520);
         assert_eq!(p, [10, 20, 0, 370, 0, 20]);
         assert_eq!(p.iter().sum::<u64>(), total);
-        // Handshakes are carved out of queue (the client's) and first
-        // byte (the upstream's), never more than those phases hold.
+        // Handshakes are carved out of queue (the client's) and connect
+        // (the upstream's), never more than those phases hold.
         let tls = Marks {
             tls_down: 6,
             tls_up: 1000,
             ..m
         };
         let (p, total) = tls.phases(520);
-        assert_eq!(p, [4, 20, 376, 0, 0, 20]);
+        assert_eq!(p, [4, 0, 26, 370, 0, 20]);
         assert_eq!(p.iter().sum::<u64>(), total);
         let reject = Marks {
             start: 5,

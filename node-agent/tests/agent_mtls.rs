@@ -53,6 +53,12 @@ fn node_a(dir: &Path, ca: &Ca, mesh_port: u16, upstream: u16, expect: &str) -> A
     node_a_with(dir, ca, mesh_port, upstream, expect, "{ connect: 1s }")
 }
 
+/// [`node_a`] with a `tcp` listener: each connection is one L4 stream
+/// through the mesh.
+fn node_a_tcp(dir: &Path, ca: &Ca, mesh_port: u16, upstream: u16) -> Agent {
+    node_a_full(dir, ca, mesh_port, upstream, B_ID, "{ connect: 1s }", "tcp")
+}
+
 /// [`node_a`] with the cluster's `timeouts`.
 fn node_a_with(
     dir: &Path,
@@ -62,7 +68,19 @@ fn node_a_with(
     expect: &str,
     timeouts: &str,
 ) -> Agent {
-    let timeouts = timeouts.to_string();
+    node_a_full(dir, ca, mesh_port, upstream, expect, timeouts, "http")
+}
+
+fn node_a_full(
+    dir: &Path,
+    ca: &Ca,
+    mesh_port: u16,
+    upstream: u16,
+    expect: &str,
+    timeouts: &str,
+    protocol: &str,
+) -> Agent {
+    let (timeouts, protocol) = (timeouts.to_string(), protocol.to_string());
     let bundle = ca.write(dir, "bundle-a");
     let me = ca.spiffe_files(dir, "a", A_ID, false);
     let identity = me.identity(&bundle, TD);
@@ -72,7 +90,7 @@ fn node_a_with(
             format!(
                 r#"version: 1
 {identity}listeners:
-  - {{ name: api, bind: "127.0.0.1:{port}", protocol: http, default_route: r }}
+  - {{ name: api, bind: "127.0.0.1:{port}", protocol: {protocol}, default_route: r }}
 clusters:
   - name: c
     endpoints: [ {{ addr: "127.0.0.1:{upstream}" }} ]
@@ -585,7 +603,14 @@ fn a_reconnect_resumes_the_mesh_session_and_still_knows_the_peers() {
     let b = node_b(dir.path(), &ca, "");
     // Pooled connections close after 100 ms idle: each request below
     // needs a new connection.
-    let a = node_a_with(dir.path(), &ca, b.port, up.port, B_ID, "{ connect: 1s, idle: 100ms }");
+    let a = node_a_with(
+        dir.path(),
+        &ca,
+        b.port,
+        up.port,
+        B_ID,
+        "{ connect: 1s, idle: 100ms }",
+    );
     for k in 0..3 {
         assert_eq!(get(a.port, &format!("/r{k}")).status, 200, "{}", a.log());
         std::thread::sleep(Duration::from_millis(600));
@@ -600,4 +625,36 @@ fn a_reconnect_resumes_the_mesh_session_and_still_knows_the_peers() {
     for r in records(&b, 3) {
         assert_eq!(r["peer"], A_ID, "{r}");
     }
+}
+
+#[test]
+fn an_l4_stream_crosses_the_mesh_as_one_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("mesh root");
+    let up = Upstream::start(&[]);
+    let b = node_b(dir.path(), &ca, "");
+    let a = node_a_tcp(dir.path(), &ca, b.port, up.port);
+    // Two requests on one client connection: one L4 stream, one mesh
+    // connection, both answered by the upstream.
+    let mut s = support::connect(a.port);
+    let mut carry = Vec::new();
+    for k in 0..2 {
+        write!(s, "GET /l4/{k} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = support::read_response(&mut s, &mut carry).unwrap();
+        assert_eq!(r.status, 200, "{}", a.log());
+    }
+    drop(s);
+    let ra = records(&a, 1);
+    let rb = records(&b, 1);
+    assert!(
+        ra.iter()
+            .any(|r| r["flags"].to_string().contains("l4") && r["peer"] == B_ID),
+        "{ra:?}"
+    );
+    assert!(
+        rb.iter()
+            .any(|r| r["flags"].to_string().contains("l4") && r["peer"] == A_ID),
+        "{rb:?}"
+    );
+    assert_eq!(tls_count(&a, "client", "ok"), 1);
 }

@@ -371,3 +371,63 @@ fn tls_origination_to_nginx_verifies_its_name_and_reuses_the_connection() {
         1
     );
 }
+
+#[test]
+fn a_stalled_handshake_is_cut_at_header_read_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("web root");
+    let ca_pem = ca.write(d, "ca");
+    let (c, k) = ca.leaf(&[San::Dns("localhost")], false);
+    let srv = Files::write(d, "srv", &c, &k);
+    let up = Upstream::start(&[]);
+    // Client side: a TLS listener with a 300 ms header_read.
+    let tls = format!(
+        "{{ cert: \"{}\", key: \"{}\" }}\n    timeouts: {{ header_read: 300ms }}",
+        srv.cert.display(),
+        srv.key.display()
+    );
+    let a = tls_agent(up.port, &tls);
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The first bytes of a ClientHello record, then nothing.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    let waited = t0.elapsed();
+    // Closed with at most a TLS alert (close_notify), no HTTP answer.
+    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(
+        a.driver_event("idle_closed"),
+        0,
+        "not an idle keep-alive close"
+    );
+    // Upstream side: a server that accepts and never answers the
+    // ClientHello; the connect timeout covers the handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(conns);
+    });
+    let cfg = format!(
+        "{{ mode: simple, ca: \"{}\", sni: localhost }}\n    timeouts: {{ connect: 300ms }}",
+        ca_pem.display()
+    );
+    let o = origin_agent(silent_port, &cfg);
+    let t0 = Instant::now();
+    let r = request(o.port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let waited = t0.elapsed();
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("x-tailmesh-reason").as_deref(),
+        Some("upstream_connect")
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}

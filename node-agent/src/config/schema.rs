@@ -664,6 +664,10 @@ pub struct Route {
     /// A copy of a share of the requests to a shadow cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Mirror>,
+    /// Authorization rules for requests that take this route (on every
+    /// listener; `to.route` is implied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authz: Vec<AuthzRule>,
 }
 
 /// Request mirroring: fire-and-forget copies to a shadow cluster, their

@@ -91,6 +91,36 @@ pub(super) fn check(r: &mut Report, cfg: &Config, routes: &HashSet<&str>) {
             }
         }
     }
+    for route in &cfg.routes {
+        let key = format!("routes[{}]", route.name);
+        for (k, rule) in route.authz.iter().enumerate() {
+            let field = format!("authz[{k}]");
+            if rule.from.is_empty() {
+                r.add(
+                    &key,
+                    format!("{field}.from"),
+                    "must list at least one identity",
+                );
+            }
+            for f in &rule.from {
+                if let Err(e) = IdMatch::parse(f) {
+                    r.add(&key, format!("{field}.from"), e.to_string());
+                }
+            }
+            if let Some(to) = &rule.to {
+                if to.route.is_some() {
+                    r.add(
+                        &key,
+                        format!("{field}.to.route"),
+                        "a route's rules apply to the route itself",
+                    );
+                }
+                if to.port == Some(0) {
+                    r.add(&key, format!("{field}.to.port"), "must be 1-65535");
+                }
+            }
+        }
+    }
     for c in &cfg.clusters {
         let Some(t) = &c.tls else {
             continue;

@@ -326,7 +326,10 @@ impl Core {
                 return None;
             }
         };
-        let session = Session::new(self.now, idx, protocol, peer, orig, l.limits);
+        let mut session = Session::new(self.now, idx, protocol, peer, orig, l.limits);
+        if tls.is_some() {
+            session.expect_tls(l.mode == Mode::Mesh);
+        }
         Some((session, tls))
     }
 

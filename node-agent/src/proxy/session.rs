@@ -204,6 +204,8 @@ pub struct Session {
     up_backlog: Option<u64>,
     /// The TLS peer (None: plaintext), boxed: most sessions have none.
     peer: Option<Box<tls::Peer>>,
+    /// A TLS handshake or mesh header still to come.
+    tls_wait: tls::TlsWait,
 }
 
 impl Session {
@@ -239,6 +241,7 @@ impl Session {
             down_backlog: None,
             up_backlog: None,
             peer: None,
+            tls_wait: tls::TlsWait::No,
         }
     }
 
@@ -362,7 +365,7 @@ impl Session {
     fn wait_deadline(&self) -> Option<u64> {
         let l = &self.limits;
         let Some(ex) = &self.ex else {
-            let limit = if self.hold_down.is_empty() {
+            let limit = if self.hold_down.is_empty() && !self.awaits_tls() {
                 l.idle_timeout_ns
             } else {
                 l.head_timeout_ns

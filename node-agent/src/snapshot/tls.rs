@@ -125,12 +125,17 @@ pub fn listener(l: &Listener) -> Result<Option<Arc<rustls::ServerConfig>>, Snaps
     .map_err(|e| problem(format!("listeners[{}]", l.name), "tls", e))
 }
 
-/// A listener's compiled authz rules (validation checked the names).
+/// A listener's compiled authz rules: its own, then every route's
+/// (limited to that route). Validation checked the names.
 pub fn authz(l: &Listener, routes: &[Route]) -> authz::Policy {
-    let rules = l
-        .authz
+    let own = l.authz.iter().map(|r| (r, None));
+    let by_route = routes
         .iter()
-        .map(|r| authz::Rule {
+        .enumerate()
+        .flat_map(|(k, route)| route.authz.iter().map(move |r| (r, Some(k))));
+    let rules = own
+        .chain(by_route)
+        .map(|(r, route_ix)| authz::Rule {
             action: match r.action {
                 AuthzAction::Allow => authz::Action::Allow,
                 AuthzAction::Deny => authz::Action::Deny,
@@ -140,19 +145,76 @@ pub fn authz(l: &Listener, routes: &[Route]) -> authz::Policy {
                 .iter()
                 .filter_map(|f| IdMatch::parse(f).ok())
                 .collect(),
-            route: r
-                .to
-                .as_ref()
-                .and_then(|t| t.route.as_ref())
+            route: route_ix.or_else(|| {
+                let name = r.to.as_ref().and_then(|t| t.route.as_ref())?;
                 // A rule for a route that is gone applies to nothing.
-                .map(|n| {
+                Some(
                     routes
                         .iter()
-                        .position(|x| &x.name == n)
-                        .unwrap_or(usize::MAX)
-                }),
+                        .position(|x| &x.name == name)
+                        .unwrap_or(usize::MAX),
+                )
+            }),
             port: r.to.as_ref().and_then(|t| t.port),
         })
         .collect();
     authz::Policy::new(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tls::spiffe::SpiffeId;
+
+    #[test]
+    fn route_rules_join_every_listeners_policy_limited_to_their_route() {
+        let cfg = crate::config::parse(
+            r#"
+version: 1
+listeners:
+  - name: web
+    bind: "127.0.0.1:1"
+    protocol: http
+    tls: { cert: c, key: k, client_ca: ca }
+    authz:
+      - { action: deny, from: ["spiffe://td/ns/x/sa/bot"] }
+clusters:
+  - { name: c, endpoints: [ { addr: "127.0.0.1:2" } ] }
+routes:
+  - name: admin
+    match: { path_prefix: /admin }
+    to: [ { cluster: c } ]
+    authz:
+      - { action: allow, from: ["spiffe://td/ns/ops/sa/admin"] }
+  - { name: rest, to: [ { cluster: c } ] }
+"#,
+            false,
+        )
+        .unwrap();
+        let l = &cfg.listeners[0];
+        let p = super::authz(l, &cfg.routes);
+        let id = |s: &str| SpiffeId::parse(s).unwrap();
+        let (ops, web, bot) = (
+            id("spiffe://td/ns/ops/sa/admin"),
+            id("spiffe://td/ns/shop/sa/web"),
+            id("spiffe://td/ns/x/sa/bot"),
+        );
+        assert!(p.allows(Some(&ops), Some(0), 1));
+        assert!(!p.allows(Some(&web), Some(0), 1), "admin: only ops");
+        assert!(p.allows(Some(&web), Some(1), 1), "rest: anyone not denied");
+        assert!(!p.allows(Some(&bot), Some(1), 1), "the listener's deny");
+        // A route's rule may not name another route.
+        let bad = crate::config::parse(
+            r#"
+version: 1
+routes:
+  - { name: r, to: [], authz: [ { action: allow, from: ["*"], to: { route: x } } ] }
+"#,
+            false,
+        );
+        let text = format!("{bad:?}");
+        assert!(
+            text.contains("a route's rules apply to the route itself"),
+            "{text}"
+        );
+    }
 }

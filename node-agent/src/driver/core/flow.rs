@@ -780,6 +780,12 @@ pub fn connected<D: Driver>(d: &mut D, j: usize) {
         d.wake(j);
         return;
     };
+    if d.tls(j).is_some_and(|t| t.handshaking()) {
+        // TLS: the exchange goes on once the handshake is done (the
+        // connect timeout covers both; see secure::up_input).
+        d.wake(j);
+        return;
+    }
     let now = d.core().now;
     if let Some(s) = d.session(o) {
         s.on_up_ready(now, false);

@@ -147,8 +147,13 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
                 if let Some(t) = d.tls(j) {
                     t.set_peer_name(name);
                 }
-                if let Some(s) = owner.and_then(|o| d.session(o)) {
-                    s.on_up_tls(ns, name);
+                if let Some(o) = owner {
+                    // The connection is ready for the exchange only now.
+                    if let Some(s) = d.session(o) {
+                        s.on_up_ready(now, false);
+                        s.on_up_tls(ns, name);
+                    }
+                    d.wake(o);
                 }
             }
             match owner {

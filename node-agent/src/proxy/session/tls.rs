@@ -25,10 +25,44 @@ pub(crate) struct Peer {
     pub handshake: Option<(u64, u64)>,
 }
 
+/// What a TLS connection's session waits for before any request: the
+/// handshake, then (mesh) the transport header. Either is bounded by the
+/// listener's `header_read` timeout, as a request head is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum TlsWait {
+    /// Nothing (plaintext, or both arrived).
+    #[default]
+    No,
+    /// The handshake; then the header if `header_next`.
+    Handshake {
+        /// A mesh listener's connection: the header comes next.
+        header_next: bool,
+    },
+    /// The mesh transport header.
+    Header,
+}
+
 impl Session {
+    /// The connection is TLS: the handshake (and, with `header`, the mesh
+    /// transport header) must arrive within `timeouts.header_read`.
+    pub fn expect_tls(&mut self, header: bool) {
+        self.tls_wait = TlsWait::Handshake {
+            header_next: header,
+        };
+    }
+
+    /// Whether the session waits for a handshake or a header.
+    pub(super) fn awaits_tls(&self) -> bool {
+        self.tls_wait != TlsWait::No
+    }
+
     /// The client's TLS handshake completed at `now` after `ns`, with
     /// verified identity `id` (ring name id `name`).
     pub fn on_tls_established(&mut self, now: u64, ns: u64, id: Option<SpiffeId>, name: u16) {
+        self.tls_wait = match self.tls_wait {
+            TlsWait::Handshake { header_next: true } => TlsWait::Header,
+            _ => TlsWait::No,
+        };
         self.peer = Some(Box::new(Peer {
             id: id.map(Arc::new),
             name,
@@ -53,6 +87,7 @@ impl Session {
             out.close_down = true;
             return false;
         }
+        self.tls_wait = TlsWait::No;
         self.orig_dst = Some(h.target);
         match h.protocol {
             StreamProtocol::Http => self.mode = Mode::Http,

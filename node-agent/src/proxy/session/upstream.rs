@@ -473,7 +473,9 @@ impl Session {
         let Some(ex) = &mut self.ex else {
             self.closing = true;
             out.close_down = true;
-            out.idle_closed = self.hold_down.is_empty();
+            // A TLS handshake or mesh header that did not come in time
+            // is no idle keep-alive connection.
+            out.idle_closed = self.hold_down.is_empty() && !self.awaits_tls();
             if !self.hold_down.is_empty() {
                 let mut ex = self.new_exchange(now, ReqBody::Done);
                 ex.close_after = true;
