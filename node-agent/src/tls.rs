@@ -374,7 +374,7 @@ impl SniResolver {
                 .cert
                 .first()
                 .ok_or_else(|| file_err(cert, "no certificate"))?;
-            let names = dns_names(leaf).map_err(|e| file_err(cert, e))?;
+            let names = spiffe::dns_sans(leaf).map_err(|e| file_err(cert, e))?;
             if names.is_empty() {
                 return Err(file_err(cert, "names no DNS SAN to choose it by"));
             }
@@ -393,25 +393,6 @@ impl rustls::server::ResolvesServerCert for SniResolver {
             .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
         Some(chosen.unwrap_or(&self.default).clone())
     }
-}
-
-/// The DNS SANs of a DER certificate.
-fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let san = cert.subject_alternative_name().map_err(|e| e.to_string())?;
-    Ok(san
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    GeneralName::DNSName(d) => Some((*d).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default())
 }
 
 /// A `simple` TLS cluster's client config: verify the upstream against

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::Report;
-use super::schema::{ClusterTlsMode, Config, Mode};
+use super::schema::{AuthzRule, ClusterTlsMode, Config, Mode};
 use crate::tls::spiffe::{IdMatch, SpiffeId};
 
 /// Checks every TLS rule of `cfg`; `routes` are the route names.
@@ -56,69 +56,20 @@ pub(super) fn check(r: &mut Report, cfg: &Config, routes: &HashSet<&str>) {
         }
         let verified = mesh || l.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         for (k, rule) in l.authz.iter().enumerate() {
-            let field = format!("authz[{k}]");
             if !verified {
                 r.add(
                     &key,
-                    &field,
+                    format!("authz[{k}]"),
                     "authz needs client identities: a mesh listener, or `tls.client_ca`",
                 );
             }
-            if rule.from.is_empty() {
-                r.add(
-                    &key,
-                    format!("{field}.from"),
-                    "must list at least one identity",
-                );
-            }
-            for f in &rule.from {
-                if let Err(e) = IdMatch::parse(f) {
-                    r.add(&key, format!("{field}.from"), e.to_string());
-                }
-            }
-            if let Some(to) = &rule.to {
-                if let Some(route) = to.route.as_deref().filter(|n| !routes.contains(n)) {
-                    let hint = super::did_you_mean(route, routes.iter().copied());
-                    r.add(
-                        &key,
-                        format!("{field}.to.route"),
-                        format!("no route named {route:?}{hint}"),
-                    );
-                }
-                if to.port == Some(0) {
-                    r.add(&key, format!("{field}.to.port"), "must be 1-65535");
-                }
-            }
+            check_rule(r, &key, k, rule, RuleOf::Listener(routes));
         }
     }
     for route in &cfg.routes {
         let key = format!("routes[{}]", route.name);
         for (k, rule) in route.authz.iter().enumerate() {
-            let field = format!("authz[{k}]");
-            if rule.from.is_empty() {
-                r.add(
-                    &key,
-                    format!("{field}.from"),
-                    "must list at least one identity",
-                );
-            }
-            for f in &rule.from {
-                if let Err(e) = IdMatch::parse(f) {
-                    r.add(&key, format!("{field}.from"), e.to_string());
-                }
-            }
-            if let Some(to) = &rule.to {
-                if to.route.is_some() {
-                    r.add(
-                        &key,
-                        format!("{field}.to.route"),
-                        "a route's rules apply to the route itself",
-                    );
-                }
-                if to.port == Some(0) {
-                    r.add(&key, format!("{field}.to.port"), "must be 1-65535");
-                }
-            }
+            check_rule(r, &key, k, rule, RuleOf::Route);
         }
     }
     for c in &cfg.clusters {
@@ -186,5 +137,52 @@ pub(super) fn check(r: &mut Report, cfg: &Config, routes: &HashSet<&str>) {
                 }
             }
         }
+    }
+}
+
+/// Whose authz rule is checked.
+enum RuleOf<'a> {
+    /// A listener's: `to.route` must name one of these routes.
+    Listener(&'a HashSet<&'a str>),
+    /// A route's: `to.route` is implied and may not be given.
+    Route,
+}
+
+/// Checks authz rule `k` of `key`.
+fn check_rule(r: &mut Report, key: &str, k: usize, rule: &AuthzRule, of: RuleOf<'_>) {
+    let field = format!("authz[{k}]");
+    if rule.from.is_empty() {
+        r.add(
+            key,
+            format!("{field}.from"),
+            "must list at least one identity",
+        );
+    }
+    for f in &rule.from {
+        if let Err(e) = IdMatch::parse(f) {
+            r.add(key, format!("{field}.from"), e.to_string());
+        }
+    }
+    let Some(to) = &rule.to else {
+        return;
+    };
+    match (of, to.route.as_deref()) {
+        (RuleOf::Route, Some(_)) => r.add(
+            key,
+            format!("{field}.to.route"),
+            "a route's rules apply to the route itself",
+        ),
+        (RuleOf::Listener(routes), Some(route)) if !routes.contains(route) => {
+            let hint = super::did_you_mean(route, routes.iter().copied());
+            r.add(
+                key,
+                format!("{field}.to.route"),
+                format!("no route named {route:?}{hint}"),
+            );
+        }
+        _ => {}
+    }
+    if to.port == Some(0) {
+        r.add(key, format!("{field}.to.port"), "must be 1-65535");
     }
 }

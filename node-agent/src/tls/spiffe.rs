@@ -130,23 +130,32 @@ pub fn id_of_cert(der: &[u8]) -> Result<SpiffeId, SpiffeError> {
 
 /// The URI SANs of a DER certificate.
 pub fn uri_sans(der: &[u8]) -> Result<Vec<String>, SpiffeError> {
-    use x509_parser::extensions::GeneralName;
+    sans(der, |g| match g {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+        _ => None,
+    })
+}
+
+/// The DNS SANs of a DER certificate.
+pub fn dns_sans(der: &[u8]) -> Result<Vec<String>, SpiffeError> {
+    sans(der, |g| match g {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_string()),
+        _ => None,
+    })
+}
+
+/// The SANs of a DER certificate that `pick` keeps.
+fn sans(
+    der: &[u8],
+    pick: impl Fn(&x509_parser::extensions::GeneralName<'_>) -> Option<String>,
+) -> Result<Vec<String>, SpiffeError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| SpiffeError::Certificate(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| SpiffeError::Certificate(e.to_string()))?;
     Ok(san
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    GeneralName::URI(u) => Some((*u).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(|s| s.value.general_names.iter().filter_map(&pick).collect())
         .unwrap_or_default())
 }
 

@@ -56,6 +56,23 @@ fn failure(e: &TlsError) -> TlsResult {
     }
 }
 
+/// Counts a completed handshake (`client`: this agent dialled) and
+/// returns the ring name id of the peer's identity.
+fn established(
+    core: &mut Core,
+    client: bool,
+    resumed: bool,
+    id: Option<&crate::tls::spiffe::SpiffeId>,
+) -> u16 {
+    let result = if resumed {
+        TlsResult::Resumed
+    } else {
+        TlsResult::Ok
+    };
+    core.stats().tls(client, result);
+    core.peer_name(id)
+}
+
 /// Ciphertext arrived on TLS downstream `i`.
 pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
     let mut plain = d.core().take_plain();
@@ -81,13 +98,7 @@ pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
         }
         Ok(got) => {
             if let Some((ns, id)) = got.established {
-                let result = if resumed {
-                    TlsResult::Resumed
-                } else {
-                    TlsResult::Ok
-                };
-                d.core().stats().tls(false, result);
-                let name = d.core().peer_name(id.as_ref());
+                let name = established(d.core(), false, resumed, id.as_ref());
                 if let Some(s) = d.session(i) {
                     s.on_tls_established(now, ns, id, name);
                 }
@@ -137,13 +148,7 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
         }
         Ok(got) => {
             if let Some((ns, id)) = got.established {
-                let result = if resumed {
-                    TlsResult::Resumed
-                } else {
-                    TlsResult::Ok
-                };
-                d.core().stats().tls(true, result);
-                let name = d.core().peer_name(id.as_ref());
+                let name = established(d.core(), true, resumed, id.as_ref());
                 if let Some(t) = d.tls(j) {
                     t.set_peer_name(name);
                 }
