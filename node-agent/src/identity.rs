@@ -98,8 +98,11 @@ fn reload(shared: &Shared, paths: &IdentityFiles) {
 
 fn watch_expiry(shared: &Shared) {
     let mut last_warned: Option<std::time::Instant> = None;
+    let mut first = true;
     loop {
-        std::thread::sleep(EXPIRY_CHECK);
+        if !std::mem::take(&mut first) {
+            std::thread::sleep(EXPIRY_CHECK);
+        }
         let Some(id) = shared.identity.load_full() else {
             continue;
         };

@@ -658,3 +658,34 @@ fn an_l4_stream_crosses_the_mesh_as_one_tunnel() {
     );
     assert_eq!(tls_count(&a, "client", "ok"), 1);
 }
+
+#[test]
+fn an_identity_close_to_expiry_is_a_warning_and_a_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("mesh root");
+    let bundle = ca.write(d, "bundle");
+    let me = ca.spiffe_files_expiring(d, "soon", B_ID);
+    let identity = me.identity(&bundle, TD);
+    let b = Agent::start(
+        move |port, ring| {
+            format!(
+                "version: 1\n{identity}listeners:\n  - {{ name: mesh, bind: \"127.0.0.1:{port}\", mode: mesh }}\nring: {{ path: \"{}\", size: 4MiB }}\n",
+                ring.display()
+            )
+        },
+        &[],
+    );
+    let left = b.metric("tailmesh_identity_expiry_seconds ");
+    assert!(left > 0 && left <= 2 * 86_400, "{left}");
+    let t0 = Instant::now();
+    while !b.log().contains("WARNING: mesh identity") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", b.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A long-lived identity warns of nothing.
+    let a_dir = tempfile::tempdir().unwrap();
+    let ok = node_b(a_dir.path(), &ca, "");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ok.log().contains("WARNING"), "{}", ok.log());
+}

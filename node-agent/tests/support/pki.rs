@@ -62,6 +62,30 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A SPIFFE leaf valid from 2020 until tomorrow (UTC), written like
+    /// [`Ca::spiffe_files`].
+    pub fn spiffe_files_expiring(&self, dir: &Path, name: &str, id: &str) -> Files {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::URI(id.try_into().unwrap()));
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let tomorrow = ringlog::clock::rfc3339((secs + 86_400) * 1_000_000_000);
+        let ymd: Vec<i32> = tomorrow[..10]
+            .split('-')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        params.not_after = rcgen::date_time_ymd(ymd[0], ymd[1] as u8, ymd[2] as u8);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Files::write(dir, name, &cert.pem(), &key.serialize_pem())
+    }
+
     /// A SPIFFE leaf written to `dir/<name>.crt` and `dir/<name>.key`.
     pub fn spiffe_files(&self, dir: &Path, name: &str, id: &str, expired: bool) -> Files {
         let (cert, key) = self.leaf(&[San::Uri(id)], expired);
