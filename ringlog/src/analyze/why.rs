@@ -670,6 +670,53 @@ mod tests {
         assert_eq!(r.dims[0].dim, Dim::Endpoint, "{:?}", r.dims);
     }
 
+    /// Inbound mesh traffic from three callers; caller 2's requests
+    /// (whose handshakes are slow) are slow in the window: `why` names the
+    /// peer, not the one endpoint every caller shares.
+    #[test]
+    fn names_the_slow_caller_by_its_peer_identity() {
+        let w = windows();
+        let recs: Vec<Record> = (0..130_000u64)
+            .map(|i| {
+                let x = crate::synth::mix(i);
+                let t = i * 500_000;
+                let peer = (x % 3) as u16 + 1;
+                let mut phases = [10_000, 50_000, 0, 800_000 + x % 400_000, 20_000, 5_000];
+                let r = Record {
+                    start_ns: t,
+                    ..Record::default()
+                };
+                if w.in_window(&r) && peer == 2 {
+                    phases[2] = 25_000_000 + x % 5_000_000;
+                }
+                Record {
+                    start_ns: t,
+                    total_ns: phases.iter().sum(),
+                    phases_ns: phases,
+                    endpoint: 1,
+                    route: 1,
+                    peer,
+                    sample_p: crate::record::P_ONE,
+                    ..Record::default()
+                }
+            })
+            .collect();
+        let mut th = Threshold::new(w);
+        recs.iter().for_each(|r| th.add(r));
+        let (tau, wq) = th.finish().unwrap();
+        let mut a = Attribution::new(w, tau);
+        recs.iter().for_each(|r| a.add(r, 0));
+        let r = a.finish(wq);
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.dims == [Dim::Peer] && f.values == [2] && f.excess_share > 0.9),
+            "{:?}",
+            r.findings
+        );
+        assert!(r.findings.iter().all(|f| f.dims != [Dim::Endpoint]));
+    }
+
     #[test]
     fn a_a_windows_have_no_finding() {
         let r = analyse(false);
