@@ -255,7 +255,10 @@ fn a_server_with_the_wrong_identity_is_refused_with_a_502() {
     no_open_connections(&b);
     let t0 = Instant::now();
     while a.metric("tailmesh_active_connections{side=\"upstream\"} ") != 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "A kept the refused connection");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "A kept the refused connection"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A whole trust domain is accepted.

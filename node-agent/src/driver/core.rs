@@ -16,6 +16,7 @@ use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
 pub mod flow;
+pub mod mirror;
 pub mod secure;
 
 use crate::config::schema::Mode;
