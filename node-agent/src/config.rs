@@ -94,7 +94,19 @@ pub fn parse_unvalidated(text: &str, json: bool) -> Result<Config, ConfigError> 
             message: e.to_string(),
         })?
     };
+    let mut cfg = cfg;
+    fill_defaults(&mut cfg);
     Ok(cfg)
+}
+
+/// Defaults that depend on another field: a `mesh` listener without
+/// `bind` binds the mesh port on every address, `0.0.0.0:15008`.
+pub fn fill_defaults(cfg: &mut Config) {
+    for l in &mut cfg.listeners {
+        if l.bind.is_empty() && l.mode == schema::Mode::Mesh {
+            l.bind = format!("0.0.0.0:{}", crate::snapshot::tls::MESH_PORT);
+        }
+    }
 }
 
 struct Report(Vec<Problem>);
@@ -159,6 +171,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     for l in &cfg.listeners {
         let key = format!("listeners[{}]", l.name);
         match l.bind.parse::<SocketAddr>() {
+            Err(_) if l.bind.is_empty() => r.add(&key, "bind", "required: IP:PORT"),
             Err(_) => r.add(&key, "bind", format!("{:?} is not IP:PORT", l.bind)),
             Ok(a) if !binds.insert(a) => {
                 r.add(&key, "bind", format!("{a} is used by another listener"))

@@ -141,7 +141,9 @@ pub enum Protocol {
 pub struct Listener {
     /// Unique name.
     pub name: String,
-    /// `IP:PORT`.
+    /// `IP:PORT` (a `mesh` listener's default: `0.0.0.0:15008`; see
+    /// [`crate::config::fill_defaults`]).
+    #[serde(default)]
     pub bind: String,
     /// Mode.
     #[serde(default)]

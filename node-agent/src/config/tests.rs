@@ -355,3 +355,19 @@ clusters:
         "{p}"
     );
 }
+
+#[test]
+fn a_mesh_listener_binds_the_mesh_port_by_default_and_others_need_bind() {
+    let yaml = r#"
+version: 1
+identity: { cert: c, key: k, trust_bundle: b, trust_domain: td }
+listeners:
+  - { name: mesh, mode: mesh }
+  - { name: api }
+"#;
+    let p = problems(yaml).join("\n");
+    assert!(p.contains("listeners[api]: bind: required: IP:PORT"), "{p}");
+    assert!(!p.contains("listeners[mesh]"), "{p}");
+    let cfg = parse_unvalidated(yaml, false).unwrap();
+    assert_eq!(cfg.listeners[0].bind, "0.0.0.0:15008");
+}

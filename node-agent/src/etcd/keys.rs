@@ -131,6 +131,7 @@ pub fn assemble(
     clusters.replace(&mut out.config.clusters);
     routes.replace(&mut out.config.routes);
     types.replace(&mut out.config.request_types);
+    crate::config::fill_defaults(&mut out.config);
     for (cluster, key, ep) in endpoints {
         match out.config.clusters.iter_mut().find(|c| c.name == cluster) {
             Some(c) => c.endpoints.push(ep),
