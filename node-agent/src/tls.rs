@@ -93,30 +93,6 @@ impl HandshakeFailure {
             _ => HandshakeFailure::Protocol,
         }
     }
-
-    /// The metric label.
-    pub fn name(self) -> &'static str {
-        match self {
-            HandshakeFailure::NoClientCert => "no_client_cert",
-            HandshakeFailure::UnknownCa => "unknown_ca",
-            HandshakeFailure::Expired => "expired",
-            HandshakeFailure::IdentityMismatch => "identity_mismatch",
-            HandshakeFailure::BadCertificate => "bad_certificate",
-            HandshakeFailure::PeerAlert => "peer_alert",
-            HandshakeFailure::Protocol => "protocol",
-        }
-    }
-
-    /// Every value, in metric order.
-    pub const ALL: [HandshakeFailure; 7] = [
-        HandshakeFailure::NoClientCert,
-        HandshakeFailure::UnknownCa,
-        HandshakeFailure::Expired,
-        HandshakeFailure::IdentityMismatch,
-        HandshakeFailure::BadCertificate,
-        HandshakeFailure::PeerAlert,
-        HandshakeFailure::Protocol,
-    ];
 }
 
 /// The crypto provider (ring).

@@ -13,7 +13,7 @@ use super::core::flow;
 use super::core::secure;
 use super::core::{Core, QUEUE_CAP};
 use super::{DriverError, SendQueue, Slab};
-use crate::proxy::{Cx, Out, Session};
+use crate::proxy::Session;
 use crate::tls::conn::TlsConn;
 use crate::worker::WorkerInit;
 
@@ -245,21 +245,6 @@ impl Worker {
         }
     }
 
-    /// Runs `f` on down `i`'s session, then applies its output (`input` is
-    /// the buffer `f` was fed).
-    fn with_input(
-        &mut self,
-        i: usize,
-        input: &[u8],
-        f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
-    ) {
-        let mut out = self.core.take_out();
-        if flow::Driver::call(self, i, &mut out, f) {
-            flow::apply(self, i, &mut out, input);
-        }
-        self.core.put_out(out);
-    }
-
     /// Registers slot `i` for writability only while it needs it: bytes
     /// queued, or a connect in progress. An idle socket is writable, and
     /// edge-triggered EPOLLOUT would otherwise wake the loop for ACKs.
@@ -377,7 +362,7 @@ impl Worker {
                     if d.tls.is_some() {
                         secure::down_input(self, i, &buf[..n]);
                     } else {
-                        self.with_input(i, &buf[..n], |s, cx, out| {
+                        flow::with_input(self, i, &buf[..n], |s, cx, out| {
                             s.on_down_data(cx, &buf[..n], out)
                         });
                     }

@@ -8,20 +8,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
-use super::header::{Header, HeaderError, MAX_LEN};
+use super::header::Header;
 use super::spiffe::{self, SpiffeId};
 use super::{HandshakeFailure, TlsError};
-
-/// Where a connection stands with the mesh transport header.
-#[derive(Debug)]
-enum MeshHeader {
-    /// Not a mesh connection.
-    None,
-    /// A mesh listener's connection: the header's bytes so far.
-    Awaiting(Vec<u8>),
-    /// The header arrived (or was sent).
-    Done,
-}
 
 /// What one call to [`TlsConn::input`] produced besides plaintext.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,8 +19,6 @@ pub struct Input {
     pub established: Option<(u64, Option<SpiffeId>)>,
     /// A mesh listener's connection named its destination.
     pub header: Option<Header>,
-    /// The peer sent close_notify (or the TLS stream ended cleanly).
-    pub closed: bool,
 }
 
 /// A TLS connection's state.
@@ -41,7 +28,10 @@ pub struct TlsConn {
     /// When the handshake began, ns.
     began: u64,
     established: bool,
-    mesh: MeshHeader,
+    /// A mesh listener's connection still awaiting its transport header:
+    /// the header's bytes so far (never more than a header: the parser
+    /// decides within [`super::header::MAX_LEN`] bytes).
+    header: Option<Vec<u8>>,
     /// The peer's ring name id, once known (records of every exchange on
     /// the connection carry it).
     peer_name: u16,
@@ -65,11 +55,7 @@ impl TlsConn {
             began: now,
             established: false,
             peer_name: 0,
-            mesh: if mesh {
-                MeshHeader::Awaiting(Vec::new())
-            } else {
-                MeshHeader::None
-            },
+            header: mesh.then(Vec::new),
         })
     }
 
@@ -90,12 +76,11 @@ impl TlsConn {
             conn: conn.into(),
             began: now,
             established: false,
-            mesh: MeshHeader::None,
+            header: None,
             peer_name: 0,
         };
         if let Some(h) = header {
             t.seal(&h.encode());
-            t.mesh = MeshHeader::Done;
         }
         Ok(t)
     }
@@ -118,15 +103,12 @@ impl TlsConn {
         let mut got = Input::default();
         let start = plain.len();
         while !cipher.is_empty() {
-            let n = match self.conn.read_tls(&mut cipher) {
-                Ok(0) => {
-                    got.closed = true;
-                    break;
-                }
-                Ok(n) => n,
+            match self.conn.read_tls(&mut cipher) {
+                // close_notify came: nothing more is read.
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(e) => return Err(TlsError::Io(e.to_string())),
-            };
-            debug_assert!(n > 0);
+            }
             let st = self
                 .conn
                 .process_new_packets()
@@ -136,9 +118,6 @@ impl TlsConn {
                 plain.resize(k + st.plaintext_bytes_to_read(), 0);
                 let read = self.conn.reader().read(&mut plain[k..]).unwrap_or(0);
                 plain.truncate(k + read);
-            }
-            if st.peer_has_closed() {
-                got.closed = true;
             }
         }
         if !self.established && !self.conn.is_handshaking() {
@@ -150,20 +129,15 @@ impl TlsConn {
                 .and_then(|c| spiffe::id_of_cert(c).ok());
             got.established = Some((now.saturating_sub(self.began), peer));
         }
-        if let MeshHeader::Awaiting(buf) = &mut self.mesh
+        if let Some(buf) = &mut self.header
             && plain.len() > start
         {
             buf.extend_from_slice(&plain[start..]);
             plain.truncate(start);
-            match Header::parse(buf) {
-                Ok(None) if buf.len() < MAX_LEN => {}
-                Ok(None) => return Err(TlsError::Header(HeaderError::Magic)),
-                Ok(Some((h, used))) => {
-                    plain.extend_from_slice(&buf[used..]);
-                    self.mesh = MeshHeader::Done;
-                    got.header = Some(h);
-                }
-                Err(e) => return Err(TlsError::Header(e)),
+            if let Some((h, used)) = Header::parse(buf)? {
+                plain.extend_from_slice(&buf[used..]);
+                self.header = None;
+                got.header = Some(h);
             }
         }
         Ok(got)
@@ -177,11 +151,6 @@ impl TlsConn {
     /// Remembers the peer's ring name id.
     pub fn set_peer_name(&mut self, name: u16) {
         self.peer_name = name;
-    }
-
-    /// Whether a mesh listener's connection still waits for its header.
-    pub fn awaiting_header(&self) -> bool {
-        matches!(self.mesh, MeshHeader::Awaiting(_))
     }
 
     /// Encrypts `plain` (buffered until the handshake completes). The
@@ -214,14 +183,6 @@ impl TlsConn {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-        }
-    }
-
-    /// The SNI name the client asked for (server side).
-    pub fn sni(&self) -> Option<&str> {
-        match &self.conn {
-            rustls::Connection::Server(s) => s.server_name(),
-            rustls::Connection::Client(_) => None,
         }
     }
 

@@ -305,6 +305,21 @@ fn release_starved<D: Driver>(d: &mut D) {
     }
 }
 
+/// Runs `f` on down `i`'s session with input `src` (the bytes `f` is
+/// fed; chunks may refer to them), then carries out what it asked for.
+pub fn with_input<D: Driver>(
+    d: &mut D,
+    i: usize,
+    src: D::Src<'_>,
+    f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
+) {
+    let mut out = d.core().take_out();
+    if d.call(i, &mut out, f) {
+        apply(d, i, &mut out, src);
+    }
+    d.core().put_out(out);
+}
+
 /// Runs `f` on down `i`'s session without input, then carries out what it
 /// asked for.
 pub fn with_session<D: Driver>(
@@ -312,11 +327,7 @@ pub fn with_session<D: Driver>(
     i: usize,
     f: impl FnOnce(&mut Session, &mut Cx<'_>, &mut Out),
 ) {
-    let mut out = d.core().take_out();
-    if d.call(i, &mut out, f) {
-        apply(d, i, &mut out, D::no_src());
-    }
-    d.core().put_out(out);
+    with_input(d, i, D::no_src(), f);
 }
 
 /// Carries out a session's actions for down `i` (input chunks refer to
@@ -467,7 +478,9 @@ fn attach_up<D: Driver>(d: &mut D, i: usize, c: &Connect) -> bool {
         let peer = d.tls(j).map_or(0, |t| t.peer_name());
         if let Some(s) = d.session(i) {
             s.on_up_ready(now, true);
-            s.on_up_tls(0, peer);
+            if peer != 0 {
+                s.on_up_tls(0, peer);
+            }
         }
         return true;
     }

@@ -15,7 +15,7 @@ use super::flow::{self, Driver};
 use crate::metrics::TlsResult;
 use crate::proxy::{Chunk, Connect};
 use crate::snapshot::tls::ClusterTlsRt;
-use crate::tls::conn::TlsConn;
+use crate::tls::conn::{Input, TlsConn};
 use crate::tls::header::{Header, StreamProtocol};
 use crate::tls::{HandshakeFailure, TlsError};
 
@@ -73,17 +73,46 @@ fn established(
     core.peer_name(id)
 }
 
+/// What opening ciphertext on a TLS slot gave.
+struct Opened {
+    /// The handshake was still going on before this input.
+    handshaking: bool,
+    /// What the connection made of it.
+    res: Result<Input, TlsError>,
+    /// The handshake resumed a session.
+    resumed: bool,
+}
+
+/// Opens `cipher` on slot `k` (plaintext appended to `plain`) and moves
+/// what the connection owes its peer to the driver's queue. None if `k`
+/// has no TLS.
+fn open<D: Driver>(d: &mut D, k: usize, cipher: &[u8], plain: &mut Vec<u8>) -> Option<Opened> {
+    let now = d.core().now;
+    let t = d.tls(k)?;
+    let handshaking = t.handshaking();
+    let res = t.input(now, cipher, plain);
+    let resumed = t.resumed();
+    flush(d, k);
+    Some(Opened {
+        handshaking,
+        res,
+        resumed,
+    })
+}
+
 /// Ciphertext arrived on TLS downstream `i`.
 pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
     let mut plain = d.core().take_plain();
     let now = d.core().now;
-    let Some(t) = d.tls(i) else {
+    let Some(Opened {
+        handshaking,
+        res,
+        resumed,
+    }) = open(d, i, cipher, &mut plain)
+    else {
+        d.core().put_plain(plain);
         return;
     };
-    let handshaking = t.handshaking();
-    let res = t.input(now, cipher, &mut plain);
-    let resumed = t.resumed();
-    flush(d, i);
     match res {
         Err(e) => {
             if handshaking || matches!(e, TlsError::Header(_)) {
@@ -113,11 +142,9 @@ pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
                 }
             }
             if !plain.is_empty() {
-                let mut out = d.core().take_out();
-                if d.call(i, &mut out, |s, cx, o| s.on_down_data(cx, &plain, o)) {
-                    flow::apply(d, i, &mut out, D::copy_src(&plain));
-                }
-                d.core().put_out(out);
+                flow::with_input(d, i, D::copy_src(&plain), |s, cx, o| {
+                    s.on_down_data(cx, &plain, o)
+                });
             }
         }
     }
@@ -129,13 +156,15 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
     let mut plain = d.core().take_plain();
     let now = d.core().now;
     let owner = d.owner_of(j);
-    let Some(t) = d.tls(j) else {
+    let Some(Opened {
+        handshaking,
+        res,
+        resumed,
+    }) = open(d, j, cipher, &mut plain)
+    else {
+        d.core().put_plain(plain);
         return;
     };
-    let handshaking = t.handshaking();
-    let res = t.input(now, cipher, &mut plain);
-    let resumed = t.resumed();
-    flush(d, j);
     match res {
         Err(e) => {
             if handshaking {
@@ -163,11 +192,9 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
             }
             match owner {
                 Some(o) if !plain.is_empty() => {
-                    let mut out = d.core().take_out();
-                    if d.call(o, &mut out, |s, cx, x| s.on_up_data(cx, &plain, x)) {
-                        flow::apply(d, o, &mut out, D::copy_src(&plain));
-                    }
-                    d.core().put_out(out);
+                    flow::with_input(d, o, D::copy_src(&plain), |s, cx, x| {
+                        s.on_up_data(cx, &plain, x)
+                    });
                 }
                 // Idle in the pool: a session ticket is fine, bytes no
                 // request asked for end it.

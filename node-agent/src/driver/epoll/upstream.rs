@@ -190,7 +190,7 @@ impl Worker {
                     if u.tls.is_some() {
                         secure::up_input(self, j, &buf[..n]);
                     } else {
-                        self.with_input(o, &buf[..n], |s, cx, out| {
+                        flow::with_input(self, o, &buf[..n], |s, cx, out| {
                             s.on_up_data(cx, &buf[..n], out)
                         });
                     }
