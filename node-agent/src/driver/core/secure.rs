@@ -166,15 +166,19 @@ pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
         return;
     };
     match res {
-        Err(e) => {
-            if handshaking {
-                d.core().stats().tls(true, failure(&e));
-            }
+        Err(e) if handshaking => {
+            d.core().stats().tls(true, failure(&e));
             flow::close_up(d, j);
             if let Some(o) = owner {
                 flow::with_session(d, o, |s, cx, out| s.on_up_tls_failed(cx, out));
             }
         }
+        // A broken record after the handshake: the upstream failed as by a
+        // reset (an idle pooled connection is just closed).
+        Err(_) => match owner {
+            Some(o) => flow::up_eof(d, j, o, true),
+            None => flow::close_up(d, j),
+        },
         Ok(got) => {
             if let Some((ns, id)) = got.established {
                 let name = established(d.core(), true, resumed, id.as_ref());

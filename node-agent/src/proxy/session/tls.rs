@@ -149,21 +149,11 @@ impl Session {
     }
 
     /// The upstream TLS handshake failed (or the upstream's identity was
-    /// not the expected one): a 502 `tls_handshake` (a tunnel closes).
+    /// not the expected one): no connection, a 502 `tls_handshake` (a
+    /// tunnel closes). A TLS failure after the handshake is a reset.
     pub fn on_up_tls_failed(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
-        let Some(mut ex) = self.ex.take() else {
-            return;
-        };
-        out.release(false);
-        if ex.tunnel || ex.down_started {
-            ex.record.reason = Reason::TlsHandshake;
-            ex.record.flags.0 |= Flags::ERROR;
-            ex.close_after = true;
-            self.finish(ex, cx.now, out);
-        } else {
-            let msg = "upstream TLS handshake failed";
-            self.local(ex, cx.now, 502, Reason::TlsHandshake, msg, out);
-        }
+        let msg = "upstream TLS handshake failed";
+        self.no_connection(cx, 502, Reason::TlsHandshake, 0, msg, out);
     }
 
     /// Refuses `ex` for authz: 403 on HTTP, a close on L4.

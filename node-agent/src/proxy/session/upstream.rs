@@ -76,7 +76,7 @@ impl Session {
         } else {
             (0, "upstream connect failed or was refused")
         };
-        self.no_connection(cx, Reason::UpstreamConnect, flags, msg, out);
+        self.no_connection(cx, 503, Reason::UpstreamConnect, flags, msg, out);
     }
 
     /// No connection could be opened: the cluster is at its
@@ -84,14 +84,16 @@ impl Session {
     /// would meet the same limit).
     pub fn on_up_refused(&mut self, cx: &mut Cx<'_>, out: &mut Out) {
         let msg = "too many connections to the cluster";
-        self.no_connection(cx, Reason::Overflow, Flags::BREAKER_OPEN, msg, out);
+        self.no_connection(cx, 503, Reason::Overflow, Flags::BREAKER_OPEN, msg, out);
     }
 
-    /// The exchange gets no upstream connection: a 503 with `reason` (a
-    /// tunnel is closed with it in its record), `flags` added to its record.
-    fn no_connection(
+    /// The exchange gets no upstream connection: a `status` answer with
+    /// `reason` (a tunnel is closed with it in its record), `flags` added
+    /// to its record.
+    pub(super) fn no_connection(
         &mut self,
         cx: &mut Cx<'_>,
+        status: u16,
         reason: Reason,
         flags: u8,
         msg: &str,
@@ -109,7 +111,7 @@ impl Session {
             self.finish(ex, cx.now, out);
             return;
         }
-        self.local(ex, cx.now, 503, reason, msg, out);
+        self.local(ex, cx.now, status, reason, msg, out);
         self.after_exchange(cx, out);
     }
 
