@@ -159,41 +159,11 @@ pub fn run(args: &Args) -> Result<()> {
     let exe = std::env::current_exe()?;
 
     // The shared origin: our upstream, one worker.
-    let mut upstream = Proc::spawn(
-        "upstream",
-        Command::new(&exe)
-            .args([
-                "upstream",
-                "--listen",
-                "127.0.0.1:0",
-                // Two more ports: the endpoints of agent-uring-routes.
-                "--listen",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--name",
-                "origin",
-            ])
-            .stdout(Stdio::piped()),
-    )?;
-    let line = upstream.first_line()?;
-    let listening: Value =
-        serde_json::from_str(&line).with_context(|| format!("upstream said {line:?}"))?;
-    let up_addr = listening["listening"][0]
-        .as_str()
-        .context("upstream address")?
-        .to_string();
+    // Three ports: the second and third are agent-uring-routes' other
+    // endpoints.
+    let (mut upstream, up_all) = procs::start_upstream(&exe, 3, &["--name", "origin"])?;
+    let up_addr = up_all[0].clone();
     let up_port: u16 = up_addr.rsplit(':').next().unwrap_or("0").parse()?;
-    let up_all: Vec<String> = listening["listening"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| Some(v.as_str()?.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
 
     let mut procs: Vec<Proc> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();

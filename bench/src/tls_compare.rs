@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::compare::procs::{Proc, cpu_of, free_port, wait_listening, which};
+use crate::compare::procs::{self, Proc, cpu_of, free_port, wait_listening, which};
 use client::{Conn, Creds};
 
 const TARGETS: [&str; 4] = ["agent-uring", "agent-epoll", "agent-uring-mesh", "haproxy"];
@@ -202,19 +202,8 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let creds = pki(&dir)?;
     let exe = std::env::current_exe()?;
-    let mut upstream = Proc::spawn(
-        "upstream",
-        Command::new(&exe)
-            .args(["upstream", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .stdout(Stdio::piped()),
-    )?;
-    let line = upstream.first_line()?;
-    let v: Value =
-        serde_json::from_str(&line).with_context(|| format!("upstream said {line:?}"))?;
-    let up = v["listening"][0]
-        .as_str()
-        .context("upstream address")?
-        .to_string();
+    let (mut upstream, addrs) = procs::start_upstream(&exe, 1, &[])?;
+    let up = addrs[0].clone();
     let up_port: u16 = up.rsplit(':').next().unwrap_or("0").parse()?;
     let mut procs = Vec::new();
     let mut targets = Vec::new();

@@ -44,15 +44,15 @@ pub fn start(shared: &Arc<Shared>, f: &Files) -> Result<(), TlsError> {
         first.not_after - unix_now()
     );
     shared.identity.store(Some(Arc::new(first)));
-    let mut dirs: Vec<std::path::PathBuf> = [&paths.cert, &paths.key, &paths.trust_bundle]
-        .iter()
-        .map(|p| std::path::Path::new(p.as_str()).to_path_buf())
-        .collect();
-    dirs.sort_by_key(|p| p.parent().map(std::path::Path::to_path_buf));
-    dirs.dedup_by_key(|p| p.parent().map(std::path::Path::to_path_buf));
-    for path in dirs {
-        let (sh, paths) = (shared.clone(), paths.clone());
-        crate::reload::watch(&path, move || reload(&sh, &paths)).map_err(|e| TlsError::File {
+    // One watch per directory (reload::watch watches a file's directory).
+    let mut dirs = std::collections::HashSet::new();
+    for path in [&paths.cert, &paths.key, &paths.trust_bundle] {
+        let path = std::path::Path::new(path.as_str());
+        if !dirs.insert(path.parent().map(std::path::Path::to_path_buf)) {
+            continue;
+        }
+        let (sh, files) = (shared.clone(), paths.clone());
+        crate::reload::watch(path, move || reload(&sh, &files)).map_err(|e| TlsError::File {
             path: path.display().to_string(),
             reason: format!("cannot watch its directory: {e}"),
         })?;

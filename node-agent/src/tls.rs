@@ -139,8 +139,16 @@ pub fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsErro
 
 /// A root store from a PEM bundle (every certificate must be usable).
 pub fn load_roots(path: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    roots_of(load_certs(path)?, path)
+}
+
+/// A root store of `certs`, read from `path` (every one must be usable).
+fn roots_of(
+    certs: Vec<CertificateDer<'static>>,
+    path: &str,
+) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for c in load_certs(path)? {
+    for c in certs {
         roots
             .add(c)
             .map_err(|e| file_err(path, format!("bad trust anchor: {e}")))?;
@@ -193,7 +201,7 @@ pub struct Identity {
     bundle: Vec<CertificateDer<'static>>,
     /// Client configs by the identity they expect, made on first use (one
     /// per mesh cluster; each keeps its session tickets for resumption).
-    clients: Mutex<HashMap<String, Arc<ClientConfig>>>,
+    clients: Mutex<HashMap<IdMatch, Arc<ClientConfig>>>,
 }
 
 impl Identity {
@@ -203,7 +211,7 @@ impl Identity {
     pub fn load(f: &IdentityFiles) -> Result<Identity, TlsError> {
         let key = certified_key(&f.cert, &f.key)?;
         let bundle = load_certs(&f.trust_bundle)?;
-        let roots = load_roots(&f.trust_bundle)?;
+        let roots = roots_of(bundle.clone(), &f.trust_bundle)?;
         let leaf = key
             .cert
             .first()
@@ -262,16 +270,12 @@ impl Identity {
     }
 
     /// The client config for mesh connections that expect `expect`.
-    pub fn client(
-        &self,
-        expect: &IdMatch,
-        expect_text: &str,
-    ) -> Result<Arc<ClientConfig>, TlsError> {
+    pub fn client(&self, expect: &IdMatch) -> Result<Arc<ClientConfig>, TlsError> {
         let mut map = self
             .clients
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(c) = map.get(expect_text) {
+        if let Some(c) = map.get(expect) {
             return Ok(c.clone());
         }
         let prov = provider();
@@ -287,7 +291,7 @@ impl Identity {
         let cfg = Arc::new(cfg);
         // Bounded by the number of distinct expectations in the config.
         if map.len() < 4096 {
-            map.insert(expect_text.to_string(), cfg.clone());
+            map.insert(expect.clone(), cfg.clone());
         }
         Ok(cfg)
     }

@@ -116,6 +116,42 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Starts this binary's `upstream` (one worker) on `listens` loopback
+/// ports with `extra` flags; returns it and its addresses, first the
+/// primary one.
+pub fn start_upstream(
+    exe: &std::path::Path,
+    listens: usize,
+    extra: &[&str],
+) -> Result<(Proc, Vec<String>)> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("upstream");
+    for _ in 0..listens {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut up = Proc::spawn(
+        "upstream",
+        cmd.args(["--workers", "1"])
+            .args(extra)
+            .stdout(Stdio::piped()),
+    )?;
+    let line = up.first_line()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("upstream said {line:?}"))?;
+    let addrs: Vec<String> = v["listening"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| Some(v.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if addrs.is_empty() {
+        bail!("upstream named no address: {line:?}");
+    }
+    Ok((up, addrs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

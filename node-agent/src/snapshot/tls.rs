@@ -25,8 +25,6 @@ pub enum ClusterTlsRt {
     Mesh {
         /// The identity the server must present.
         expect: IdMatch,
-        /// Its config text (the client config cache key).
-        expect_text: String,
         /// The mesh port dialled on the endpoint's address.
         port: u16,
     },
@@ -67,12 +65,11 @@ pub fn cluster(c: &Cluster) -> Result<(Option<Arc<ClusterTlsRt>>, u64), Snapshot
     let key = format!("clusters[{}]", c.name);
     let rt = match t.mode {
         ClusterTlsMode::Mesh => {
-            let text = t.identity.clone().unwrap_or_default();
+            let text = t.identity.as_deref().unwrap_or_default();
             let expect =
-                IdMatch::parse(&text).map_err(|e| problem(key.clone(), "tls.identity", e))?;
+                IdMatch::parse(text).map_err(|e| problem(key.clone(), "tls.identity", e))?;
             ClusterTlsRt::Mesh {
                 expect,
-                expect_text: text,
                 port: t.mesh_port.unwrap_or(MESH_PORT),
             }
         }
@@ -99,7 +96,7 @@ pub fn cluster(c: &Cluster) -> Result<(Option<Arc<ClusterTlsRt>>, u64), Snapshot
 /// A nonzero fingerprint of a cluster's TLS settings.
 fn tag(t: &ClusterTls) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{t:?}").hash(&mut h);
+    t.hash(&mut h);
     h.finish() | 1
 }
 

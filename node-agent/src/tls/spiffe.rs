@@ -76,7 +76,7 @@ impl fmt::Display for SpiffeId {
 }
 
 /// Which peers a rule or a cluster accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum IdMatch {
     /// Anyone (`*`), authenticated or not.
     Any,

@@ -49,7 +49,7 @@ pub struct ListenerTls {
 }
 
 /// How a cluster's connections are secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterTlsMode {
     /// Mesh mTLS to the destination node's mesh port, with the node's
@@ -60,7 +60,7 @@ pub enum ClusterTlsMode {
 }
 
 /// TLS origination on a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTls {
     /// `mesh` or `simple`.

@@ -228,18 +228,14 @@ pub fn client_for(
         .ok_or(TlsResult::Failed(HandshakeFailure::Protocol))?;
     let ip = ServerName::IpAddress(c.addr.ip().into());
     let t = match &*rt {
-        ClusterTlsRt::Mesh {
-            expect,
-            expect_text,
-            ..
-        } => {
+        ClusterTlsRt::Mesh { expect, .. } => {
             let identity = core
                 .shared
                 .identity
                 .load_full()
                 .ok_or(TlsResult::NoIdentity)?;
             let cfg = identity
-                .client(expect, expect_text)
+                .client(expect)
                 .map_err(|_| TlsResult::Failed(HandshakeFailure::Protocol))?;
             let header = Header {
                 target: c.addr,
