@@ -18,6 +18,7 @@ mod client;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -27,6 +28,7 @@ use crate::compare::procs::{self, Proc, cpu_of, free_port, wait_listening, which
 use client::{Conn, Creds};
 
 const TARGETS: [&str; 4] = ["agent-uring", "agent-epoll", "agent-uring-mesh", "haproxy"];
+const ROWS: [&str; 3] = ["keepalive", "handshakes", "bulk"];
 
 /// Command-line flags.
 #[derive(Debug, clap::Args)]
@@ -53,6 +55,14 @@ pub struct Args {
         default_value = "agent-uring,agent-epoll,agent-uring-mesh,haproxy"
     )]
     targets: Vec<String>,
+    /// Rows to measure, comma separated (keepalive, handshakes, bulk); the
+    /// rows left out print as 0.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "keepalive,handshakes,bulk"
+    )]
+    rows: Vec<String>,
     /// node-agent binary (default: next to this binary).
     #[arg(long)]
     agent: Option<PathBuf>,
@@ -79,6 +89,14 @@ impl Row {
     }
     fn cpu_us(&self) -> f64 {
         self.cpu * 1e6 / (self.count.max(1) as f64)
+    }
+    /// Operations per second of CPU (0 when not measured).
+    fn per_core_s(&self) -> f64 {
+        if self.cpu > 0.0 {
+            self.count as f64 / self.cpu
+        } else {
+            0.0
+        }
     }
 }
 
@@ -198,6 +216,12 @@ pub fn run(args: &Args) -> Result<()> {
             );
         }
     }
+    for r in &args.rows {
+        if !ROWS.contains(&r.as_str()) {
+            bail!("--rows: unknown row {r:?} (known: {})", ROWS.join(", "));
+        }
+    }
+    let row = |r: &str| args.rows.iter().any(|x| x == r);
     let bulk_bytes = ringlog::units::parse_size(&args.bulk_bytes)?;
     let dir = std::env::temp_dir().join(format!("tailmesh-tls-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -287,58 +311,15 @@ pub fn run(args: &Args) -> Result<()> {
     for round in 0..args.rounds {
         for i in 0..n {
             let t = &mut targets[(i + round) % n];
-            // Keep-alive.
-            let (port, header) = (t.port, t.header.clone());
-            let cfg = full_cfg.clone();
-            let (count, secs, cpu) = measure(t.pid, || {
-                client::on_threads(args.connections, dur, move |until| {
-                    let mut c = Conn::open(&cfg, port, &header)?;
-                    let mut k = 0;
-                    while Instant::now() < until {
-                        c.get("/").context("keep-alive request")?;
-                        k += 1;
-                    }
-                    Ok(k)
-                })
-            })
-            .with_context(|| format!("{}: keep-alive", t.name))?;
-            t.keepalive.add(count, secs, cpu);
-            // A new connection per request: full, then resumed handshakes.
-            for (row, cfg) in [
-                (&mut t.full, full_cfg.clone()),
-                (&mut t.resumed, resume_cfg.clone()),
-            ] {
-                let header = t.header.clone();
-                let (count, secs, cpu) = measure(t.pid, || {
-                    client::on_threads(args.handshake_threads, dur, move |until| {
-                        let mut k = 0;
-                        while Instant::now() < until {
-                            let mut c = Conn::open(&cfg, port, &header)?;
-                            c.get("/").context("request on a new connection")?;
-                            k += 1;
-                        }
-                        Ok(k)
-                    })
-                })
-                .with_context(|| format!("{port}: handshakes"))?;
-                row.add(count, secs, cpu);
+            if row("keepalive") {
+                keepalive(t, &full_cfg, args.connections, dur)?;
             }
-            // Bulk: at least one second of downloads, in every round (one
-            // sample of about a second is too noisy to rank by).
-            let path = format!("/_bench/bulk?bytes={bulk_bytes}");
-            let (port, header) = (t.port, t.header.clone());
-            let cfg = full_cfg.clone();
-            let (bytes, secs, cpu) = measure(t.pid, || {
-                let mut c = Conn::open(&cfg, port, &header)?;
-                let t0 = Instant::now();
-                let mut moved = 0;
-                while moved == 0 || t0.elapsed() < Duration::from_secs(1) {
-                    moved += c.get(&path).context("bulk download")?;
-                }
-                Ok(moved)
-            })
-            .with_context(|| format!("{}: bulk", t.name))?;
-            t.bulk = (t.bulk.0 + bytes, t.bulk.1 + secs, t.bulk.2 + cpu);
+            if row("handshakes") {
+                handshakes(t, [&full_cfg, &resume_cfg], args.handshake_threads, dur)?;
+            }
+            if row("bulk") {
+                bulk(t, &full_cfg, bulk_bytes)?;
+            }
         }
         upstream.check_alive()?;
         for p in &mut procs {
@@ -354,6 +335,77 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         print!("{}", markdown(&report));
     }
+    Ok(())
+}
+
+/// Keep-alive requests over `connections` TLS connections for `dur`.
+fn keepalive(
+    t: &mut Target,
+    cfg: &Arc<rustls::ClientConfig>,
+    connections: usize,
+    dur: Duration,
+) -> Result<()> {
+    let (port, header, cfg) = (t.port, t.header.clone(), cfg.clone());
+    let (count, secs, cpu) = measure(t.pid, || {
+        client::on_threads(connections, dur, move |until| {
+            let mut c = Conn::open(&cfg, port, &header)?;
+            let mut k = 0;
+            while Instant::now() < until {
+                c.get("/").context("keep-alive request")?;
+                k += 1;
+            }
+            Ok(k)
+        })
+    })
+    .with_context(|| format!("{}: keep-alive", t.name))?;
+    t.keepalive.add(count, secs, cpu);
+    Ok(())
+}
+
+/// A new connection per request for `dur`: full handshakes with the first
+/// config, then resumed ones with the second.
+fn handshakes(
+    t: &mut Target,
+    cfgs: [&Arc<rustls::ClientConfig>; 2],
+    threads: usize,
+    dur: Duration,
+) -> Result<()> {
+    let port = t.port;
+    for (row, cfg) in [(&mut t.full, cfgs[0]), (&mut t.resumed, cfgs[1])] {
+        let (header, cfg) = (t.header.clone(), cfg.clone());
+        let (count, secs, cpu) = measure(t.pid, || {
+            client::on_threads(threads, dur, move |until| {
+                let mut k = 0;
+                while Instant::now() < until {
+                    let mut c = Conn::open(&cfg, port, &header)?;
+                    c.get("/").context("request on a new connection")?;
+                    k += 1;
+                }
+                Ok(k)
+            })
+        })
+        .with_context(|| format!("{}: handshakes", t.name))?;
+        row.add(count, secs, cpu);
+    }
+    Ok(())
+}
+
+/// Bulk: downloads of `bytes` over one connection for at least a second
+/// (in every round: one sample of about a second is too noisy to rank by).
+fn bulk(t: &mut Target, cfg: &Arc<rustls::ClientConfig>, bytes: u64) -> Result<()> {
+    let path = format!("/_bench/bulk?bytes={bytes}");
+    let (port, header) = (t.port, t.header.clone());
+    let (moved, secs, cpu) = measure(t.pid, || {
+        let mut c = Conn::open(cfg, port, &header)?;
+        let t0 = Instant::now();
+        let mut moved = 0;
+        while moved == 0 || t0.elapsed() < Duration::from_secs(1) {
+            moved += c.get(&path).context("bulk download")?;
+        }
+        Ok(moved)
+    })
+    .with_context(|| format!("{}: bulk", t.name))?;
+    t.bulk = (t.bulk.0 + moved, t.bulk.1 + secs, t.bulk.2 + cpu);
     Ok(())
 }
 
@@ -379,7 +431,7 @@ fn report(targets: &[Target], notes: &[String], args: &Args) -> Value {
                 "keepalive_cpu_us_per_req": t.keepalive.cpu_us(),
                 "full_handshakes_per_s": t.full.rate(),
                 "full_handshake_cpu_us": t.full.cpu_us(),
-                "full_handshakes_per_core_s": 1e6 / t.full.cpu_us().max(1e-9),
+                "full_handshakes_per_core_s": t.full.per_core_s(),
                 "resumed_handshakes_per_s": t.resumed.rate(),
                 "resumed_handshake_cpu_us": t.resumed.cpu_us(),
                 "bulk_gb_per_s": gb / t.bulk.1.max(1e-9),

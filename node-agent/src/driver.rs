@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod epoll;
+pub mod spare;
 pub mod uring;
 
 use std::collections::VecDeque;
@@ -282,7 +283,9 @@ impl SendQueue {
             }
             n -= left;
             self.front_sent = 0;
-            self.bufs.pop_front();
+            if let Some(v) = self.bufs.pop_front() {
+                spare::give(v);
+            }
         }
     }
 }

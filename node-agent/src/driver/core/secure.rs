@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 
 use super::Core;
 use super::flow::{self, Driver};
+use crate::driver::spare;
 use crate::metrics::TlsResult;
 use crate::proxy::{Chunk, Connect};
 use crate::snapshot::tls::ClusterTlsRt;
@@ -28,20 +29,24 @@ pub fn seal(t: &mut TlsConn, chunks: &mut Vec<Chunk>, src: &[u8]) {
             Chunk::Input(r) => t.seal(src.get(r).unwrap_or_default()),
         }
     }
-    let mut wire = Vec::new();
+    let mut wire = spare::take();
     t.output(&mut wire);
-    if !wire.is_empty() {
+    if wire.is_empty() {
+        spare::give(wire);
+    } else {
         chunks.push(Chunk::Owned(wire));
     }
 }
 
 /// Moves what slot `k`'s TLS owes its peer to the driver's queue.
 pub fn flush<D: Driver>(d: &mut D, k: usize) {
-    let mut wire = Vec::new();
+    let mut wire = spare::take();
     if let Some(t) = d.tls(k) {
         t.output(&mut wire);
     }
-    if !wire.is_empty() {
+    if wire.is_empty() {
+        spare::give(wire);
+    } else {
         d.push_raw(k, wire);
         d.wake(k);
     }

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use io_uring::types::Timespec;
 
 use super::bufs::Bufs;
+use crate::driver::spare;
 
 /// Most buffers a send takes at once.
 const MAX_IOV: usize = 8;
@@ -224,8 +225,12 @@ impl Io {
                 break;
             }
             n -= len;
-            if let Some(Tx::Buf { bid, .. }) = self.tx.pop_front() {
-                bufs.release(bid);
+            match self.tx.pop_front() {
+                Some(Tx::Buf { bid, .. }) => {
+                    bufs.release(bid);
+                }
+                Some(Tx::Owned(v, _)) => spare::give(v),
+                None => {}
             }
         }
         short
