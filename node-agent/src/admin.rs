@@ -144,6 +144,7 @@ async fn serve(
 
 fn begin_drain(shared: &Shared, signal: &str) {
     if !shared.draining.swap(true, Ordering::SeqCst) {
+        shared.wake_workers();
         eprintln!("node-agent: {signal}: draining (no new connections; in-flight requests finish)");
     }
 }

@@ -421,6 +421,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     let snap = Snapshot::build(config, 1, |kind, name| {
         ring.intern(kind, name, 1).map_err(|e| e.to_string())
     })?;
+    let (bells, wakes) =
+        node_agent::worker::wake::pairs(workers).context("worker wake-up sockets")?;
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),
         ring,
@@ -444,6 +446,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         source_connected: AtomicBool::new(true),
         identity: arc_swap::ArcSwapOption::empty(),
         identity_reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+        bells,
     });
     if let Some(f) = &shared.snapshot.load().config.identity {
         node_agent::identity::start(&shared, f).context("identity")?;
@@ -474,7 +477,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             )
         });
     node_agent::admin::spawn(admin, shared.clone(), source, reloader, watcher)?;
-    let handles = start_workers(&shared, workers, drain_timeout_ns, (fell_back, errno))?;
+    let handles = start_workers(&shared, wakes, drain_timeout_ns, (fell_back, errno))?;
     eprintln!(
         "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}",
         shared.backend_name(),
@@ -605,14 +608,14 @@ type WorkerHandle = std::thread::JoinHandle<Result<(), node_agent::driver::Drive
 
 fn start_workers(
     shared: &Arc<Shared>,
-    workers: usize,
+    wakes: Vec<node_agent::worker::wake::Wake>,
     drain_timeout_ns: u64,
     (fell_back, errno): (bool, i32),
 ) -> anyhow::Result<Vec<WorkerHandle>> {
     let snap = shared.snapshot.load_full();
     let use_uring = shared.backend.load(Ordering::Relaxed) == worker::BACKEND_URING;
     let mut handles = Vec::new();
-    for id in 0..workers {
+    for (id, wake) in wakes.into_iter().enumerate() {
         let mut listeners = Vec::new();
         for (idx, l) in snap.listeners.iter().enumerate() {
             let sock = driver::bind_listener(l.bind)
@@ -642,6 +645,7 @@ fn start_workers(
             shared: shared.clone(),
             recorder,
             drain_timeout_ns,
+            wake,
         };
         let shared = shared.clone();
         let h = std::thread::Builder::new()

@@ -162,6 +162,8 @@ pub fn apply(
     ev.a = u64::from(prev.generation);
     ev.b = revision;
     shared.control_event(ev);
+    // Idle workers take the new snapshot now, not at their next timeout.
+    shared.wake_workers();
     let at = if revision > 0 {
         format!(" (revision {revision})")
     } else {

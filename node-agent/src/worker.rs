@@ -2,6 +2,8 @@
 //! what each owns beside its driver: the [`Recorder`] that samples finished
 //! requests into the worker's ring shard.
 
+pub mod wake;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -69,6 +71,8 @@ pub struct Shared {
     pub identity: arc_swap::ArcSwapOption<crate::tls::Identity>,
     /// Identity file reloads: [applied, rejected].
     pub identity_reloads: [AtomicU64; 2],
+    /// One per worker: wakes it to take a new snapshot or the drain now.
+    pub bells: Vec<wake::Bell>,
 }
 
 impl Shared {
@@ -95,6 +99,13 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Wakes every worker (a new snapshot, the drain).
+    pub fn wake_workers(&self) {
+        for b in &self.bells {
+            b.ring();
+        }
     }
 
     /// True while draining.
@@ -213,4 +224,6 @@ pub struct WorkerInit {
     pub recorder: Recorder,
     /// Drain deadline after the drain starts, ns.
     pub drain_timeout_ns: u64,
+    /// Rung by the control plane (see [`wake`]).
+    pub wake: wake::Wake,
 }

@@ -82,6 +82,9 @@ pub struct Core {
     peer_names: HashMap<String, u16>,
     /// Plaintext of the TLS record being handled (reused).
     plain: Vec<u8>,
+    /// Rung by the control plane after a config swap or when the drain
+    /// begins; the driver waits on it beside its sockets.
+    pub wake: crate::worker::wake::Wake,
 }
 
 /// Most distinct peer identities a worker names in the ring.
@@ -179,6 +182,7 @@ impl Core {
             mirrors: Vec::new(),
             peer_names: HashMap::new(),
             plain: Vec::new(),
+            wake: init.wake,
             shared: init.shared,
         }
     }

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::core::flow;
@@ -24,6 +25,8 @@ use splice::{Pipes, Tunnel};
 
 /// Read buffer size (one per worker).
 const READ_BUF: usize = 64 * 1024;
+/// The token of the wake-up socket (no slot index reaches it).
+const WAKE: Token = Token(usize::MAX);
 
 #[derive(Debug)]
 struct Down {
@@ -121,6 +124,11 @@ impl Worker {
             w.add_listener(idx, l)
                 .map_err(setup("registering a listener"))?;
         }
+        let wake = w.core.wake.fd();
+        w.poll
+            .registry()
+            .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)
+            .map_err(setup("registering the wake-up socket"))?;
         Ok(w)
     }
 
@@ -145,6 +153,11 @@ impl Worker {
             }
             self.core.begin_turn();
             for ev in events.iter() {
+                if ev.token() == WAKE {
+                    // The turn that just began took the new snapshot.
+                    self.core.wake.drain();
+                    continue;
+                }
                 let i = ev.token().0;
                 let hup = ev.is_read_closed() || ev.is_error();
                 let (r, w) = (

@@ -53,6 +53,7 @@ const OP_CONNECT: u64 = 4;
 const OP_LINK_TIMEOUT: u64 = 5;
 const OP_CANCEL: u64 = 6;
 const OP_POLL_OUT: u64 = 7;
+const OP_WAKE: u64 = 8;
 
 fn ud(slot: usize, op: u64) -> u64 {
     (slot as u64) << 8 | op
@@ -254,6 +255,7 @@ impl Worker {
             .shared
             .ready_workers
             .fetch_add(1, Ordering::SeqCst);
+        self.arm_wake();
         loop {
             self.enter(self.core.wait_timeout())?;
             self.core.begin_turn();
@@ -373,6 +375,16 @@ impl Worker {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         for &(user_data, res, flags) in &cqes {
+            if user_data == ud(0, OP_WAKE) {
+                // The turn that just began took the new snapshot.
+                self.core.wake.drain();
+                // A failed poll is not re-armed (that could spin): the
+                // worker then sees changes at its next timeout.
+                if res >= 0 && !cqueue::more(flags) {
+                    self.arm_wake();
+                }
+                continue;
+            }
             let slot = (user_data >> 8) as usize;
             match user_data & 0xff {
                 OP_ACCEPT => self.on_accept(slot, res, flags),
@@ -386,6 +398,16 @@ impl Worker {
         }
         cqes.clear();
         self.cqes = cqes;
+    }
+
+    /// Waits for the wake-up socket (a multishot poll; no memory of ours
+    /// is involved, so it may still be armed when the ring closes).
+    fn arm_wake(&mut self) {
+        let e = opcode::PollAdd::new(Fd(self.core.wake.fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(ud(0, OP_WAKE));
+        self.push(&e);
     }
 
     fn io_mut(&mut self, i: usize) -> Option<&mut Io> {
