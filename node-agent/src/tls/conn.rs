@@ -175,6 +175,11 @@ impl TlsConn {
         self.conn.send_close_notify();
     }
 
+    /// Whether ciphertext waits for the socket (see [`TlsConn::output`]).
+    pub fn wants_output(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Ciphertext waiting for the socket (handshake messages, records,
     /// alerts), appended to `out`.
     pub fn output(&mut self, out: &mut Vec<u8>) {

@@ -29,24 +29,28 @@ pub fn seal(t: &mut TlsConn, chunks: &mut Vec<Chunk>, src: &[u8]) {
             Chunk::Input(r) => t.seal(src.get(r).unwrap_or_default()),
         }
     }
-    let mut wire = spare::take();
-    t.output(&mut wire);
-    if wire.is_empty() {
-        spare::give(wire);
-    } else {
+    if let Some(wire) = output(t) {
         chunks.push(Chunk::Owned(wire));
     }
 }
 
-/// Moves what slot `k`'s TLS owes its peer to the driver's queue.
-pub fn flush<D: Driver>(d: &mut D, k: usize) {
-    let mut wire = spare::take();
-    if let Some(t) = d.tls(k) {
-        t.output(&mut wire);
+/// The ciphertext `t` owes its peer, in a spare buffer (None: nothing).
+fn output(t: &mut TlsConn) -> Option<Vec<u8>> {
+    if !t.wants_output() {
+        return None;
     }
+    let mut wire = spare::take();
+    t.output(&mut wire);
     if wire.is_empty() {
         spare::give(wire);
-    } else {
+        return None;
+    }
+    Some(wire)
+}
+
+/// Moves what slot `k`'s TLS owes its peer to the driver's queue.
+pub fn flush<D: Driver>(d: &mut D, k: usize) {
+    if let Some(wire) = d.tls(k).and_then(output) {
         d.push_raw(k, wire);
         d.wake(k);
     }
@@ -86,36 +90,42 @@ struct Opened {
     res: Result<Input, TlsError>,
     /// The handshake resumed a session.
     resumed: bool,
+    /// The plaintext (the core's reused buffer: hand it back with
+    /// [`Core::put_plain`]).
+    plain: Vec<u8>,
 }
 
-/// Opens `cipher` on slot `k` (plaintext appended to `plain`) and moves
-/// what the connection owes its peer to the driver's queue. None if `k`
-/// has no TLS.
-fn open<D: Driver>(d: &mut D, k: usize, cipher: &[u8], plain: &mut Vec<u8>) -> Option<Opened> {
+/// Opens `cipher` on slot `k` and moves what the connection owes its peer
+/// to the driver's queue. None if `k` has no TLS.
+fn open<D: Driver>(d: &mut D, k: usize, cipher: &[u8]) -> Option<Opened> {
+    let mut plain = d.core().take_plain();
     let now = d.core().now;
-    let t = d.tls(k)?;
+    let Some(t) = d.tls(k) else {
+        d.core().put_plain(plain);
+        return None;
+    };
     let handshaking = t.handshaking();
-    let res = t.input(now, cipher, plain);
+    let res = t.input(now, cipher, &mut plain);
     let resumed = t.resumed();
     flush(d, k);
     Some(Opened {
         handshaking,
         res,
         resumed,
+        plain,
     })
 }
 
 /// Ciphertext arrived on TLS downstream `i`.
 pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
-    let mut plain = d.core().take_plain();
     let now = d.core().now;
     let Some(Opened {
         handshaking,
         res,
         resumed,
-    }) = open(d, i, cipher, &mut plain)
+        mut plain,
+    }) = open(d, i, cipher)
     else {
-        d.core().put_plain(plain);
         return;
     };
     match res {
@@ -158,16 +168,15 @@ pub fn down_input<D: Driver>(d: &mut D, i: usize, cipher: &[u8]) {
 
 /// Ciphertext arrived on TLS upstream `j`.
 pub fn up_input<D: Driver>(d: &mut D, j: usize, cipher: &[u8]) {
-    let mut plain = d.core().take_plain();
     let now = d.core().now;
     let owner = d.owner_of(j);
     let Some(Opened {
         handshaking,
         res,
         resumed,
-    }) = open(d, j, cipher, &mut plain)
+        plain,
+    }) = open(d, j, cipher)
     else {
-        d.core().put_plain(plain);
         return;
     };
     match res {
