@@ -75,9 +75,12 @@ pub enum Driver {
     /// Request copies dropped (too many in flight, the shadow cluster at
     /// its `max_connections`, no socket).
     MirrorDropped = 19,
+    /// Bulk reads put off to the next loop turn: the turn's bulk budget
+    /// (`driver::core::budget`) was spent.
+    BulkDeferred = 20,
 }
 
-const DRIVER_NAMES: [&str; 20] = [
+const DRIVER_NAMES: [&str; 21] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -98,6 +101,7 @@ const DRIVER_NAMES: [&str; 20] = [
     "idle_closed",
     "mirror_sent",
     "mirror_dropped",
+    "bulk_deferred",
 ];
 
 /// The `result` label values of `tailmesh_tls_handshakes_total`, by

@@ -149,6 +149,8 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         })
     };
     std::thread::sleep(Duration::from_secs(1));
+    let down_bytes = || agent.metric("tailmesh_bytes_total{direction=\"downstream\"} ");
+    let bytes_before = down_bytes();
     // A small receive buffer, as a real stalled client's would fill: 200
     // loopback sockets autotuned to megabytes each would put the whole
     // host's TCP under memory pressure and measure the kernel, not us.
@@ -168,6 +170,9 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     let loris = std::thread::spawn(move || slowloris(port, Duration::from_secs(HEADER_READ_S + 6)));
     // The flood, once the slowloris connections are in.
     std::thread::sleep(Duration::from_millis(1500));
+    let absorbed = down_bytes() - bytes_before;
+    // The bulk budget spread the 200 downloads' start over many turns.
+    let deferred = agent.metric("tailmesh_driver_events_total{event=\"bulk_deferred\"} ");
     let refused_before = agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ");
     let flood: Vec<TcpStream> = (0..FLOOD)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
@@ -204,11 +209,13 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "legit load at {rate} rps (capacity {max_rps:.0}): p99 {:.2} ms alone, {:.2} ms under attack; \
          errors {errors_alone} / {errors_attack}; slowloris closed {}/{SLOWLORIS}, last after {latest:?}; \
          flood: {flood_closed}/{} closed at once, conn_limit +{refused}; write_timeout {write_timeouts}; \
-         buffers held {bufs_held}; downstream open {open_now}",
+         buffers held {bufs_held}; downstream open {open_now}; \
+         {:.1} MB sent to clients in the attack's first 1.5 s; bulk reads deferred {deferred}",
         p99_alone as f64 / 1e6,
         p99_attack as f64 / 1e6,
         closed.len(),
         FLOOD,
+        absorbed as f64 / 1e6,
     );
     assert_eq!(errors_attack, 0, "the legitimate load saw errors");
     // Not a latency target but a starvation check: a legitimate request
@@ -238,6 +245,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "{write_timeouts} write timeouts"
     );
     assert!(bufs_held <= 16, "{bufs_held} receive buffers still held");
+    assert!(deferred > 0, "the bulk budget never held a read back");
     // What is left: the flood connections that fit under the limit (idle).
     assert!(
         open_now <= (FLOOD - flood_closed) as u64 + 16,

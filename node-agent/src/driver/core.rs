@@ -15,6 +15,7 @@ use ringlog::analyze::FastHash;
 use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
+pub mod budget;
 pub mod flow;
 pub mod mirror;
 pub mod secure;
@@ -85,6 +86,8 @@ pub struct Core {
     /// Rung by the control plane after a config swap or when the drain
     /// begins; the driver waits on it beside its sockets.
     pub wake: crate::worker::wake::Wake,
+    /// The bulk budget of the loop turn (see [`budget`]).
+    budget: budget::Budget,
 }
 
 /// Most distinct peer identities a worker names in the ring.
@@ -98,6 +101,22 @@ pub const POOL_TOTAL: usize = 1024;
 /// the other side's send queue holds this many bytes (epoll: copied bytes
 /// the socket did not take; io_uring: bytes queued or in flight).
 pub const QUEUE_CAP: usize = 128 * 1024;
+/// Backpressure once a side's socket is full (it refused bytes): its peer
+/// is not read while the queue holds this many. Bytes queued then only
+/// wait (the kernel's send buffer holds plenty for when the socket drains),
+/// so a client that stops reading holds this much of the worker's memory,
+/// not [`QUEUE_CAP`].
+pub const BLOCKED_QUEUE_CAP: usize = 32 * 1024;
+
+/// The backpressure cap of a send queue whose socket is `blocked` (full)
+/// or not: the one rule both drivers apply.
+pub fn queue_cap(blocked: bool) -> usize {
+    if blocked {
+        BLOCKED_QUEUE_CAP
+    } else {
+        QUEUE_CAP
+    }
+}
 /// How long accepting pauses after accept(2) ran out of descriptors.
 pub const ACCEPT_BACKOFF_NS: u64 = 100_000_000;
 
@@ -183,6 +202,7 @@ impl Core {
             peer_names: HashMap::new(),
             plain: Vec::new(),
             wake: init.wake,
+            budget: budget::Budget::new(),
             shared: init.shared,
         }
     }
@@ -558,8 +578,28 @@ impl Core {
         }
     }
 
+    /// Start of the turn's pumping, after the events were taken in:
+    /// connections that waited for the bulk budget go first.
+    pub fn resume_waiting(&mut self) {
+        self.budget.begin(&mut self.todo);
+    }
+
+    /// Whether slot `i` may read a bulk chunk of `n` bytes in this turn
+    /// (see [`budget`]); if not, it is pumped first next turn.
+    pub fn allow_bulk(&mut self, i: usize, n: usize) -> bool {
+        let ok = self.budget.allow(i, n);
+        if !ok {
+            self.stats().driver(Driver::BulkDeferred, 1);
+        }
+        ok
+    }
+
     /// How long the next wait may last.
     pub fn wait_timeout(&self) -> Duration {
+        if self.budget.waiting() {
+            // Bulk input waits for the next turn: look, don't sleep.
+            return Duration::ZERO;
+        }
         let cap = if !self.waiters.is_empty() {
             // A connection slot another worker frees is only seen by
             // looking: often, while requests wait for one.

@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::core::flow;
 use super::core::secure;
-use super::core::{Core, QUEUE_CAP};
+use super::core::{Core, queue_cap};
 use super::{DriverError, SendQueue, Slab};
 use crate::proxy::Session;
 use crate::tls::conn::TlsConn;
@@ -37,6 +37,9 @@ struct Down {
     readable: bool,
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
+    /// The last read filled the buffer: the next one counts against the
+    /// turn's bulk budget (`core::budget`).
+    bulk: bool,
     writable: bool,
     /// Registered for writability (only while bytes wait; see `sync_interest`).
     w_interest: bool,
@@ -66,6 +69,9 @@ struct Up {
     readable: bool,
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
+    /// The last read filled the buffer: the next one counts against the
+    /// turn's bulk budget (`core::budget`).
+    bulk: bool,
     writable: bool,
     /// Registered for writability (while connecting or bytes wait).
     w_interest: bool,
@@ -181,6 +187,7 @@ impl Worker {
                     _ => {}
                 }
             }
+            self.core.resume_waiting();
             self.run_todo();
             flow::fire_timers(&mut self);
             self.run_todo();
@@ -244,6 +251,7 @@ impl Worker {
                 up: None,
                 readable: false,
                 rdhup: false,
+                bulk: false,
                 writable: true, // a fresh connection can take bytes
                 w_interest: false,
                 shut_wr: false,
@@ -307,10 +315,11 @@ impl Worker {
     }
 
     /// Whether upstream `up`'s send queue can take more (the backpressure
-    /// rule shared with io_uring: [`QUEUE_CAP`] bytes).
+    /// rule shared with io_uring, [`queue_cap`]: the queue holds only
+    /// bytes the socket refused, so it is a blocked one).
     fn up_has_room(&self, up: Option<usize>) -> bool {
         match up.and_then(|j| self.slab.get(j)) {
-            Some(Slot::Up(u)) => u.q.len() < QUEUE_CAP,
+            Some(Slot::Up(u)) => u.q.len() < queue_cap(!u.q.is_empty()),
             _ => true,
         }
     }
@@ -363,12 +372,16 @@ impl Worker {
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;
             };
+            if d.bulk && !self.core.allow_bulk(i, READ_BUF) {
+                break; // the turn's bulk budget is spent: next turn
+            }
             match d.sock.read(&mut buf) {
                 Ok(0) => {
                     d.readable = false;
                     flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
+                    d.bulk = n == buf.len();
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams
                     }

@@ -260,6 +260,7 @@ impl Worker {
             self.enter(self.core.wait_timeout())?;
             self.core.begin_turn();
             self.reap();
+            self.core.resume_waiting();
             self.run_todo();
             self.fire_timers();
             self.spill_stalled();

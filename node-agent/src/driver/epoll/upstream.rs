@@ -8,10 +8,10 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{Slot, Up, Worker};
+use super::{READ_BUF, Slot, Up, Worker};
 use crate::driver::SendQueue;
-use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow::{self, UpTarget};
+use crate::driver::core::queue_cap;
 use crate::driver::core::secure;
 use crate::proxy::Connect;
 
@@ -39,6 +39,7 @@ impl Worker {
             connected: false,
             readable: false,
             rdhup: false,
+            bulk: false,
             writable: false,
             w_interest: true,
             shut_wr: false,
@@ -94,11 +95,11 @@ impl Worker {
         self.core.todo.push(j);
     }
 
-    /// Whether the owner's send queue can take more ([`QUEUE_CAP`] bytes,
-    /// as on io_uring).
+    /// Whether the owner's send queue can take more ([`queue_cap`], as on
+    /// io_uring; the queue holds only bytes the socket refused).
     pub(super) fn owner_has_room(&self, owner: Option<usize>) -> bool {
         match owner.and_then(|o| self.slab.get(o)) {
-            Some(Slot::Down(d)) => d.q.len() < QUEUE_CAP,
+            Some(Slot::Down(d)) => d.q.len() < queue_cap(!d.q.is_empty()),
             _ => true,
         }
     }
@@ -158,6 +159,9 @@ impl Worker {
             let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
                 break;
             };
+            if u.bulk && !self.core.allow_bulk(j, READ_BUF) {
+                break; // the turn's bulk budget is spent: next turn
+            }
             match u.sock.read(&mut buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     u.readable = false;
@@ -180,6 +184,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
+                    u.bulk = n == buf.len();
                     // A short read drained the socket; new bytes bring a
                     // new edge (saves the read that would see EAGAIN).
                     // Not once a FIN was seen: read on until 0.

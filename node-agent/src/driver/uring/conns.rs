@@ -2,10 +2,10 @@
 //! events, session actions turned into operations, and closing.
 
 use super::*;
-use crate::driver::core::QUEUE_CAP;
 use crate::driver::core::flow;
+use crate::driver::core::queue_cap;
 use crate::driver::core::secure;
-use crate::driver::uring::io::Rx;
+use crate::driver::uring::io::{RecvOp, Rx};
 
 /// Where the input of a session call came from.
 #[derive(Debug, Clone, Copy)]
@@ -148,15 +148,37 @@ impl Worker {
         let Some(io) = self.io_mut(i) else {
             return;
         };
-        if io.recv_armed || io.starved || io.closing || io.eof || io.err || io.rx.len() >= RX_CAP {
+        if io.recv != RecvOp::Idle
+            || io.starved
+            || io.closing
+            || io.eof
+            || io.err
+            || io.rx.len() >= RX_CAP
+        {
             return;
         }
-        io.recv_armed = true;
-        io.inflight += 1;
-        let e = opcode::RecvMulti::new(Fd(io.sock.as_raw_fd()), GROUP)
-            .build()
-            .user_data(ud(i, OP_RECV));
-        self.push(&e);
+        let fd = Fd(io.sock.as_raw_fd());
+        let e = if io.bulk {
+            // Bulk: one buffer at a time, within the turn's budget.
+            if !self.core.allow_bulk(i, BUF_SIZE) {
+                return;
+            }
+            let Some(io) = self.io_mut(i) else {
+                return;
+            };
+            io.recv = RecvOp::Once;
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            io.recv = RecvOp::Multi;
+            opcode::RecvMulti::new(fd, GROUP).build()
+        };
+        if let Some(io) = self.io_mut(i) {
+            io.inflight += 1;
+        }
+        self.push(&e.user_data(ud(i, OP_RECV)));
     }
 
     pub(super) fn on_recv(&mut self, i: usize, res: i32, flags: u32) {
@@ -168,9 +190,9 @@ impl Worker {
         }) else {
             return;
         };
+        let was = io.recv;
         if !cqueue::more(flags) {
-            io.recv_armed = false;
-            io.recv_cancelling = false;
+            io.recv = RecvOp::Idle;
             io.inflight = io.inflight.saturating_sub(1);
         }
         if res > 0 {
@@ -178,6 +200,7 @@ impl Worker {
                 self.bufs.take(bid);
                 io.rx.push_back(Rx::Ring(bid, res as usize));
             }
+            io.bulk = res as usize >= BUF_SIZE;
         } else if res == 0 {
             io.eof = true;
         } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
@@ -186,20 +209,19 @@ impl Worker {
             // (it is re-armed by its pump), as cancel and ENOBUFS do.
             io.err = true;
         }
-        let pause = io.recv_armed && !io.recv_cancelling && io.rx.len() >= RX_CAP;
+        // The consumer is behind, or bulk bytes arrive on a multishot recv
+        // (which would go on taking buffers): stop it.
+        let pause = io.rx.len() >= RX_CAP || (io.bulk && was == RecvOp::Multi);
+        if nobufs {
+            // Bytes wait and the ring is empty: a multishot recv re-armed
+            // now would take a buffer per 32 KiB waiting, up to 33 in one
+            // go, so the next recv is a bulk one.
+            io.starved = true;
+            io.bulk = true;
+        }
         if pause {
             // The consumer is behind: pause this socket's reads.
-            io.recv_cancelling = true;
-            io.inflight += 1;
-        }
-        if nobufs {
-            io.starved = true;
-        }
-        if pause {
-            let e = opcode::AsyncCancel::new(ud(i, OP_RECV))
-                .build()
-                .user_data(ud(i, OP_CANCEL));
-            self.push(&e);
+            self.pause_recv(i);
         }
         if nobufs {
             let first = self.starved.is_empty();
@@ -215,6 +237,24 @@ impl Worker {
             }
         }
         self.core.todo.push(i);
+    }
+
+    /// Stops slot `i`'s multishot recv (if armed), so that it takes no
+    /// more provided buffers while its bytes cannot move on: the kernel's
+    /// socket buffer holds them, and TCP flow control the sender.
+    fn pause_recv(&mut self, i: usize) {
+        let Some(io) = self.io_mut(i) else {
+            return;
+        };
+        if !io.recv.armed() {
+            return;
+        }
+        io.recv = RecvOp::Cancelling;
+        io.inflight += 1;
+        let e = opcode::AsyncCancel::new(ud(i, OP_RECV))
+            .build()
+            .user_data(ud(i, OP_CANCEL));
+        self.push(&e);
     }
 
     pub(super) fn on_send(&mut self, i: usize, res: i32, flags: u32) {
@@ -306,6 +346,9 @@ impl Worker {
         }
         if res == 0 {
             u.connected = true;
+            // Its first response may be a large one: one buffer at a time
+            // until a short receive shows it is not (see `RecvOp::Once`).
+            u.io.bulk = true;
             self.arm_recv(j);
             flow::connected(self, j);
             return;
@@ -356,8 +399,8 @@ impl Worker {
     /// shared with epoll: [`QUEUE_CAP`] bytes).
     fn has_room(&self, i: Option<usize>) -> bool {
         match i.and_then(|i| self.slab.get(i)) {
-            Some(Slot::Down(d)) => d.io.tx_bytes() < QUEUE_CAP,
-            Some(Slot::Up(u)) => u.io.tx_bytes() < QUEUE_CAP,
+            Some(Slot::Down(d)) => d.io.tx_bytes() < queue_cap(d.io.blocked),
+            Some(Slot::Up(u)) => u.io.tx_bytes() < queue_cap(u.io.blocked),
             _ => true,
         }
     }
@@ -433,6 +476,7 @@ impl Worker {
                 break;
             }
             if !self.has_room(up) {
+                self.pause_recv(i);
                 self.stall(i);
                 break;
             }
@@ -504,6 +548,7 @@ impl Worker {
                 return;
             };
             if !self.has_room(Some(o)) {
+                self.pause_recv(j);
                 self.stall(j);
                 return; // backpressure: the downstream is slower
             }
@@ -582,10 +627,10 @@ impl Worker {
         };
         io.closing = true;
         let _ = io.sock.shutdown(Shutdown::Both);
-        let recv = io.recv_armed && !io.recv_cancelling;
+        let recv = io.recv.armed();
         let mut cancels = Vec::with_capacity(2);
         if recv {
-            io.recv_cancelling = true;
+            io.recv = RecvOp::Cancelling;
             cancels.push(ud(i, OP_RECV));
         }
         if cancel_connect {

@@ -1,0 +1,124 @@
+//! The bulk budget of one loop turn, the same rule on both drivers.
+//!
+//! A worker serves every connection from one loop. Without a bound, a turn
+//! lasts as long as its connections have bytes to move: when 200 clients
+//! start 32 MiB downloads at once, one turn forwards hundreds of
+//! megabytes before it looks at the next request, and every interactive
+//! request on the worker waits that long. So a turn moves at most
+//! [`TURN_BYTES`] of bulk input (chunks of at least [`BULK_MIN`] bytes);
+//! a connection that would move more waits for the next turn, queued in
+//! arrival order, and the queue is served first then (so no bulk transfer
+//! starves behind fresher ones). Small chunks (request heads, small
+//! responses, the end of a body) are never held back. While connections
+//! wait, the driver does not block in its wait for events.
+//!
+//! The bytes a waiting connection would have read stay in its socket's
+//! receive buffer, where TCP flow control holds the sender back.
+
+use std::collections::VecDeque;
+
+/// Bulk input bytes one loop turn moves before further bulk input waits
+/// for the next turn (at most one chunk more).
+pub const TURN_BYTES: usize = 256 * 1024;
+/// Input chunks shorter than this are interactive: never held back.
+pub const BULK_MIN: usize = 4 * 1024;
+
+/// What is left of the turn's budget, and who waits for the next one.
+#[derive(Debug, Default)]
+pub struct Budget {
+    left: usize,
+    /// Slots waiting for the next turn, oldest first.
+    queue: VecDeque<usize>,
+    /// `queued[slot]`: the slot is in `queue` (one entry per slot).
+    queued: Vec<bool>,
+}
+
+impl Budget {
+    /// A full budget, nobody waiting.
+    pub fn new() -> Budget {
+        Budget {
+            left: TURN_BYTES,
+            ..Budget::default()
+        }
+    }
+
+    /// Start of a turn's pumping: the budget is full again, and the slots
+    /// that waited are pushed onto `todo` so that they are pumped first,
+    /// oldest first (`todo` is popped from its end).
+    pub fn begin(&mut self, todo: &mut Vec<usize>) {
+        self.left = TURN_BYTES;
+        for &i in self.queue.iter().rev() {
+            todo.push(i);
+            if let Some(q) = self.queued.get_mut(i) {
+                *q = false;
+            }
+        }
+        self.queue.clear();
+    }
+
+    /// Whether slot `i` may move an input chunk of `n` bytes now. If not,
+    /// it is queued for the next turn: its pump stops and leaves the chunk
+    /// where it is.
+    pub fn allow(&mut self, i: usize, n: usize) -> bool {
+        if n < BULK_MIN {
+            return true;
+        }
+        if self.left > 0 {
+            self.left = self.left.saturating_sub(n);
+            return true;
+        }
+        if self.queued.len() <= i {
+            self.queued.resize(i + 1, false);
+        }
+        if !self.queued[i] {
+            self.queued[i] = true;
+            self.queue.push_back(i);
+        }
+        false
+    }
+
+    /// Whether connections wait for the next turn (then the driver does
+    /// not block waiting for events).
+    pub fn waiting(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_chunks_always_pass_and_bulk_waits_once_the_turn_is_spent() {
+        let mut b = Budget::new();
+        let mut todo = Vec::new();
+        b.begin(&mut todo);
+        assert!(todo.is_empty());
+        let chunk = 32 * 1024;
+        for _ in 0..TURN_BYTES / chunk {
+            assert!(b.allow(7, chunk));
+        }
+        assert!(!b.allow(7, chunk));
+        assert!(!b.allow(3, chunk));
+        assert!(!b.allow(7, chunk), "asked again: still one entry");
+        assert!(b.allow(9, BULK_MIN - 1), "an interactive chunk passes");
+        assert!(b.waiting());
+        // The next turn serves the waiting slots first, oldest first.
+        todo.push(42); // a fresh event of the new turn
+        b.begin(&mut todo);
+        assert_eq!(todo.pop(), Some(7));
+        assert_eq!(todo.pop(), Some(3));
+        assert_eq!(todo.pop(), Some(42));
+        assert!(!b.waiting());
+        assert!(b.allow(3, chunk));
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_whole_budget_still_moves_in_a_fresh_turn() {
+        let mut b = Budget::new();
+        assert!(b.allow(1, 4 * TURN_BYTES));
+        assert!(!b.allow(1, BULK_MIN));
+        b.begin(&mut Vec::new());
+        assert!(b.allow(1, 4 * TURN_BYTES));
+    }
+}
