@@ -5,7 +5,7 @@ use super::*;
 use crate::driver::core::flow;
 use crate::driver::core::queue_cap;
 use crate::driver::core::secure;
-use crate::driver::uring::io::{RecvOp, Rx};
+use crate::driver::uring::io::{Pace, RecvOp, Rx};
 
 /// Where the input of a session call came from.
 #[derive(Debug, Clone, Copy)]
@@ -158,9 +158,12 @@ impl Worker {
             return;
         }
         let fd = Fd(io.sock.as_raw_fd());
-        let e = if io.bulk {
-            // Bulk: one buffer at a time, within the turn's budget.
-            if !self.core.allow_bulk(i, BUF_SIZE) {
+        let e = if io.pace == Pace::Small {
+            io.recv = RecvOp::Multi;
+            opcode::RecvMulti::new(fd, GROUP).build()
+        } else {
+            // One buffer at a time; bulk within the turn's budget.
+            if io.pace == Pace::Bulk && !self.core.allow_bulk(i, BUF_SIZE) {
                 return;
             }
             let Some(io) = self.io_mut(i) else {
@@ -171,9 +174,6 @@ impl Worker {
                 .buf_group(GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
-        } else {
-            io.recv = RecvOp::Multi;
-            opcode::RecvMulti::new(fd, GROUP).build()
         };
         if let Some(io) = self.io_mut(i) {
             io.inflight += 1;
@@ -200,7 +200,11 @@ impl Worker {
                 self.bufs.take(bid);
                 io.rx.push_back(Rx::Ring(bid, res as usize));
             }
-            io.bulk = res as usize >= BUF_SIZE;
+            io.pace = if res as usize >= BUF_SIZE {
+                Pace::Bulk
+            } else {
+                Pace::Small
+            };
         } else if res == 0 {
             io.eof = true;
         } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
@@ -211,13 +215,15 @@ impl Worker {
         }
         // The consumer is behind, or bulk bytes arrive on a multishot recv
         // (which would go on taking buffers): stop it.
-        let pause = io.rx.len() >= RX_CAP || (io.bulk && was == RecvOp::Multi);
+        let pause = io.rx.len() >= RX_CAP || (io.pace == Pace::Bulk && was == RecvOp::Multi);
         if nobufs {
             // Bytes wait and the ring is empty: a multishot recv re-armed
             // now would take a buffer per 32 KiB waiting, up to 33 in one
-            // go, so the next recv is a bulk one.
+            // go, so the next recv is single-shot.
             io.starved = true;
-            io.bulk = true;
+            if io.pace == Pace::Small {
+                io.pace = Pace::Starved;
+            }
         }
         if pause {
             // The consumer is behind: pause this socket's reads.
@@ -348,7 +354,7 @@ impl Worker {
             u.connected = true;
             // Its first response may be a large one: one buffer at a time
             // until a short receive shows it is not (see `RecvOp::Once`).
-            u.io.bulk = true;
+            u.io.pace = Pace::Bulk;
             self.arm_recv(j);
             flow::connected(self, j);
             return;

@@ -71,6 +71,21 @@ pub enum RecvOp {
     Cancelling,
 }
 
+/// What a socket's last receive showed, which decides its next recv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Short receives (requests, small responses): a multishot recv.
+    Small,
+    /// The last receive filled a whole buffer (or a fresh upstream
+    /// connection whose first response may be large): a single-shot recv
+    /// that counts against the turn's bulk budget.
+    Bulk,
+    /// The recv found the buffer ring empty: a single-shot recv (a
+    /// multishot one could take a buffer per 32 KiB waiting), not held
+    /// back by the budget, since it may be a request head.
+    Starved,
+}
+
 impl RecvOp {
     /// A recv is armed and not being cancelled.
     pub fn armed(self) -> bool {
@@ -101,10 +116,8 @@ pub struct Io {
     pub zc_sent: Option<i32>,
     /// The recv armed on the socket, if any.
     pub recv: RecvOp,
-    /// The last receive filled a whole buffer: more is probably waiting,
-    /// so the next recv is single-shot and counts against the turn's bulk
-    /// budget (see [`RecvOp::Once`]).
-    pub bulk: bool,
+    /// Which recv the socket gets next.
+    pub pace: Pace,
     /// The recv stopped on an empty buffer ring (re-armed next turn).
     pub starved: bool,
     /// The peer closed its side (recv returned 0).
@@ -144,7 +157,7 @@ impl Io {
             sending_len: 0,
             zc_sent: None,
             recv: RecvOp::Idle,
-            bulk: false,
+            pace: Pace::Small,
             starved: false,
             eof: false,
             err: false,
