@@ -146,6 +146,11 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;
+    // Accepted sockets inherit these from the listener (the kernel clones
+    // the listening socket), which spares three setsockopt calls per
+    // accepted connection; `accepted_sockets_inherit_the_client_options`
+    // checks that they do.
+    tune_downstream(&sock);
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
     Ok(sock.into())
@@ -166,10 +171,10 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// flight is plenty.
 pub const SOCKET_BUF: usize = 256 * 1024;
 
-/// Socket options for an accepted client connection: no Nagle, a bounded
-/// send buffer ([`SOCKET_BUF`]) of which at most [`NOTSENT_LOWAT`] may be
-/// unsent.
-pub fn tune_downstream(sock: &impl std::os::fd::AsFd) {
+/// Socket options for client connections, set on the listener whose
+/// accepted sockets inherit them: no Nagle, a bounded send buffer
+/// ([`SOCKET_BUF`]) of which at most [`NOTSENT_LOWAT`] may be unsent.
+fn tune_downstream(sock: &impl std::os::fd::AsFd) {
     let s = SockRef::from(sock);
     let _ = s.set_tcp_nodelay(true);
     let _ = s.set_send_buffer_size(SOCKET_BUF);
@@ -427,6 +432,27 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_client_options() {
+        let l = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let (a, _) = loop {
+            match l.accept() {
+                Ok(x) => break x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let s = SockRef::from(&a);
+        assert!(s.tcp_nodelay().unwrap());
+        // The kernel doubles the asked size.
+        assert_eq!(s.send_buffer_size().unwrap(), 2 * SOCKET_BUF);
+        assert_eq!(s.tcp_notsent_lowat().unwrap(), NOTSENT_LOWAT);
     }
 
     #[test]

@@ -227,7 +227,6 @@ impl Worker {
                     return;
                 }
             };
-            super::tune_downstream(&sock);
             // None: over a connection limit; dropping the socket closes it.
             let Some((session, tls)) = self.core.accept_session(idx, peer.ip(), &sock) else {
                 continue;

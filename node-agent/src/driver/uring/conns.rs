@@ -119,7 +119,6 @@ impl Worker {
     }
 
     fn new_down(&mut self, idx: usize, sock: socket2::Socket) {
-        super::super::tune_downstream(&sock);
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return;
         };
