@@ -108,14 +108,16 @@ pub const QUEUE_CAP: usize = 128 * 1024;
 /// not [`QUEUE_CAP`].
 pub const BLOCKED_QUEUE_CAP: usize = 32 * 1024;
 
-/// The backpressure cap of a send queue whose socket is `blocked` (full)
-/// or not: the one rule both drivers apply.
-pub fn queue_cap(blocked: bool) -> usize {
-    if blocked {
-        BLOCKED_QUEUE_CAP
-    } else {
-        QUEUE_CAP
-    }
+/// Whether a send queue holding `queued` bytes can take more, its socket
+/// being `blocked` (full) or not: the one backpressure rule both drivers
+/// apply.
+pub fn queue_has_room(queued: usize, blocked: bool) -> bool {
+    queued
+        < if blocked {
+            BLOCKED_QUEUE_CAP
+        } else {
+            QUEUE_CAP
+        }
 }
 /// How long accepting pauses after accept(2) ran out of descriptors.
 pub const ACCEPT_BACKOFF_NS: u64 = 100_000_000;

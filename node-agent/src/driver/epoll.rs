@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::core::flow;
 use super::core::secure;
-use super::core::{Core, queue_cap};
+use super::core::{Core, queue_has_room};
 use super::{DriverError, SendQueue, Slab};
 use crate::proxy::Session;
 use crate::tls::conn::TlsConn;
@@ -314,11 +314,11 @@ impl Worker {
     }
 
     /// Whether upstream `up`'s send queue can take more (the backpressure
-    /// rule shared with io_uring, [`queue_cap`]: the queue holds only
+    /// rule shared with io_uring, [`queue_has_room`]: the queue holds only
     /// bytes the socket refused, so it is a blocked one).
     fn up_has_room(&self, up: Option<usize>) -> bool {
         match up.and_then(|j| self.slab.get(j)) {
-            Some(Slot::Up(u)) => u.q.len() < queue_cap(!u.q.is_empty()),
+            Some(Slot::Up(u)) => queue_has_room(u.q.len(), !u.q.is_empty()),
             _ => true,
         }
     }

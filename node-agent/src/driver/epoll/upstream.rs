@@ -11,7 +11,7 @@ use mio::{Interest, Token};
 use super::{READ_BUF, Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::flow::{self, UpTarget};
-use crate::driver::core::queue_cap;
+use crate::driver::core::queue_has_room;
 use crate::driver::core::secure;
 use crate::proxy::Connect;
 
@@ -95,11 +95,11 @@ impl Worker {
         self.core.todo.push(j);
     }
 
-    /// Whether the owner's send queue can take more ([`queue_cap`], as on
+    /// Whether the owner's send queue can take more ([`queue_has_room`], as on
     /// io_uring; the queue holds only bytes the socket refused).
     pub(super) fn owner_has_room(&self, owner: Option<usize>) -> bool {
         match owner.and_then(|o| self.slab.get(o)) {
-            Some(Slot::Down(d)) => d.q.len() < queue_cap(!d.q.is_empty()),
+            Some(Slot::Down(d)) => queue_has_room(d.q.len(), !d.q.is_empty()),
             _ => true,
         }
     }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::driver::core::flow;
-use crate::driver::core::queue_cap;
+use crate::driver::core::queue_has_room;
 use crate::driver::core::secure;
 use crate::driver::uring::io::{Pace, RecvOp, Rx};
 
@@ -156,25 +156,22 @@ impl Worker {
         {
             return;
         }
-        let fd = Fd(io.sock.as_raw_fd());
-        let e = if io.pace == Pace::Small {
-            io.recv = RecvOp::Multi;
-            opcode::RecvMulti::new(fd, GROUP).build()
+        let (fd, pace) = (Fd(io.sock.as_raw_fd()), io.pace);
+        // Bulk: one buffer at a time, within the turn's budget.
+        if pace == Pace::Bulk && !self.core.allow_bulk(i, BUF_SIZE) {
+            return;
+        }
+        let (op, e) = if pace == Pace::Small {
+            (RecvOp::Multi, opcode::RecvMulti::new(fd, GROUP).build())
         } else {
-            // One buffer at a time; bulk within the turn's budget.
-            if io.pace == Pace::Bulk && !self.core.allow_bulk(i, BUF_SIZE) {
-                return;
-            }
-            let Some(io) = self.io_mut(i) else {
-                return;
-            };
-            io.recv = RecvOp::Once;
-            opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+            let once = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
                 .buf_group(GROUP)
                 .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
+                .flags(squeue::Flags::BUFFER_SELECT);
+            (RecvOp::Once, once)
         };
         if let Some(io) = self.io_mut(i) {
+            io.recv = op;
             io.inflight += 1;
         }
         self.push(&e.user_data(ud(i, OP_RECV)));
@@ -225,7 +222,6 @@ impl Worker {
             }
         }
         if pause {
-            // The consumer is behind: pause this socket's reads.
             self.pause_recv(i);
         }
         if nobufs {
@@ -401,11 +397,11 @@ impl Worker {
     }
 
     /// Whether slot `i`'s send queue can take more (the backpressure rule
-    /// shared with epoll: [`QUEUE_CAP`] bytes).
+    /// shared with epoll, [`queue_has_room`]).
     fn has_room(&self, i: Option<usize>) -> bool {
         match i.and_then(|i| self.slab.get(i)) {
-            Some(Slot::Down(d)) => d.io.tx_bytes() < queue_cap(d.io.blocked),
-            Some(Slot::Up(u)) => u.io.tx_bytes() < queue_cap(u.io.blocked),
+            Some(Slot::Down(d)) => queue_has_room(d.io.tx_bytes(), d.io.blocked),
+            Some(Slot::Up(u)) => queue_has_room(u.io.tx_bytes(), u.io.blocked),
             _ => true,
         }
     }
