@@ -439,6 +439,7 @@ fn load_args(args: &Args, secs: &str) -> load::Args {
         max_requests: None,
         timeout: "5s".into(),
         timeline: None,
+        timeline_step: "1s".into(),
         json: false,
     }
 }

@@ -49,9 +49,13 @@ pub struct Args {
     /// Per-request timeout.
     #[arg(long, default_value = "5s")]
     pub timeout: String,
-    /// Write a per-second latency time series (JSON lines) here.
+    /// Write a latency time series (JSON lines) here, one line per
+    /// `--timeline-step` of intended send times.
     #[arg(long)]
     pub timeline: Option<std::path::PathBuf>,
+    /// Width of a timeline bucket, e.g. 1s, 20ms (at least 1ms).
+    #[arg(long, default_value = "1s")]
+    pub timeline_step: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +163,14 @@ pub fn execute(args: &Args) -> Result<Outcome> {
     let (host, addr, path) = parse_url(&args.url)?;
     let duration = Duration::from_nanos(ringlog::units::parse_duration_ns(&args.duration)?);
     let timeout = Duration::from_nanos(ringlog::units::parse_duration_ns(&args.timeout)?);
+    let step_ns = ringlog::units::parse_duration_ns(&args.timeline_step)?;
+    if step_ns < 1_000_000 {
+        bail!(
+            "--timeline-step {:?} is shorter than 1ms",
+            args.timeline_step
+        );
+    }
+    let step = Duration::from_nanos(step_ns);
     let mut types: Vec<ReqType> = args
         .types
         .iter()
@@ -210,13 +222,14 @@ pub fn execute(args: &Args) -> Result<Outcome> {
                     max_total * (next - first) as u64 / args.connections as u64
                 },
                 timeout,
+                step,
                 head: false,
                 seed: 0x10ad + t as u64,
             };
             std::thread::spawn(move || client::run(&plan))
         })
         .collect();
-    let mut stats = Stats::new(types.len());
+    let mut stats = Stats::new(types.len(), step);
     for h in handles {
         let s = h
             .join()

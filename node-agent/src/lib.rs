@@ -8,10 +8,12 @@
 //! - [`tls`]: rustls material (mesh identity, listener and cluster TLS)
 //!   and the sans-IO TLS connection both drivers use.
 //! - [`authz`]: sans-IO authorization rules over peer identities.
+//! - [`descriptors`]: the descriptor table, sized once at start.
 
 pub mod admin;
 pub mod authz;
 pub mod config;
+pub mod descriptors;
 pub mod driver;
 pub mod etcd;
 pub mod fuzzing;

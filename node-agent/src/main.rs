@@ -364,6 +364,21 @@ fn choose_io(io: Io) -> anyhow::Result<(u32, bool, i32)> {
 const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/examples/local.yaml");
 
 fn serve(cli: &Cli) -> anyhow::Result<()> {
+    if cli.max_connections == Some(0) {
+        bail!("--max-connections must be at least 1");
+    }
+    let max_connections = cli.max_connections.unwrap_or_else(default_max_connections);
+    // Before any thread exists: grown later, under a burst of accepts, the
+    // table would stall a worker for an RCU grace period per doubling.
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let fd_slots = node_agent::descriptors::wanted(max_connections, soft);
+    let fd_table = match node_agent::descriptors::prealloc(fd_slots) {
+        Ok(n) => format!("descriptor table {n} slots"),
+        Err(e) => {
+            eprintln!("node-agent: {e} (the kernel grows the table on demand instead)");
+            "descriptor table on demand".to_string()
+        }
+    };
     let (config, etcd) = match &cli.etcd {
         Some(urls) => {
             let (config, watcher) = from_etcd(cli, urls)?;
@@ -414,9 +429,6 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .listeners
         .iter()
         .any(|l| l.mode == node_agent::config::schema::Mode::Transparent);
-    if cli.max_connections == Some(0) {
-        bail!("--max-connections must be at least 1");
-    }
     let listener_count = config.listeners.len();
     let snap = Snapshot::build(config, 1, |kind, name| {
         ring.intern(kind, name, 1).map_err(|e| e.to_string())
@@ -434,7 +446,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         fell_back: AtomicBool::new(fell_back),
         config_rejected: AtomicU64::new(0),
         upstream_mark: if transparent { UPSTREAM_MARK } else { 0 },
-        max_connections: cli.max_connections.unwrap_or_else(default_max_connections),
+        max_connections,
         open_connections: AtomicU64::new(0),
         listener_open: (0..listener_count.max(node_agent::snapshot::MAX_LISTENERS))
             .map(|_| AtomicU64::new(0))
@@ -479,7 +491,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     node_agent::admin::spawn(admin, shared.clone(), source, reloader, watcher)?;
     let handles = start_workers(&shared, wakes, drain_timeout_ns, (fell_back, errno))?;
     eprintln!(
-        "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}",
+        "node-agent: serving with {workers} worker(s) on {}; admin on http://{admin}; ring {}; at most {max_connections} connections, {fd_table}",
         shared.backend_name(),
         shared.ring.path().display()
     );

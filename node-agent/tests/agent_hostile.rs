@@ -72,6 +72,31 @@ fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
     )
 }
 
+/// The attack run's slowest 20 ms windows (by their slowest request), and
+/// how many windows held a request slower than twice the p99 alone.
+fn slowest_windows(timeline: &std::path::Path, p99_alone: u64) -> String {
+    let text = std::fs::read_to_string(timeline).unwrap();
+    let mut rows: Vec<(f64, u64)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["second"].as_f64().unwrap(), v["max_ns"].as_u64().unwrap())
+        })
+        .collect();
+    let over = rows.iter().filter(|r| r.1 > 2 * p99_alone).count();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let worst: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|(at, max)| format!("{:.2}s: {:.1} ms", at, *max as f64 / 1e6))
+        .collect();
+    format!(
+        "under attack, {over} of {} 20 ms windows held a request slower than 2x the p99 alone; slowest: {}",
+        rows.len(),
+        worst.join(", ")
+    )
+}
+
 /// Opens slowloris connections and feeds each one header byte a second;
 /// returns how long each one lived until the agent closed it.
 fn slowloris(port: u16, deadline: Duration) -> Vec<Option<Duration>> {
@@ -95,7 +120,7 @@ fn slowloris(port: u16, deadline: Duration) -> Vec<Option<Duration>> {
                 *closed = Some(t0.elapsed());
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_secs(1));
     }
     conns.into_iter().map(|c| c.1).collect()
 }
@@ -148,9 +173,13 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     let (_, p99_alone, errors_alone) = load(port, &legit);
     assert_eq!(errors_alone, 0);
 
-    // The same load again; one second into it, the attack starts.
+    // The same load again; one second into it, the attack starts. Its
+    // timeline (20 ms buckets) shows where the slow requests were.
+    let timeline = tempfile::NamedTempFile::new().unwrap();
     let legit_run = {
-        let legit: Vec<String> = legit.iter().map(ToString::to_string).collect();
+        let mut legit: Vec<String> = legit.iter().map(ToString::to_string).collect();
+        legit.extend(["--timeline-step".into(), "20ms".into(), "--timeline".into()]);
+        legit.push(timeline.path().display().to_string());
         std::thread::spawn(move || {
             let args: Vec<&str> = legit.iter().map(String::as_str).collect();
             load(port, &args)
@@ -211,6 +240,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     drop(non_readers);
     drop(flood);
 
+    eprintln!("{}", slowest_windows(timeline.path(), p99_alone));
     let closed: Vec<Duration> = lived.iter().flatten().copied().collect();
     let latest = closed.iter().max().copied().unwrap_or_default();
     eprintln!(

@@ -43,6 +43,8 @@ pub struct Plan {
     pub max_requests: u64,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Width of a timeline bucket.
+    pub step: Duration,
     /// Requests are HEAD (no response bodies).
     pub head: bool,
     /// RNG seed.
@@ -92,7 +94,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
     let mut poll = Poll::new()?;
     let waker = Waker::new(&poll)?;
     let mut events = Events::with_capacity(1024);
-    let mut stats = Stats::new(plan.requests.len());
+    let mut stats = Stats::new(plan.requests.len(), plan.step);
     let mut rng = Rng::new(plan.seed);
     let interval = plan
         .rate
@@ -123,13 +125,13 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
             match &c.phase {
                 Phase::Down { retry_at } if sending => {
                     if now >= *retry_at {
-                        connect(&poll, c, i, plan.addr, now, &mut stats, plan.start);
+                        connect(&poll, c, i, plan, now, &mut stats);
                     } else {
                         wake = wake.min(*retry_at);
                     }
                 }
                 Phase::Connecting { since } if now.duration_since(*since) > plan.timeout => {
-                    stats.error(CONNECT, sec(plan.start, now));
+                    stats.error(CONNECT, bucket(plan, now));
                     drop_conn(&poll, c, now + Duration::from_millis(10));
                 }
                 Phase::Idle if sending && sent < plan.max_requests => {
@@ -160,7 +162,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
                         body: None,
                     });
                     if !write_request(c, &plan.requests[ty]) {
-                        stats.error(RESET, sec(plan.start, intended));
+                        stats.error(RESET, bucket(plan, intended));
                         drop_conn(&poll, c, now);
                     }
                 }
@@ -168,7 +170,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
                     busy += 1;
                     let deadline = f.sent + plan.timeout;
                     if now >= deadline {
-                        stats.error(TIMEOUT, sec(plan.start, f.intended));
+                        stats.error(TIMEOUT, bucket(plan, f.intended));
                         drop_conn(&poll, c, now);
                     } else {
                         wake = wake.min(deadline);
@@ -181,7 +183,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
             // Whatever is still in flight at the drain deadline timed out.
             for c in &conns {
                 if let Phase::Busy(f) = &c.phase {
-                    stats.error(TIMEOUT, sec(plan.start, f.intended));
+                    stats.error(TIMEOUT, bucket(plan, f.intended));
                 }
             }
             return Ok(stats);
@@ -257,20 +259,14 @@ impl Waker {
     }
 }
 
-fn sec(start: Instant, t: Instant) -> usize {
-    t.saturating_duration_since(start).as_secs() as usize
+/// The timeline bucket of `t`.
+fn bucket(plan: &Plan, t: Instant) -> usize {
+    let since = t.saturating_duration_since(plan.start).as_nanos();
+    usize::try_from(since / plan.step.as_nanos().max(1)).unwrap_or(usize::MAX)
 }
 
-fn connect(
-    poll: &Poll,
-    c: &mut Conn,
-    i: usize,
-    addr: SocketAddr,
-    now: Instant,
-    stats: &mut Stats,
-    start: Instant,
-) {
-    match TcpStream::connect(addr) {
+fn connect(poll: &Poll, c: &mut Conn, i: usize, plan: &Plan, now: Instant, stats: &mut Stats) {
+    match TcpStream::connect(plan.addr) {
         Ok(mut s) => {
             let _ = s.set_nodelay(true);
             if poll
@@ -283,9 +279,9 @@ fn connect(
                 c.phase = Phase::Connecting { since: now };
                 return;
             }
-            stats.error(CONNECT, sec(start, now));
+            stats.error(CONNECT, bucket(plan, now));
         }
-        Err(_) => stats.error(CONNECT, sec(start, now)),
+        Err(_) => stats.error(CONNECT, bucket(plan, now)),
     }
     c.phase = Phase::Down {
         retry_at: now + Duration::from_millis(10),
@@ -325,7 +321,7 @@ fn on_event(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats) -> io::Re
             None => (None, false),
         };
         if err.is_some() {
-            stats.error(CONNECT, sec(plan.start, now));
+            stats.error(CONNECT, bucket(plan, now));
             drop_conn(poll, c, now + Duration::from_millis(10));
             return Ok(());
         }
@@ -342,7 +338,7 @@ fn on_event(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats) -> io::Re
             } else {
                 now
             };
-            stats.error(RESET, sec(plan.start, intended));
+            stats.error(RESET, bucket(plan, intended));
             drop_conn(poll, c, now);
             return Ok(());
         }
@@ -356,7 +352,7 @@ fn on_event(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats) -> io::Re
             progress(poll, c, plan, stats, now);
             if c.rlen == c.rbuf.len() {
                 if c.rbuf.len() >= 1 << 20 {
-                    stats.error(PROTOCOL, sec(plan.start, now));
+                    stats.error(PROTOCOL, bucket(plan, now));
                     drop_conn(poll, c, now);
                     return Ok(());
                 }
@@ -381,10 +377,7 @@ fn on_event(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats) -> io::Re
     progress(poll, c, plan, stats, now);
     if reset || eof {
         if let Phase::Busy(f) = &c.phase {
-            stats.error(
-                if reset { RESET } else { CLOSED },
-                sec(plan.start, f.intended),
-            );
+            stats.error(if reset { RESET } else { CLOSED }, bucket(plan, f.intended));
         }
         if c.stream.is_some() {
             drop_conn(poll, c, now);
@@ -409,7 +402,7 @@ fn progress(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats, now: Inst
             }
             Ok(None) => return,
             Err(_) => {
-                stats.error(PROTOCOL, sec(plan.start, f.intended));
+                stats.error(PROTOCOL, bucket(plan, f.intended));
                 drop_conn(poll, c, now);
                 return;
             }
@@ -422,7 +415,7 @@ fn progress(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats, now: Inst
             c.rlen -= used;
         }
         Err(_) => {
-            stats.error(PROTOCOL, sec(plan.start, f.intended));
+            stats.error(PROTOCOL, bucket(plan, f.intended));
             drop_conn(poll, c, now);
             return;
         }
@@ -431,7 +424,7 @@ fn progress(poll: &Poll, c: &mut Conn, plan: &Plan, stats: &mut Stats, now: Inst
         return;
     }
     let done = Instant::now();
-    let s = sec(plan.start, f.intended);
+    let s = bucket(plan, f.intended);
     let corrected = done.duration_since(f.intended).as_nanos() as u64;
     let uncorrected = done.duration_since(f.sent).as_nanos() as u64;
     stats.record(f.ty, corrected, uncorrected, s);

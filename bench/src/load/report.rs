@@ -1,6 +1,6 @@
 //! Latency and error accounting for the load generator: HdrHistograms per
 //! request type and overall (corrected: from the intended send time; and
-//! uncorrected: from the actual send), per-second timeline buckets, error
+//! uncorrected: from the actual send), timeline buckets (a second each unless asked otherwise), error
 //! counts by kind, and their rendering as a table or JSON.
 
 use std::collections::BTreeMap;
@@ -30,10 +30,10 @@ fn hist(sigfig: u8) -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-/// One second of the timeline.
+/// One bucket of the timeline.
 #[derive(Debug, Clone)]
-pub struct Second {
-    /// Latency of requests whose intended send fell in this second.
+pub struct Bucket {
+    /// Latency of requests whose intended send fell in this bucket.
     pub latency: Histogram<u64>,
     /// Errors among them.
     pub errors: u64,
@@ -52,13 +52,16 @@ pub struct Stats {
     pub send_lag: Histogram<u64>,
     /// Errors by kind ([`ERROR_KINDS`] order).
     pub errors: [u64; ERROR_KINDS.len()],
-    /// Timeline, one entry per second since the start.
-    pub timeline: Vec<Second>,
+    /// Timeline, one entry per `step` since the start.
+    pub timeline: Vec<Bucket>,
+    /// Width of a timeline bucket.
+    pub step: std::time::Duration,
 }
 
 impl Stats {
-    /// Empty stats for `types` request types.
-    pub fn new(types: usize) -> Stats {
+    /// Empty stats for `types` request types, with timeline buckets of
+    /// `step`.
+    pub fn new(types: usize, step: std::time::Duration) -> Stats {
         Stats {
             by_type: (0..types).map(|_| hist(3)).collect(),
             all: hist(3),
@@ -66,41 +69,44 @@ impl Stats {
             send_lag: hist(2),
             errors: [0; ERROR_KINDS.len()],
             timeline: Vec::new(),
+            step,
         }
     }
 
-    fn second(&mut self, sec: usize) -> Option<&mut Second> {
-        if sec > 24 * 3600 {
+    /// Timeline bucket `i`; none past a day (or past 100,000 buckets).
+    fn bucket(&mut self, i: usize) -> Option<&mut Bucket> {
+        let day = (24 * 3600 * 1_000_000_000u128 / self.step.as_nanos().max(1)) as usize;
+        if i > day.min(100_000) {
             return None;
         }
-        while self.timeline.len() <= sec {
-            self.timeline.push(Second {
+        while self.timeline.len() <= i {
+            self.timeline.push(Bucket {
                 latency: hist(2),
                 errors: 0,
             });
         }
-        self.timeline.get_mut(sec)
+        self.timeline.get_mut(i)
     }
 
     /// Records one completed request.
-    pub fn record(&mut self, ty: usize, corrected_ns: u64, uncorrected_ns: u64, sec: usize) {
+    pub fn record(&mut self, ty: usize, corrected_ns: u64, uncorrected_ns: u64, at: usize) {
         let c = corrected_ns.clamp(1, MAX_NS);
         let _ = self.all.record(c);
         let _ = self.uncorrected.record(uncorrected_ns.clamp(1, MAX_NS));
         if let Some(h) = self.by_type.get_mut(ty) {
             let _ = h.record(c);
         }
-        if let Some(s) = self.second(sec) {
+        if let Some(s) = self.bucket(at) {
             let _ = s.latency.record(c);
         }
     }
 
     /// Counts one error of kind index `kind`.
-    pub fn error(&mut self, kind: usize, sec: usize) {
+    pub fn error(&mut self, kind: usize, at: usize) {
         if let Some(e) = self.errors.get_mut(kind) {
             *e += 1;
         }
-        if let Some(s) = self.second(sec) {
+        if let Some(s) = self.bucket(at) {
             s.errors += 1;
         }
     }
@@ -117,7 +123,7 @@ impl Stats {
             *a += b;
         }
         for (i, s) in o.timeline.iter().enumerate() {
-            if let Some(d) = self.second(i) {
+            if let Some(d) = self.bucket(i) {
                 let _ = d.latency.add(&s.latency);
                 d.errors += s.errors;
             }
@@ -188,14 +194,22 @@ pub fn to_json(
     })
 }
 
-/// The per-second timeline as JSON lines.
+/// The timeline as JSON lines: `second` (from the start, fractional for
+/// buckets under a second), `time`, then the bucket's figures.
 pub fn timeline_lines(stats: &Stats, start_wall_ns: u64) -> String {
     let mut out = String::new();
+    let step_ns = u64::try_from(stats.step.as_nanos()).unwrap_or(u64::MAX);
     for (i, s) in stats.timeline.iter().enumerate() {
         let h = &s.latency;
+        let offset_ns = (i as u64).saturating_mul(step_ns);
+        let second = if step_ns % 1_000_000_000 == 0 {
+            json!(offset_ns / 1_000_000_000)
+        } else {
+            json!(offset_ns as f64 / 1e9)
+        };
         let line = json!({
-            "second": i,
-            "time": ringlog::clock::rfc3339(start_wall_ns + i as u64 * 1_000_000_000),
+            "second": second,
+            "time": ringlog::clock::rfc3339(start_wall_ns.saturating_add(offset_ns)),
             "requests": h.len(),
             "errors": s.errors,
             "p50_ns": h.value_at_quantile(0.5),

@@ -32,13 +32,13 @@ pub fn render(o: &mut Expo) {
             o.value(&[], (rss * page) as f64);
         }
     }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+    if let Some(fds) = open_fds() {
         o.family(
             "process_open_fds",
             "gauge",
             "Open file descriptors of the agent process.",
         );
-        o.value(&[], fds.count() as f64);
+        o.value(&[], fds as f64);
     }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     if let Some(max) = limit {
@@ -51,8 +51,35 @@ pub fn render(o: &mut Expo) {
     }
 }
 
+/// Open descriptors. Linux 6.2 and later report their number as the size
+/// of `/proc/self/fd`, which costs one `stat`; older kernels report 0
+/// there, and the directory is counted instead. Counting costs a dentry
+/// per descriptor: with 1,250 client connections open a scrape took
+/// 9-19 ms of CPU that way, on a host whose cores the workers share.
+fn open_fds() -> Option<u64> {
+    match rustix::fs::stat("/proc/self/fd") {
+        Ok(st) if st.st_size > 0 => u64::try_from(st.st_size).ok(),
+        _ => std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn open_descriptors_are_counted_as_they_come_and_go() {
+        let before = super::open_fds().unwrap();
+        let held: Vec<std::fs::File> = (0..40)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        let during = super::open_fds().unwrap();
+        drop(held);
+        // Other tests open and close files meanwhile: a margin, not equality.
+        assert!(during >= before + 30, "{before} -> {during}");
+        assert!(super::open_fds().unwrap() + 30 <= during);
+    }
+
     #[test]
     fn the_process_figures_are_read() {
         let mut e = super::Expo::default();
