@@ -78,9 +78,12 @@ pub enum Driver {
     /// Bulk reads put off to the next loop turn: the turn's bulk budget
     /// (`driver::core::budget`) was spent.
     BulkDeferred = 20,
+    /// Due timers left for the next loop turn: the turn fired
+    /// `driver::core::flow::TIMERS_PER_TURN` already.
+    TimersDeferred = 21,
 }
 
-const DRIVER_NAMES: [&str; 21] = [
+const DRIVER_NAMES: [&str; 22] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -102,6 +105,7 @@ const DRIVER_NAMES: [&str; 21] = [
     "mirror_sent",
     "mirror_dropped",
     "bulk_deferred",
+    "timers_deferred",
 ];
 
 /// The `result` label values of `tailmesh_tls_handshakes_total`, by

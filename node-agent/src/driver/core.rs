@@ -586,6 +586,13 @@ impl Core {
         self.budget.begin(&mut self.todo);
     }
 
+    /// `n` bytes of input arrived on a read that was not charged to the
+    /// bulk budget: bulk counts against the next budget, a small chunk
+    /// makes it the shared one (see [`budget`]).
+    pub fn charge_bulk(&mut self, n: usize) {
+        self.budget.charge(n);
+    }
+
     /// Whether slot `i` may read a bulk chunk of `n` bytes in this turn
     /// (see [`budget`]); if not, it is pumped first next turn.
     pub fn allow_bulk(&mut self, i: usize, n: usize) -> bool {
@@ -659,6 +666,14 @@ impl Core {
     /// Puts a (compacted) timer heap back.
     pub fn put_timers(&mut self, heap: BinaryHeap<Reverse<(u64, usize, u64)>>) {
         self.timers = heap;
+    }
+
+    /// Whether a timer is due now (it fires next turn: the wait must not
+    /// sleep).
+    pub fn timer_due(&self) -> bool {
+        self.timers
+            .peek()
+            .is_some_and(|Reverse((t, _, _))| *t <= self.now)
     }
 
     /// Pops the next due timer: (slot, serial, deadline). The caller checks

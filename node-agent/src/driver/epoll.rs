@@ -380,6 +380,9 @@ impl Worker {
                     flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
+                    if !d.bulk {
+                        self.core.charge_bulk(n);
+                    }
                     d.bulk = n == buf.len();
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams

@@ -184,6 +184,9 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
+                    if !u.bulk {
+                        self.core.charge_bulk(n);
+                    }
                     u.bulk = n == buf.len();
                     // A short read drained the socket; new bytes bring a
                     // new edge (saves the read that would see EAGAIN).

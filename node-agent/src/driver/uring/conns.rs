@@ -186,7 +186,7 @@ impl Worker {
         }) else {
             return;
         };
-        let was = io.recv;
+        let (was, charged) = (io.recv, io.recv == RecvOp::Once && io.pace == Pace::Bulk);
         if !cqueue::more(flags) {
             io.recv = RecvOp::Idle;
             io.inflight = io.inflight.saturating_sub(1);
@@ -201,6 +201,9 @@ impl Worker {
             } else {
                 Pace::Small
             };
+            if !charged {
+                self.core.charge_bulk(res as usize);
+            }
         } else if res == 0 {
             io.eof = true;
         } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
