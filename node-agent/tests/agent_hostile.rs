@@ -72,9 +72,9 @@ fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
     )
 }
 
-/// The attack run's slowest 20 ms windows (by their slowest request), and
-/// how many windows held a request slower than twice the p99 alone.
-fn slowest_windows(timeline: &std::path::Path, p99_alone: u64) -> String {
+/// A run's slowest 20 ms windows (by their slowest request), and how many
+/// windows held a request slower than twice the p99 alone.
+fn slowest_windows(label: &str, timeline: &std::path::Path, p99_alone: u64) -> String {
     let text = std::fs::read_to_string(timeline).unwrap();
     let mut rows: Vec<(f64, u64)> = text
         .lines()
@@ -91,7 +91,7 @@ fn slowest_windows(timeline: &std::path::Path, p99_alone: u64) -> String {
         .map(|(at, max)| format!("{:.2}s: {:.1} ms", at, *max as f64 / 1e6))
         .collect();
     format!(
-        "under attack, {over} of {} 20 ms windows held a request slower than 2x the p99 alone; slowest: {}",
+        "{label}, {over} of {} 20 ms windows held a request slower than 2x the p99 alone; slowest: {}",
         rows.len(),
         worst.join(", ")
     )
@@ -175,7 +175,17 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "--duration",
         "8s",
     ];
-    let (_, p99_alone, errors_alone) = load(port, &legit);
+    let timeline_alone = tempfile::NamedTempFile::new().unwrap();
+    let alone_args: Vec<String> = legit
+        .iter()
+        .map(ToString::to_string)
+        .chain(["--timeline-step".into(), "20ms".into(), "--timeline".into()])
+        .chain([timeline_alone.path().display().to_string()])
+        .collect();
+    let (_, p99_alone, errors_alone) = load(
+        port,
+        &alone_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(errors_alone, 0);
 
     // The same load again; one second into it, the attack starts. Its
@@ -246,7 +256,14 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     drop(non_readers);
     drop(flood);
 
-    eprintln!("{}", slowest_windows(timeline.path(), p99_alone));
+    eprintln!(
+        "{}",
+        slowest_windows("alone", timeline_alone.path(), p99_alone)
+    );
+    eprintln!(
+        "{}",
+        slowest_windows("under attack", timeline.path(), p99_alone)
+    );
     let closed: Vec<Duration> = lived.iter().flatten().copied().collect();
     let latest = closed.iter().max().copied().unwrap_or_default();
     eprintln!(
