@@ -43,6 +43,9 @@ const ENTRIES: u32 = 1024;
 /// CPU among 16/32/64 KiB (docs/BENCHMARKS.md).
 const BUF_COUNT: u16 = 128;
 const BUF_SIZE: usize = 32 * 1024;
+/// Provided buffers a bulk read never takes: kept for small reads
+/// (request heads, small responses), see `Worker::arm_recv`.
+const BULK_RESERVE: usize = 32;
 /// Received buffers a connection may hold before its recv is paused.
 const RX_CAP: usize = 4;
 

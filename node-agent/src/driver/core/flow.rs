@@ -670,10 +670,12 @@ pub fn arm<D: Driver>(d: &mut D, i: usize) {
 
 /// Session timers one loop turn fires at most. A thousand header
 /// timeouts can fall due together (slowloris connections opened in one
-/// burst); answering all of them in one turn held every other connection
-/// on the worker for ~10 ms. The rest fire in the next turns, in deadline
-/// order (the wait does not sleep while a timer is due).
-pub const TIMERS_PER_TURN: usize = 32;
+/// burst), and so can the write timeouts of 200 stalled downloads, each
+/// close freeing a socket's megabyte of buffers: firing all of them in one
+/// turn held every other connection on the worker for 10-15 ms. The rest
+/// fire in the next turns, in deadline order (the wait does not sleep
+/// while a timer is due).
+pub const TIMERS_PER_TURN: usize = 8;
 
 /// Fires the due timers (at most [`TIMERS_PER_TURN`]), closes pooled
 /// connections idle too long, keeps the timer heap small, and resumes a

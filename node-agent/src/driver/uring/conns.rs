@@ -157,6 +157,18 @@ impl Worker {
             return;
         }
         let (fd, pace) = (Fd(io.sock.as_raw_fd()), io.pace);
+        // Bulk leaves the ring's last buffers to small reads: 200 starting
+        // downloads otherwise took every buffer, and request heads met an
+        // empty ring. It is re-armed with the starved reads, once buffers
+        // come back (a send completing brings the turn that does it).
+        if pace == Pace::Bulk && self.bufs.in_use() + BULK_RESERVE >= usize::from(BUF_COUNT) {
+            if let Some(io) = self.io_mut(i) {
+                io.starved = true;
+            }
+            self.starved.push(i);
+            self.core.stats().driver(Driver::BulkDeferred, 1);
+            return;
+        }
         // Bulk: one buffer at a time, within the turn's budget.
         if pace == Pace::Bulk && !self.core.allow_bulk(i, BUF_SIZE) {
             return;
