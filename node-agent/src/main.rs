@@ -367,10 +367,12 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     if cli.max_connections == Some(0) {
         bail!("--max-connections must be at least 1");
     }
-    let max_connections = cli.max_connections.unwrap_or_else(default_max_connections);
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let max_connections = cli
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(soft));
     // Before any thread exists: grown later, under a burst of accepts, the
     // table would stall a worker for an RCU grace period per doubling.
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let fd_slots = node_agent::descriptors::wanted(max_connections, soft);
     let fd_table = match node_agent::descriptors::prealloc(fd_slots) {
         Ok(n) => format!("descriptor table {n} slots"),
@@ -609,11 +611,8 @@ fn from_etcd(cli: &Cli, urls: &str) -> anyhow::Result<(node_agent::config::Confi
 /// Seven eighths of the open-file limit: the last eighth stays for
 /// upstream connections (pooled ones are shared by many clients),
 /// listeners, the ring and the admin server, so accept never starves them.
-fn default_max_connections() -> u64 {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1 << 20);
-    (soft / 8 * 7).max(1)
+fn default_max_connections(soft: Option<u64>) -> u64 {
+    (soft.unwrap_or(1 << 20) / 8 * 7).max(1)
 }
 
 type WorkerHandle = std::thread::JoinHandle<Result<(), node_agent::driver::DriverError>>;

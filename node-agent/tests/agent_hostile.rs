@@ -72,6 +72,15 @@ fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
     )
 }
 
+/// `args` plus a timeline of 20 ms buckets written to `path`.
+fn with_timeline(args: &[&str], path: &std::path::Path) -> Vec<String> {
+    args.iter()
+        .map(ToString::to_string)
+        .chain(["--timeline-step", "20ms", "--timeline"].map(String::from))
+        .chain([path.display().to_string()])
+        .collect()
+}
+
 /// A run's slowest 20 ms windows (by their slowest request), and how many
 /// windows held a request slower than twice the p99 alone.
 fn slowest_windows(label: &str, timeline: &std::path::Path, p99_alone: u64) -> String {
@@ -176,12 +185,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "8s",
     ];
     let timeline_alone = tempfile::NamedTempFile::new().unwrap();
-    let alone_args: Vec<String> = legit
-        .iter()
-        .map(ToString::to_string)
-        .chain(["--timeline-step".into(), "20ms".into(), "--timeline".into()])
-        .chain([timeline_alone.path().display().to_string()])
-        .collect();
+    let alone_args = with_timeline(&legit, timeline_alone.path());
     let (_, p99_alone, errors_alone) = load(
         port,
         &alone_args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -192,9 +196,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     // timeline (20 ms buckets) shows where the slow requests were.
     let timeline = tempfile::NamedTempFile::new().unwrap();
     let legit_run = {
-        let mut legit: Vec<String> = legit.iter().map(ToString::to_string).collect();
-        legit.extend(["--timeline-step".into(), "20ms".into(), "--timeline".into()]);
-        legit.push(timeline.path().display().to_string());
+        let legit = with_timeline(&legit, timeline.path());
         std::thread::spawn(move || {
             let args: Vec<&str> = legit.iter().map(String::as_str).collect();
             load(port, &args)

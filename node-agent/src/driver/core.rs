@@ -586,11 +586,16 @@ impl Core {
         self.budget.begin(&mut self.todo);
     }
 
-    /// `n` bytes of input arrived on a read that was not charged to the
-    /// bulk budget: bulk counts against the next budget, a small chunk
-    /// makes it the shared one (see [`budget`]).
-    pub fn charge_bulk(&mut self, n: usize) {
-        self.budget.charge(n);
+    /// A read took in `n` bytes into a buffer of `full`; `planned`: the
+    /// bulk budget allowed it. Unplanned input is charged (bulk counts
+    /// against the next budget, a small chunk makes it the shared one, see
+    /// [`budget`]). Returns whether the socket moves bulk: this read
+    /// filled its buffer. The one rule both drivers apply.
+    pub fn took_input(&mut self, planned: bool, n: usize, full: usize) -> bool {
+        if !planned {
+            self.budget.charge(n);
+        }
+        n >= full
     }
 
     /// Whether slot `i` may read a bulk chunk of `n` bytes in this turn

@@ -380,10 +380,7 @@ impl Worker {
                     flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
-                    if !d.bulk {
-                        self.core.charge_bulk(n);
-                    }
-                    d.bulk = n == buf.len();
+                    d.bulk = self.core.took_input(d.bulk, n, buf.len());
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams
                     }

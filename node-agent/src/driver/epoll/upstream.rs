@@ -184,10 +184,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
-                    if !u.bulk {
-                        self.core.charge_bulk(n);
-                    }
-                    u.bulk = n == buf.len();
+                    u.bulk = self.core.took_input(u.bulk, n, buf.len());
                     // A short read drained the socket; new bytes bring a
                     // new edge (saves the read that would see EAGAIN).
                     // Not once a FIN was seen: read on until 0.

@@ -208,14 +208,11 @@ impl Worker {
                 self.bufs.take(bid);
                 io.rx.push_back(Rx::Ring(bid, res as usize));
             }
-            io.pace = if res as usize >= BUF_SIZE {
+            io.pace = if self.core.took_input(charged, res as usize, BUF_SIZE) {
                 Pace::Bulk
             } else {
                 Pace::Small
             };
-            if !charged {
-                self.core.charge_bulk(res as usize);
-            }
         } else if res == 0 {
             io.eof = true;
         } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
