@@ -81,9 +81,12 @@ pub enum Driver {
     /// Due timers left for the next loop turn: the turn fired
     /// `driver::core::flow::TIMERS_PER_TURN` already.
     TimersDeferred = 21,
+    /// Loop turns that left accepted connections for the next turn: the
+    /// turn set up `driver::core::accepts::PER_TURN` already.
+    AcceptsDeferred = 22,
 }
 
-const DRIVER_NAMES: [&str; 22] = [
+const DRIVER_NAMES: [&str; 23] = [
     "loop_turns",
     "enobufs",
     "cq_overflow",
@@ -106,6 +109,7 @@ const DRIVER_NAMES: [&str; 22] = [
     "mirror_dropped",
     "bulk_deferred",
     "timers_deferred",
+    "accepts_deferred",
 ];
 
 /// The `result` label values of `tailmesh_tls_handshakes_total`, by

@@ -163,7 +163,17 @@ ring: {{ path: "{}", size: 8MiB }}
 fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     raise_nofile(8192);
     let up = Upstream::start(&[]);
-    let bulk = Upstream::start(&["--sndbuf", "64KiB"]);
+    // The attackers run at the lowest priority (nice 19): the bulk
+    // upstream that feeds the 200 downloads, and this thread with the
+    // threads it starts once the legitimate load runs (1,200 connects,
+    // the slowloris bytes, the flood). In a real attack they are other
+    // machines; on this 2-core host, at normal priority, their own CPU
+    // (the connects' loopback handshakes, the upstream's sends) was taken
+    // from the agent, its upstream and the generator, and measured as the
+    // agent's cost (p99 under attack 3.5-5.9x the p99 alone at normal
+    // priority, 1.5-3.9x at nice 19, alternating runs of one build). The
+    // agent still serves every byte and connection they make.
+    let bulk = Upstream::start_via(&["nice", "-n", "19"], &["--sndbuf", "64KiB"]);
     let (p, b) = (up.port, bulk.port);
     let agent = Agent::start(move |port, ring| hostile_config(port, p, b, ring), &[]);
     let port = agent.port;
@@ -202,6 +212,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
             load(port, &args)
         })
     };
+    rustix::process::setpriority_process(None, 19).expect("nice 19 for the attackers");
     std::thread::sleep(Duration::from_secs(1));
     let down_bytes = || agent.metric("tailmesh_bytes_total{direction=\"downstream\"} ");
     let bytes_before = down_bytes();
@@ -255,6 +266,8 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     let bufs_held = agent.metric("tailmesh_uring_buffers_in_use ");
     let open_now = agent.metric("tailmesh_active_connections{side=\"downstream\"} ");
     let timers_deferred = agent.metric("tailmesh_driver_events_total{event=\"timers_deferred\"} ");
+    let accepts_deferred =
+        agent.metric("tailmesh_driver_events_total{event=\"accepts_deferred\"} ");
     drop(non_readers);
     drop(flood);
 
@@ -274,7 +287,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
          flood: {flood_closed}/{} closed at once, conn_limit +{refused}; write_timeout {write_timeouts}; \
          buffers held {bufs_held}; downstream open {open_now}; \
          {:.1} MB sent to clients in the attack's first 1.5 s; bulk reads deferred {deferred}; \
-         timers deferred {timers_deferred}",
+         timers deferred {timers_deferred}; turns that deferred accepts {accepts_deferred}",
         p99_alone as f64 / 1e6,
         p99_attack as f64 / 1e6,
         closed.len(),

@@ -15,6 +15,7 @@ use ringlog::analyze::FastHash;
 use ringlog::clock::mono_ns;
 use ringlog::record::{Event, EventKind};
 
+pub mod accepts;
 pub mod budget;
 pub mod flow;
 pub mod mirror;
@@ -88,6 +89,8 @@ pub struct Core {
     pub wake: crate::worker::wake::Wake,
     /// The bulk budget of the loop turn (see [`budget`]).
     budget: budget::Budget,
+    /// New connections the loop turn may still set up (see [`accepts`]).
+    accepts: accepts::Accepts,
 }
 
 /// Most distinct peer identities a worker names in the ring.
@@ -205,6 +208,7 @@ impl Core {
             plain: Vec::new(),
             wake: init.wake,
             budget: budget::Budget::new(),
+            accepts: accepts::Accepts::new(),
             shared: init.shared,
         }
     }
@@ -220,6 +224,7 @@ impl Core {
         self.snap = self.shared.snapshot.load_full();
         self.recorder.follow(&self.snap, self.now);
         self.stats().driver(Driver::LoopTurns, 1);
+        self.accepts.begin();
         if self.stats().generation() != u64::from(self.snap.generation) {
             self.stats().set_generation(self.snap.generation);
         }
@@ -608,10 +613,24 @@ impl Core {
         ok
     }
 
+    /// Whether one more accepted connection may be set up in this turn,
+    /// with `queued` already waiting in the driver (see [`accepts`]). No:
+    /// it waits for the next turn (counted once a turn as
+    /// `accepts_deferred`).
+    pub fn accept_allowed(&mut self, queued: usize) -> bool {
+        let was = self.accepts.waiting();
+        let ok = self.accepts.take(queued);
+        if !ok && !was {
+            self.stats().driver(Driver::AcceptsDeferred, 1);
+        }
+        ok
+    }
+
     /// How long the next wait may last.
     pub fn wait_timeout(&self) -> Duration {
-        if self.budget.waiting() {
-            // Bulk input waits for the next turn: look, don't sleep.
+        if self.budget.waiting() || self.accepts.waiting() {
+            // Bulk input or new connections wait for the next turn: look,
+            // don't sleep.
             return Duration::ZERO;
         }
         let cap = if !self.waiters.is_empty() {

@@ -103,6 +103,10 @@ pub struct Worker {
     slab: Slab<Slot>,
     buf: Vec<u8>,
     pipes: Pipes,
+    /// Listeners that still had connections when the turn's allowance ran
+    /// out (see `core::accepts`): accepted from again next turn, as the
+    /// edge-triggered listener will not report them again.
+    accept_next: Vec<usize>,
 }
 
 fn setup(what: &str) -> impl FnOnce(io::Error) -> DriverError + '_ {
@@ -125,6 +129,7 @@ impl Worker {
             slab: Slab::new(),
             buf: vec![0; READ_BUF],
             pipes: Pipes::from_env(),
+            accept_next: Vec::new(),
         };
         for (idx, l) in listeners {
             w.add_listener(idx, l)
@@ -158,6 +163,9 @@ impl Worker {
                 return Err(setup("waiting for events")(e));
             }
             self.core.begin_turn();
+            for li in std::mem::take(&mut self.accept_next) {
+                self.accept(li);
+            }
             for ev in events.iter() {
                 if ev.token() == WAKE {
                     // The turn that just began took the new snapshot.
@@ -215,6 +223,12 @@ impl Worker {
             let Some(Slot::Listener(l, idx)) = self.slab.get(li) else {
                 return;
             };
+            if !self.core.accept_allowed(0) {
+                if !self.accept_next.contains(&li) {
+                    self.accept_next.push(li);
+                }
+                return;
+            }
             let idx = *idx;
             let (mut sock, peer) = match l.accept() {
                 Ok(x) => x,

@@ -46,6 +46,11 @@ const BUF_SIZE: usize = 32 * 1024;
 /// Provided buffers a bulk read never takes: kept for small reads
 /// (request heads, small responses), see `Worker::arm_recv`.
 const BULK_RESERVE: usize = 32;
+/// Receive buffers a loop turn copies out of stalled connections at most
+/// (see [`Worker::spill_stalled`]): 512 KiB, ~0.1 ms of copying.
+const SPILL_PER_TURN: usize = 16;
+/// Slots a loop turn looks at for stalled connections at most.
+const SPILL_SCAN_PER_TURN: usize = 256;
 /// Received buffers a connection may hold before its recv is paused.
 const RX_CAP: usize = 4;
 
@@ -125,6 +130,13 @@ pub struct Worker {
     /// Ciphertext of a TLS socket's receive, copied out so its buffer
     /// goes back before the core opens it (reused).
     cipher: Vec<u8>,
+    /// Buffers this turn may still copy out of stalled connections.
+    spill_left: usize,
+    /// Where the next turn's scan for stalled connections starts.
+    spill_next: usize,
+    /// Connections the multishot accept took that wait to be set up
+    /// (listener index, socket), oldest first: see `core::accepts`.
+    accepted: std::collections::VecDeque<(usize, socket2::Socket)>,
 }
 
 impl Drop for Worker {
@@ -234,6 +246,9 @@ impl Worker {
             slab: Slab::new(),
             cqes: Vec::with_capacity(256),
             starved: Vec::new(),
+            spill_left: SPILL_PER_TURN,
+            spill_next: 0,
+            accepted: std::collections::VecDeque::new(),
             zc_min: std::env::var("TAILMESH_URING_SENDZC_MIN")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -262,6 +277,8 @@ impl Worker {
         loop {
             self.enter(self.core.wait_timeout())?;
             self.core.begin_turn();
+            self.spill_left = SPILL_PER_TURN;
+            self.set_up_accepted();
             self.reap();
             self.core.resume_waiting();
             self.run_todo();

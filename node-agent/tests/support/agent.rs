@@ -70,7 +70,22 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(extra: &[&str]) -> Upstream {
-        let mut child = Command::new(sibling("tailmesh-bench"))
+        Upstream::start_via(&[], extra)
+    }
+
+    /// Like [`Upstream::start`], run through `wrapper` (a command that
+    /// execs its arguments, e.g. `nice -n 19`).
+    pub fn start_via(wrapper: &[&str], extra: &[&str]) -> Upstream {
+        let bench = sibling("tailmesh-bench");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bench);
+                c
+            }
+            None => Command::new(&bench),
+        };
+        let mut child = cmd
             .args(["upstream", "--listen", "127.0.0.1:0", "--workers", "1"])
             .args(["--exit-after", "300s"])
             .args(extra)

@@ -39,7 +39,9 @@ impl Worker {
             connected: false,
             readable: false,
             rdhup: false,
-            bulk: false,
+            // Its first response may be a large one: its reads count
+            // against the bulk budget until a short one (`core::budget`).
+            bulk: true,
             writable: false,
             w_interest: true,
             shut_wr: false,

@@ -185,11 +185,16 @@ impl Io {
 
     /// Copies the queued ranges of receive buffers that no send in flight
     /// covers into owned memory and gives the buffers back: a peer that
-    /// does not read must not keep the worker's shared buffers.
-    pub fn spill_tx(&mut self, bufs: &mut Bufs) {
+    /// does not read must not keep the worker's shared buffers. Copies at
+    /// most `left` buffers and counts them off it.
+    pub fn spill_tx(&mut self, bufs: &mut Bufs, left: &mut usize) {
         let skip = if self.sending { MAX_IOV } else { 0 };
         for t in self.tx.iter_mut().skip(skip) {
+            if *left == 0 {
+                return;
+            }
             if let Tx::Buf { bid, start, end } = *t {
+                *left -= 1;
                 let copy = bufs
                     .data(bid, end)
                     .get(start..)
@@ -202,10 +207,15 @@ impl Io {
     }
 
     /// Copies received buffers not yet consumed into owned memory and gives
-    /// them back (their consumer is stalled behind a slow peer).
-    pub fn spill_rx(&mut self, bufs: &mut Bufs) {
+    /// them back (their consumer is stalled behind a slow peer). Copies at
+    /// most `left` buffers and counts them off it.
+    pub fn spill_rx(&mut self, bufs: &mut Bufs, left: &mut usize) {
         for r in self.rx.iter_mut() {
+            if *left == 0 {
+                return;
+            }
             if let Rx::Ring(bid, len) = *r {
+                *left -= 1;
                 // (A stalled reader's buffers; copied once, then owned.)
                 *r = Rx::Owned(bufs.data(bid, len).to_vec());
                 bufs.release(bid);
