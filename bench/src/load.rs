@@ -7,6 +7,7 @@
 //! by a slow server is counted (coordinated-omission correction). Always
 //! bounded by `--duration` and, optionally, `--max-requests`.
 
+pub mod canary;
 pub mod client;
 pub mod report;
 
@@ -150,6 +151,8 @@ pub struct Outcome {
     pub elapsed_s: f64,
     /// Wall clock at the start (ns since the epoch).
     pub start_wall_ns: u64,
+    /// The host's own stalls during the run ([`canary`]).
+    pub stalls: canary::Stalls,
 }
 
 /// Runs a load as described by `args` and returns the merged outcome.
@@ -202,6 +205,7 @@ pub fn execute(args: &Args) -> Result<Outcome> {
     let start_wall_ns = ringlog::clock::realtime_ns() + 20_000_000;
     let end = start + duration;
     let max_total = args.max_requests.unwrap_or(u64::MAX);
+    let canary = canary::spawn(start, end, step);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let first = args.connections * t / threads;
@@ -236,6 +240,9 @@ pub fn execute(args: &Args) -> Result<Outcome> {
             .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         stats.merge(&s);
     }
+    let stalls = canary
+        .join()
+        .map_err(|_| anyhow::anyhow!("canary thread panicked"))?;
     let elapsed_s = start
         .elapsed()
         .as_secs_f64()
@@ -246,6 +253,7 @@ pub fn execute(args: &Args) -> Result<Outcome> {
         names: types.into_iter().map(|t| t.name).collect(),
         elapsed_s,
         start_wall_ns,
+        stalls,
     })
 }
 
@@ -257,8 +265,11 @@ pub fn run(args: &Args) -> Result<()> {
         None => "closed loop".to_string(),
     };
     if let Some(path) = &args.timeline {
-        std::fs::write(path, report::timeline_lines(&out.stats, out.start_wall_ns))
-            .with_context(|| format!("writing timeline {}", path.display()))?;
+        std::fs::write(
+            path,
+            report::timeline_lines(&out.stats, out.start_wall_ns, &out.stalls),
+        )
+        .with_context(|| format!("writing timeline {}", path.display()))?;
     }
     if args.json {
         let mode = if args.rate.is_some() {
@@ -266,10 +277,13 @@ pub fn run(args: &Args) -> Result<()> {
         } else {
             "closed"
         };
-        println!(
-            "{}",
-            report::to_json(&out.stats, &out.names, out.elapsed_s, mode, args.rate)
-        );
+        let mut v = report::to_json(&out.stats, &out.names, out.elapsed_s, mode, args.rate);
+        v["host_stalls"] = serde_json::json!({
+            "late_ns": canary::LATE_NS,
+            "count": out.stalls.count,
+            "max_ns": out.stalls.max_ns,
+        });
+        println!("{v}");
     } else {
         print!(
             "{}",

@@ -81,27 +81,43 @@ fn with_timeline(args: &[&str], path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// A run's slowest 20 ms windows (by their slowest request), and how many
-/// windows held a request slower than twice the p99 alone.
+/// A run's slowest 20 ms windows (by their slowest request), how many
+/// windows held a request slower than twice the p99 alone, and the host's
+/// own stalls (the generator's canary: a top-priority thread woken 5 ms
+/// or more late), reported beside the latencies, not taken from them.
 fn slowest_windows(label: &str, timeline: &std::path::Path, p99_alone: u64) -> String {
     let text = std::fs::read_to_string(timeline).unwrap();
-    let mut rows: Vec<(f64, u64)> = text
+    let mut rows: Vec<(f64, u64, u64)> = text
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["second"].as_f64().unwrap(), v["max_ns"].as_u64().unwrap())
+            (
+                v["second"].as_f64().unwrap(),
+                v["max_ns"].as_u64().unwrap(),
+                v["host_stall_ns"].as_u64().unwrap(),
+            )
         })
         .collect();
     let over = rows.iter().filter(|r| r.1 > 2 * p99_alone).count();
+    let stalled = rows.iter().filter(|r| r.2 >= 5_000_000).count();
+    let longest = rows.iter().map(|r| r.2).max().unwrap_or(0);
     rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     let worst: Vec<String> = rows
         .iter()
         .take(5)
-        .map(|(at, max)| format!("{:.2}s: {:.1} ms", at, *max as f64 / 1e6))
+        .map(|(at, max, host)| {
+            format!(
+                "{at:.2}s: {:.1} ms (host {:.1})",
+                *max as f64 / 1e6,
+                *host as f64 / 1e6
+            )
+        })
         .collect();
     format!(
-        "{label}, {over} of {} 20 ms windows held a request slower than 2x the p99 alone; slowest: {}",
+        "{label}, {over} of {} 20 ms windows held a request slower than 2x the p99 alone; \
+         host stalls of 5 ms or more in {stalled}, longest {:.1} ms; slowest: {}",
         rows.len(),
+        longest as f64 / 1e6,
         worst.join(", ")
     )
 }

@@ -195,8 +195,9 @@ pub fn to_json(
 }
 
 /// The timeline as JSON lines: `second` (from the start, fractional for
-/// buckets under a second), `time`, then the bucket's figures.
-pub fn timeline_lines(stats: &Stats, start_wall_ns: u64) -> String {
+/// buckets under a second), `time`, then the bucket's figures, with
+/// `host_stall_ns`: how late the host woke the canary at worst in it.
+pub fn timeline_lines(stats: &Stats, start_wall_ns: u64, stalls: &super::canary::Stalls) -> String {
     let mut out = String::new();
     let step_ns = u64::try_from(stats.step.as_nanos()).unwrap_or(u64::MAX);
     for (i, s) in stats.timeline.iter().enumerate() {
@@ -216,6 +217,7 @@ pub fn timeline_lines(stats: &Stats, start_wall_ns: u64) -> String {
             "p99_ns": h.value_at_quantile(0.99),
             "p999_ns": h.value_at_quantile(0.999),
             "max_ns": h.max(),
+            "host_stall_ns": stalls.by_bucket.get(i).copied().unwrap_or(0),
         });
         out.push_str(&line.to_string());
         out.push('\n');
