@@ -181,6 +181,9 @@ pub struct WorkerStats {
     first_byte: Hist,
     /// Queue phase (accept or keep-alive wait until the head was parsed).
     queue: Hist,
+    /// How long each event-loop turn worked (from its wake-up to its next
+    /// wait): a long one delays every connection of the worker.
+    turn: Hist,
     driver: [AtomicU64; DRIVER_NAMES.len()],
     /// Bytes handed to the client side / the upstream side (user space).
     bytes_down: AtomicU64,
@@ -278,6 +281,12 @@ impl WorkerStats {
             self.first_byte.observe(first_byte);
         }
         self.queue.observe(r.phase(ringlog::Phase::Queue));
+    }
+
+    /// One event-loop turn worked `ns` (wake-up to the next wait).
+    #[inline]
+    pub fn turn(&self, ns: u64) {
+        self.turn.observe(ns);
     }
 
     /// Bytes the core handed to the client (`down`) and upstream (`up`)
@@ -544,6 +553,12 @@ pub fn render(stats: &[&WorkerStats], facts: &Facts<'_>, o: &mut Expo) {
         "Time from accept (or the end of the previous request on a kept-alive connection) until the request head was parsed.",
     );
     render_hist(o, stats, |s| &s.queue);
+    o.family(
+        "loop_turn_seconds",
+        "histogram",
+        "How long each worker event-loop turn worked, from its wake-up to its next wait; every connection of the worker waits out a long one.",
+    );
+    render_hist(o, stats, |s| &s.turn);
     let (kept, sampled_out) = keyed::sum(stats.iter().map(|s| &s.types))
         .values()
         .fold((0u64, 0u64), |(k, d), c| {
@@ -717,6 +732,8 @@ mod tests {
         b.request(&rec(503, Reason::UpstreamConnect, 2_000_000, (3, 4)), false);
         b.request(&rec(0, Reason::None, 7_000_000_000, (0, 0)), false);
         a.driver(Driver::Accepted, 3);
+        a.turn(40_000);
+        b.turn(30_000_000);
         let facts = Facts {
             backend: "epoll",
             fell_back: true,
@@ -745,6 +762,10 @@ mod tests {
             "tailmesh_io_backend{backend=\"epoll\"} 1",
             "tailmesh_io_fallback 1",
             "tailmesh_records_kept_total 1",
+            "tailmesh_loop_turn_seconds_bucket{le=\"0.0001\"} 1",
+            "tailmesh_loop_turn_seconds_bucket{le=\"0.025\"} 1",
+            "tailmesh_loop_turn_seconds_bucket{le=\"0.05\"} 2",
+            "tailmesh_loop_turn_seconds_count 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -1,11 +1,12 @@
 //! Hostile clients beside a legitimate open-loop load, bounded in time,
 //! against the real agent (both drivers via ./test.sh): 1,000 slowloris
 //! connections, 200 clients pulling 32 MiB each and never reading, and a
-//! connection flood past `max_connections`, starting one second into a
-//! legitimate open-loop load at ~30% of capacity. The legitimate load must
-//! see no error (its p99 with and without the attack is printed); the
-//! attackers must be closed by the limits that apply to them, and their
-//! buffers returned.
+//! connection flood past `max_connections`, in three rounds starting one
+//! second into a legitimate open-loop load at ~30% of capacity. The
+//! legitimate load must see no error (its p99 with and without the attack
+//! is printed, with the agent's long loop turns and CPU in each phase);
+//! the attackers must be closed by the limits that apply to them, and
+//! their buffers returned.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/agent.rs"]
@@ -122,6 +123,28 @@ fn slowest_windows(label: &str, timeline: &std::path::Path, p99_alone: u64) -> S
     )
 }
 
+/// Loop turns so far that worked longer than 5, 25 and 100 ms
+/// (`tailmesh_loop_turn_seconds`): whether a slow window was the agent's.
+fn long_turns(agent: &Agent) -> [u64; 3] {
+    let count = agent.metric("tailmesh_loop_turn_seconds_count ");
+    ["0.005", "0.025", "0.1"].map(|le| {
+        count
+            - agent.metric(&format!(
+                "tailmesh_loop_turn_seconds_bucket{{le=\"{le}\"}} "
+            ))
+    })
+}
+
+/// CPU seconds process `pid` has used so far (user and system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
 /// Opens slowloris connections and feeds each one header byte a second;
 /// returns how long each one lived until the agent closed it.
 fn slowloris(port: u16, deadline: Duration) -> Vec<Option<Duration>> {
@@ -175,63 +198,28 @@ ring: {{ path: "{}", size: 8MiB }}
     )
 }
 
-#[test]
-fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
-    raise_nofile(8192);
-    let up = Upstream::start(&[]);
-    // The attackers run at the lowest priority (nice 19): the bulk
-    // upstream that feeds the 200 downloads, and this thread with the
-    // threads it starts once the legitimate load runs (1,200 connects,
-    // the slowloris bytes, the flood). In a real attack they are other
-    // machines; on this 2-core host, at normal priority, their own CPU
-    // (the connects' loopback handshakes, the upstream's sends) was taken
-    // from the agent, its upstream and the generator, and measured as the
-    // agent's cost (p99 under attack 3.5-5.9x the p99 alone at normal
-    // priority, 1.5-3.9x at nice 19, alternating runs of one build). The
-    // agent still serves every byte and connection they make.
-    let bulk = Upstream::start_via(&["nice", "-n", "19"], &["--sndbuf", "64KiB"]);
-    let (p, b) = (up.port, bulk.port);
-    let agent = Agent::start(move |port, ring| hostile_config(port, p, b, ring), &[]);
+/// What one attack round saw.
+struct Round {
+    /// How long each slowloris connection lived (None: still open).
+    lived: Vec<Option<Duration>>,
+    flood_closed: usize,
+    refused: u64,
+    write_timeouts: u64,
+    /// Bytes sent to clients in the round's first 1.5 s.
+    absorbed: u64,
+}
+
+/// One attack: the non-readers and the slowloris connections at once, the
+/// flood 1.5 s later; returns once the agent closed them (the write
+/// timeout ends the non-readers) or `ROUND` passed, and takes `ROUND` in
+/// all so that rounds keep their place in the legitimate load.
+fn attack_round(agent: &Agent) -> Round {
+    let t0 = Instant::now();
     let port = agent.port;
-
-    // Capacity (closed loop), then the legitimate load alone at ~30% of it.
-    // The open-loop load has 64 connections: at ~20k requests/s, 8 (as
-    // for the capacity) let a request take only 0.4 ms before the next one
-    // has no connection and waits in the generator, so any stall of the
-    // host became a backlog of the generator's own (p99 under attack 14-28
-    // ms with 8, 3.5-8 ms with 64: alternating runs of one build).
-    let (max_rps, _, _) = load(port, &["--connections", "8", "--duration", "2s"]);
-    let rate = ((max_rps * 0.3) as u64).max(100).to_string();
-    let legit = [
-        "--rate",
-        rate.as_str(),
-        "--connections",
-        "64",
-        "--duration",
-        "8s",
-    ];
-    let timeline_alone = tempfile::NamedTempFile::new().unwrap();
-    let alone_args = with_timeline(&legit, timeline_alone.path());
-    let (_, p99_alone, errors_alone) = load(
-        port,
-        &alone_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert_eq!(errors_alone, 0);
-
-    // The same load again; one second into it, the attack starts. Its
-    // timeline (20 ms buckets) shows where the slow requests were.
-    let timeline = tempfile::NamedTempFile::new().unwrap();
-    let legit_run = {
-        let legit = with_timeline(&legit, timeline.path());
-        std::thread::spawn(move || {
-            let args: Vec<&str> = legit.iter().map(String::as_str).collect();
-            load(port, &args)
-        })
-    };
-    rustix::process::setpriority_process(None, 19).expect("nice 19 for the attackers");
-    std::thread::sleep(Duration::from_secs(1));
     let down_bytes = || agent.metric("tailmesh_bytes_total{direction=\"downstream\"} ");
-    let bytes_before = down_bytes();
+    let write_timeouts =
+        || agent.metric("tailmesh_local_responses_total{reason=\"write_timeout\"} ");
+    let (bytes_before, writes_before) = (down_bytes(), write_timeouts());
     // A small receive buffer, as a real stalled client's would fill: 200
     // loopback sockets autotuned to megabytes each would put the whole
     // host's TCP under memory pressure and measure the kernel, not us.
@@ -252,8 +240,6 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     // The flood, once the slowloris connections are in.
     std::thread::sleep(Duration::from_millis(1500));
     let absorbed = down_bytes() - bytes_before;
-    // The bulk budget spread the 200 downloads' start over many turns.
-    let deferred = agent.metric("tailmesh_driver_events_total{event=\"bulk_deferred\"} ");
     let refused_before = agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ");
     let flood: Vec<TcpStream> = (0..FLOOD)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
@@ -272,20 +258,116 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         .count();
     let refused =
         agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ") - refused_before;
-
-    let (_, p99_attack, errors_attack) = legit_run.join().unwrap();
     let lived = loris.join().unwrap();
-    // Past the write timeout, the non-readers are gone and so are their
-    // buffers.
+    // The write timeout frees the non-readers and what they hold.
+    while write_timeouts() - writes_before < NON_READERS as u64 && t0.elapsed() < ROUND {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let write_timeouts = write_timeouts() - writes_before;
+    drop(non_readers);
+    drop(flood);
+    std::thread::sleep(ROUND.saturating_sub(t0.elapsed()));
+    Round {
+        lived,
+        flood_closed,
+        refused,
+        write_timeouts,
+        absorbed,
+    }
+}
+
+/// Attack rounds in one legitimate load: three, so that the p99 under
+/// attack rests on three attacks' worth of requests, not one. A single
+/// 8 s run's p99 came down to the 4-6 stalls of the shared host that
+/// happened to fall into it: one build measured 0.7-6.6x.
+const ROUNDS: u32 = 3;
+/// One round: the attack, its timeouts, and the calm after them (the
+/// single-attack test's 7 s after its start).
+const ROUND: Duration = Duration::from_secs(7);
+
+#[test]
+fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
+    raise_nofile(8192);
+    // The attackers run at the lowest priority (nice 19): the bulk
+    // upstream that feeds the 200 downloads, and this thread with the
+    // threads it starts once the legitimate load runs (1,200 connects,
+    // the slowloris bytes, the flood). In a real attack they are other
+    // machines; on this 2-core host, at normal priority, their own CPU
+    // (the connects' loopback handshakes, the upstream's sends) was taken
+    // from the agent, its upstream and the generator, and measured as the
+    // agent's cost (p99 under attack 3.5-5.9x the p99 alone at normal
+    // priority, 1.5-3.9x at nice 19, alternating runs of one build). The
+    // agent still serves every byte and connection they make.
+    let bulk = Upstream::start_via(&["nice", "-n", "19"], &["--sndbuf", "64KiB"]);
+    // The measured side (the agent, its upstream, the legitimate load and
+    // the test) runs at nice -11, above the sandbox's own init (a tokio
+    // runtime at nice -10 that took 2-6 ms of a CPU at a time, ~20 times
+    // in 8 s, alone and under attack alike: `perf sched` traces of both
+    // drivers). Started from this thread, they inherit it. Without the
+    // privilege the test still runs, and says so.
+    if let Err(e) = rustix::process::setpriority_process(None, -11) {
+        eprintln!(
+            "could not raise the measured side to nice -11 ({e}): host noise shows in both p99s"
+        );
+    }
+    let up = Upstream::start(&[]);
+    let (p, b) = (up.port, bulk.port);
+    let agent = Agent::start(move |port, ring| hostile_config(port, p, b, ring), &[]);
+    let port = agent.port;
+
+    // Capacity (closed loop), then the legitimate load alone at ~30% of it.
+    // The open-loop load has 64 connections: at ~20k requests/s, 8 (as
+    // for the capacity) let a request take only 0.4 ms before the next one
+    // has no connection and waits in the generator, so any stall of the
+    // host became a backlog of the generator's own (p99 under attack 14-28
+    // ms with 8, 3.5-8 ms with 64: alternating runs of one build).
+    let (max_rps, _, _) = load(port, &["--connections", "8", "--duration", "2s"]);
+    let rate = ((max_rps * 0.3) as u64).max(100).to_string();
+    // One second of calm, then the rounds.
+    let duration = format!("{}ms", 1000 + ROUND.as_millis() * u128::from(ROUNDS));
+    let legit = [
+        "--rate",
+        rate.as_str(),
+        "--connections",
+        "64",
+        "--duration",
+        duration.as_str(),
+    ];
+    let turns_start = long_turns(&agent);
+    let cpu_start = cpu_seconds(agent.child.id());
+    let timeline_alone = tempfile::NamedTempFile::new().unwrap();
+    let alone_args = with_timeline(&legit, timeline_alone.path());
+    let (_, p99_alone, errors_alone) = load(
+        port,
+        &alone_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(errors_alone, 0);
+    let turns_alone = long_turns(&agent);
+    let cpu_alone = cpu_seconds(agent.child.id());
+
+    // The same load again; one second into it, the attack rounds start.
+    // Its timeline (20 ms buckets) shows where the slow requests were.
+    let timeline = tempfile::NamedTempFile::new().unwrap();
+    let legit_run = {
+        let legit = with_timeline(&legit, timeline.path());
+        std::thread::spawn(move || {
+            let args: Vec<&str> = legit.iter().map(String::as_str).collect();
+            load(port, &args)
+        })
+    };
+    rustix::process::setpriority_process(None, 19).expect("nice 19 for the attackers");
     std::thread::sleep(Duration::from_secs(1));
-    let write_timeouts = agent.metric("tailmesh_local_responses_total{reason=\"write_timeout\"} ");
+    let rounds: Vec<Round> = (0..ROUNDS).map(|_| attack_round(&agent)).collect();
+    // The bulk budget spread the 200 downloads' start over many turns.
+    let deferred = agent.metric("tailmesh_driver_events_total{event=\"bulk_deferred\"} ");
+    let (_, p99_attack, errors_attack) = legit_run.join().unwrap();
+    let turns_attack = long_turns(&agent);
+    let cpu_attack = cpu_seconds(agent.child.id());
     let bufs_held = agent.metric("tailmesh_uring_buffers_in_use ");
     let open_now = agent.metric("tailmesh_active_connections{side=\"downstream\"} ");
     let timers_deferred = agent.metric("tailmesh_driver_events_total{event=\"timers_deferred\"} ");
     let accepts_deferred =
         agent.metric("tailmesh_driver_events_total{event=\"accepts_deferred\"} ");
-    drop(non_readers);
-    drop(flood);
 
     eprintln!(
         "{}",
@@ -295,20 +377,53 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "{}",
         slowest_windows("under attack", timeline.path(), p99_alone)
     );
-    let closed: Vec<Duration> = lived.iter().flatten().copied().collect();
-    let latest = closed.iter().max().copied().unwrap_or_default();
+    let diff = |a: [u64; 3], b: [u64; 3]| [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
     eprintln!(
-        "legit load at {rate} rps (capacity {max_rps:.0}): p99 {:.2} ms alone, {:.2} ms under attack; \
-         errors {errors_alone} / {errors_attack}; slowloris closed {}/{SLOWLORIS}, last after {latest:?}; \
-         flood: {flood_closed}/{} closed at once, conn_limit +{refused}; write_timeout {write_timeouts}; \
-         buffers held {bufs_held}; downstream open {open_now}; \
-         {:.1} MB sent to clients in the attack's first 1.5 s; bulk reads deferred {deferred}; \
+        "agent loop turns longer than 5 / 25 / 100 ms: alone {:?}, under attack {:?}; \
+         agent CPU over the {duration} load: {:.2} s alone, {:.2} s under attack",
+        diff(turns_start, turns_alone),
+        diff(turns_alone, turns_attack),
+        cpu_alone - cpu_start,
+        cpu_attack - cpu_alone
+    );
+    for (n, r) in rounds.iter().enumerate() {
+        let closed: Vec<Duration> = r.lived.iter().flatten().copied().collect();
+        let latest = closed.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "round {}: slowloris closed {}/{SLOWLORIS}, last after {latest:?}; flood: {}/{FLOOD} \
+             closed at once, conn_limit +{}; write_timeout +{}; {:.1} MB sent to clients in its \
+             first 1.5 s",
+            n + 1,
+            closed.len(),
+            r.flood_closed,
+            r.refused,
+            r.write_timeouts,
+            r.absorbed as f64 / 1e6,
+        );
+        assert_eq!(closed.len(), SLOWLORIS, "slowloris connections left open");
+        assert!(
+            latest <= Duration::from_secs(HEADER_READ_S + 2),
+            "a slowloris connection lived {latest:?}"
+        );
+        assert!(
+            r.refused > 0 && r.flood_closed > 0,
+            "flood: {} closed, {} counted",
+            r.flood_closed,
+            r.refused
+        );
+        assert!(
+            r.write_timeouts >= NON_READERS as u64,
+            "{} write timeouts",
+            r.write_timeouts
+        );
+    }
+    eprintln!(
+        "legit load at {rate} rps (capacity {max_rps:.0}) for {duration}, {ROUNDS} attack rounds: \
+         p99 {:.2} ms alone, {:.2} ms under attack; errors {errors_alone} / {errors_attack}; \
+         buffers held {bufs_held}; downstream open {open_now}; bulk reads deferred {deferred}; \
          timers deferred {timers_deferred}; turns that deferred accepts {accepts_deferred}",
         p99_alone as f64 / 1e6,
         p99_attack as f64 / 1e6,
-        closed.len(),
-        FLOOD,
-        absorbed as f64 / 1e6,
     );
     assert_eq!(errors_attack, 0, "the legitimate load saw errors");
     // Not a latency target but a starvation check: a legitimate request
@@ -324,24 +439,12 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     // 2-core host the first ~100 ms of the attack saturates both cores
     // (agent, upstream and load generator together), which the open-loop
     // generator counts against every request it could not send.
-    assert_eq!(closed.len(), SLOWLORIS, "slowloris connections left open");
-    assert!(
-        latest <= Duration::from_secs(HEADER_READ_S + 2),
-        "a slowloris connection lived {latest:?}"
-    );
-    assert!(
-        refused > 0 && flood_closed > 0,
-        "flood: {flood_closed} closed, {refused} counted"
-    );
-    assert!(
-        write_timeouts >= NON_READERS as u64,
-        "{write_timeouts} write timeouts"
-    );
     assert!(bufs_held <= 16, "{bufs_held} receive buffers still held");
     assert!(deferred > 0, "the bulk budget never held a read back");
-    // What is left: the flood connections that fit under the limit (idle).
+    // The attackers' connections are all gone (each round drops what is
+    // left of its flood).
     assert!(
-        open_now <= (FLOOD - flood_closed) as u64 + 16,
+        open_now <= 16,
         "{open_now} downstream connections still open"
     );
 }

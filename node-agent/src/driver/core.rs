@@ -767,8 +767,10 @@ impl Core {
         }
     }
 
-    /// Publishes the connection gauges.
+    /// End of a turn: publishes the connection gauges and the turn's
+    /// length (`tailmesh_loop_turn_seconds`).
     pub fn publish_gauges(&self) {
+        self.stats().turn(mono_ns().saturating_sub(self.now));
         self.stats().set_active(self.downs, self.ups);
         self.stats()
             .set_tables(self.timers.len() as u64, self.pooled as u64);
