@@ -44,12 +44,13 @@ fn raise_nofile(n: u64) {
 }
 
 /// `tailmesh-bench load` against the agent: (rps, p99 ns, errors). The
-/// generator runs at nice -10 (as root; `nice` warns and runs it as is
-/// otherwise): on a 2-core host the attack's first ~50 ms keep both cores
-/// busy (the agent's worker and the bulk upstream), and an open-loop
-/// generator that cannot run counts its own lateness against every
-/// request (0 samples of it in 30 ms of `perf` buckets there). The agent
-/// keeps normal priority: what is measured is how it shares its worker.
+/// generator runs 10 nice levels above its caller (as root; `nice` warns
+/// and runs it as is otherwise), so at -20 beside the hostile test's
+/// -11: on a 2-core host the attack's first ~50 ms keep both cores busy
+/// (the agent's worker and the bulk upstream), and an open-loop generator
+/// that cannot run counts its own lateness against every request (0
+/// samples of it in 30 ms of `perf` buckets there). What is measured is
+/// how the agent shares its worker.
 fn load(port: u16, args: &[&str]) -> (f64, u64, u64) {
     let url = format!("http://127.0.0.1:{port}/legit");
     let out = Command::new("nice")
@@ -299,12 +300,12 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     // priority, 1.5-3.9x at nice 19, alternating runs of one build). The
     // agent still serves every byte and connection they make.
     let bulk = Upstream::start_via(&["nice", "-n", "19"], &["--sndbuf", "64KiB"]);
-    // The measured side (the agent, its upstream, the legitimate load and
-    // the test) runs at nice -11, above the sandbox's own init (a tokio
-    // runtime at nice -10 that took 2-6 ms of a CPU at a time, ~20 times
-    // in 8 s, alone and under attack alike: `perf sched` traces of both
-    // drivers). Started from this thread, they inherit it. Without the
-    // privilege the test still runs, and says so.
+    // The measured side (the agent, its upstream and the test) runs at
+    // nice -11, above the sandbox's own init (a tokio runtime at nice -10
+    // that took 2-6 ms of a CPU at a time, ~20 times in 8 s, alone and
+    // under attack alike: `perf sched` traces of both drivers). Started
+    // from this thread, they inherit it; the generator goes to -20 (see
+    // `load`). Without the privilege the test still runs, and says so.
     if let Err(e) = rustix::process::setpriority_process(None, -11) {
         eprintln!(
             "could not raise the measured side to nice -11 ({e}): host noise shows in both p99s"
