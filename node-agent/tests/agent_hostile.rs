@@ -241,7 +241,7 @@ fn attack_round(agent: &Agent) -> Round {
     // The flood, once the slowloris connections are in.
     std::thread::sleep(Duration::from_millis(1500));
     let absorbed = down_bytes() - bytes_before;
-    let refused_before = agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ");
+    let refused_before = agent.driver_event("conn_limit");
     let flood: Vec<TcpStream> = (0..FLOOD)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
@@ -257,8 +257,7 @@ fn attack_round(agent: &Agent) -> Round {
             }
         })
         .count();
-    let refused =
-        agent.metric("tailmesh_driver_events_total{event=\"conn_limit\"} ") - refused_before;
+    let refused = agent.driver_event("conn_limit") - refused_before;
     let lived = loris.join().unwrap();
     // The write timeout frees the non-readers and what they hold.
     while write_timeouts() - writes_before < NON_READERS as u64 && t0.elapsed() < ROUND {
@@ -360,15 +359,14 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     std::thread::sleep(Duration::from_secs(1));
     let rounds: Vec<Round> = (0..ROUNDS).map(|_| attack_round(&agent)).collect();
     // The bulk budget spread the 200 downloads' start over many turns.
-    let deferred = agent.metric("tailmesh_driver_events_total{event=\"bulk_deferred\"} ");
+    let deferred = agent.driver_event("bulk_deferred");
     let (_, p99_attack, errors_attack) = legit_run.join().unwrap();
     let turns_attack = long_turns(&agent);
     let cpu_attack = cpu_seconds(agent.child.id());
     let bufs_held = agent.metric("tailmesh_uring_buffers_in_use ");
     let open_now = agent.metric("tailmesh_active_connections{side=\"downstream\"} ");
-    let timers_deferred = agent.metric("tailmesh_driver_events_total{event=\"timers_deferred\"} ");
-    let accepts_deferred =
-        agent.metric("tailmesh_driver_events_total{event=\"accepts_deferred\"} ");
+    let timers_deferred = agent.driver_event("timers_deferred");
+    let accepts_deferred = agent.driver_event("accepts_deferred");
 
     eprintln!(
         "{}",
@@ -378,7 +376,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         "{}",
         slowest_windows("under attack", timeline.path(), p99_alone)
     );
-    let diff = |a: [u64; 3], b: [u64; 3]| [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let diff = |a: [u64; 3], b: [u64; 3]| std::array::from_fn::<u64, 3, _>(|k| b[k] - a[k]);
     eprintln!(
         "agent loop turns longer than 5 / 25 / 100 ms: alone {:?}, under attack {:?}; \
          agent CPU over the {duration} load: {:.2} s alone, {:.2} s under attack",
@@ -472,7 +470,7 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
     assert_eq!(read_response(&mut first, &mut carry).unwrap().status, 200);
     // (The admin server shares the descriptor limit: read metrics only
     // while descriptors are free.)
-    let turns_before = agent.metric("tailmesh_driver_events_total{event=\"loop_turns\"} ");
+    let turns_before = agent.driver_event("loop_turns");
     // Idle connections until the agent's descriptors run out; the kernel
     // still completes the handshakes into the listen backlog.
     let t0 = Instant::now();
@@ -490,8 +488,8 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
     let starved = t0.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let r = request(agent.port, "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
-    let errors = agent.metric("tailmesh_driver_events_total{event=\"accept_errors\"} ");
-    let turns = agent.metric("tailmesh_driver_events_total{event=\"loop_turns\"} ") - turns_before;
+    let errors = agent.driver_event("accept_errors");
+    let turns = agent.driver_event("loop_turns") - turns_before;
     eprintln!(
         "accept errors {errors}; {turns} loop turns in {starved:?} out of descriptors and 0.5 s after"
     );
