@@ -440,6 +440,8 @@ fn load_args(args: &Args, secs: &str) -> load::Args {
         timeout: "5s".into(),
         timeline: None,
         timeline_step: "1s".into(),
+        alternate: None,
+        alternate_skip: "0s".into(),
         json: false,
     }
 }

@@ -57,6 +57,18 @@ pub struct Args {
     /// Width of a timeline bucket, e.g. 1s, 20ms (at least 1ms).
     #[arg(long, default_value = "1s")]
     pub timeline_step: String,
+    /// An A/B split in one run: after `--alternate-skip`, periods of this
+    /// length alternate A, B, A, B... by intended send time, and the
+    /// report gives each half's latency and errors. Interleaved halves
+    /// share the host's slow drift (its other tenants, steal time), which
+    /// a run of A and then a run of B do not. A whole number of
+    /// `--timeline-step`s.
+    #[arg(long)]
+    pub alternate: Option<String>,
+    /// Time before the first A period of `--alternate`, left out of both
+    /// halves (a warm-up). A whole number of `--timeline-step`s.
+    #[arg(long, default_value = "0s")]
+    pub alternate_skip: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -153,6 +165,31 @@ pub struct Outcome {
     pub start_wall_ns: u64,
     /// The host's own stalls during the run ([`canary`]).
     pub stalls: canary::Stalls,
+    /// `--alternate`, in timeline steps: (skip, period).
+    pub alternate: Option<(usize, usize)>,
+}
+
+/// `--alternate` and `--alternate-skip` as (skip, period) in timeline
+/// steps of `step_ns`; each must be a whole number of steps.
+fn alternate_steps(args: &Args, step_ns: u64) -> Result<Option<(usize, usize)>> {
+    let Some(period) = &args.alternate else {
+        return Ok(None);
+    };
+    let steps = |flag: &str, text: &str| -> Result<usize> {
+        let ns = ringlog::units::parse_duration_ns(text)?;
+        if ns % step_ns != 0 {
+            bail!("{flag} {text:?} is not a whole number of --timeline-step");
+        }
+        Ok(usize::try_from(ns / step_ns)?)
+    };
+    let period = steps("--alternate", period)?;
+    if period == 0 {
+        bail!("--alternate must be at least one --timeline-step");
+    }
+    Ok(Some((
+        steps("--alternate-skip", &args.alternate_skip)?,
+        period,
+    )))
 }
 
 /// Runs a load as described by `args` and returns the merged outcome.
@@ -174,6 +211,7 @@ pub fn execute(args: &Args) -> Result<Outcome> {
         );
     }
     let step = Duration::from_nanos(step_ns);
+    let alternate = alternate_steps(args, step_ns)?;
     let mut types: Vec<ReqType> = args
         .types
         .iter()
@@ -254,6 +292,7 @@ pub fn execute(args: &Args) -> Result<Outcome> {
         elapsed_s,
         start_wall_ns,
         stalls,
+        alternate,
     })
 }
 
@@ -283,12 +322,18 @@ pub fn run(args: &Args) -> Result<()> {
             "count": out.stalls.count,
             "max_ns": out.stalls.max_ns,
         });
+        if let Some((skip, period)) = out.alternate {
+            v["alternating"] = report::alternating_json(&out.stats, skip, period);
+        }
         println!("{v}");
     } else {
         print!(
             "{}",
             report::to_table(&out.stats, &out.names, out.elapsed_s, &mode)
         );
+        if let Some((skip, period)) = out.alternate {
+            print!("{}", report::alternating_table(&out.stats, skip, period));
+        }
     }
     Ok(())
 }

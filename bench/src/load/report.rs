@@ -225,6 +225,59 @@ pub fn timeline_lines(stats: &Stats, start_wall_ns: u64, stalls: &super::canary:
     out
 }
 
+/// The timeline's requests in two halves by intended send time: after
+/// `skip` buckets, runs of `period` buckets alternate A, B, A, B...
+pub fn alternating(stats: &Stats, skip: usize, period: usize) -> [Bucket; 2] {
+    let mut halves = [(); 2].map(|()| Bucket {
+        latency: hist(2),
+        errors: 0,
+    });
+    for (i, b) in stats.timeline.iter().enumerate().skip(skip) {
+        if let Some(h) = halves.get_mut((i - skip) / period.max(1) % 2) {
+            let _ = h.latency.add(&b.latency);
+            h.errors += b.errors;
+        }
+    }
+    halves
+}
+
+/// [`alternating`] as JSON: `period_ns`, `skip_ns`, and `a` and `b`, each
+/// with its `requests`, `errors` and `latency_ns` quantiles.
+pub fn alternating_json(stats: &Stats, skip: usize, period: usize) -> Value {
+    let step_ns = u64::try_from(stats.step.as_nanos()).unwrap_or(u64::MAX);
+    let [a, b] = alternating(stats, skip, period).map(|h| {
+        json!({
+            "requests": h.latency.len(),
+            "errors": h.errors,
+            "latency_ns": quantiles_json(&h.latency),
+        })
+    });
+    json!({
+        "skip_ns": step_ns.saturating_mul(skip as u64),
+        "period_ns": step_ns.saturating_mul(period as u64),
+        "a": a,
+        "b": b,
+    })
+}
+
+/// [`alternating`] as two table rows.
+pub fn alternating_table(stats: &Stats, skip: usize, period: usize) -> String {
+    use ringlog::units::format_ns;
+    let mut out = String::new();
+    for (name, h) in ["A", "B"].iter().zip(alternating(stats, skip, period)) {
+        out.push_str(&format!(
+            "alternating {name}: {} requests, {} errors, p50 {} p99 {} p99.9 {} max {}\n",
+            h.latency.len(),
+            h.errors,
+            format_ns(h.latency.value_at_quantile(0.5)),
+            format_ns(h.latency.value_at_quantile(0.99)),
+            format_ns(h.latency.value_at_quantile(0.999)),
+            format_ns(h.latency.max()),
+        ));
+    }
+    out
+}
+
 /// The report as an aligned table.
 pub fn to_table(stats: &Stats, names: &[String], elapsed_s: f64, mode: &str) -> String {
     use ringlog::units::format_ns;
@@ -279,4 +332,31 @@ pub fn to_table(stats: &Stats, names: &[String], elapsed_s: f64, mode: &str) -> 
     out.pop();
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternating_halves_take_whole_periods_after_the_skip() {
+        let mut s = Stats::new(1, std::time::Duration::from_millis(10));
+        // Bucket i holds one request of (i + 1) ms; bucket 9 an error.
+        for i in 0..10 {
+            s.record(0, (i as u64 + 1) * 1_000_000, 1, i);
+        }
+        s.error(0, 9);
+        // Skip 2 buckets, then periods of 3: A = 2,3,4 and 8,9; B = 5,6,7.
+        let [a, b] = alternating(&s, 2, 3);
+        assert_eq!((a.latency.len(), a.errors), (5, 1));
+        assert_eq!((b.latency.len(), b.errors), (3, 0));
+        assert!(a.latency.equivalent(a.latency.min(), 3_000_000));
+        assert!(a.latency.equivalent(a.latency.max(), 10_000_000));
+        assert!(b.latency.equivalent(b.latency.min(), 6_000_000));
+        assert!(b.latency.equivalent(b.latency.max(), 8_000_000));
+        let v = alternating_json(&s, 2, 3);
+        assert_eq!(v["period_ns"], 30_000_000);
+        assert_eq!(v["skip_ns"], 20_000_000);
+        assert_eq!(v["b"]["requests"], 3);
+    }
 }
