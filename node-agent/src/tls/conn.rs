@@ -21,13 +21,24 @@ pub struct Input {
     pub header: Option<Header>,
 }
 
+/// Where a connection's handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Handshaking,
+    Established,
+    /// An input failed: the connection is closing, and what the peer
+    /// sends after that is dropped (a client that sends its next flight
+    /// before it reads the alert must not be counted or answered twice).
+    Failed,
+}
+
 /// A TLS connection's state.
 #[derive(Debug)]
 pub struct TlsConn {
     conn: rustls::Connection,
     /// When the handshake began, ns.
     began: u64,
-    established: bool,
+    stage: Stage,
     /// A mesh listener's connection still awaiting its transport header:
     /// the header's bytes so far (never more than a header: the parser
     /// decides within [`super::header::MAX_LEN`] bytes).
@@ -53,7 +64,7 @@ impl TlsConn {
         Ok(TlsConn {
             conn: conn.into(),
             began: now,
-            established: false,
+            stage: Stage::Handshaking,
             peer_name: 0,
             header: mesh.then(Vec::new),
         })
@@ -75,7 +86,7 @@ impl TlsConn {
         let mut t = TlsConn {
             conn: conn.into(),
             began: now,
-            established: false,
+            stage: Stage::Handshaking,
             header: None,
             peer_name: 0,
         };
@@ -85,16 +96,34 @@ impl TlsConn {
         Ok(t)
     }
 
-    /// True until the handshake completed.
+    /// True until the handshake completed (or failed).
     pub fn handshaking(&self) -> bool {
-        !self.established
+        self.stage == Stage::Handshaking
     }
 
     /// Feeds ciphertext received at `now`; appends the plaintext it
     /// carried to `plain` (after the mesh header, which is taken out).
     /// An error ends the connection (an alert may be waiting in
-    /// [`TlsConn::output`] for the peer).
+    /// [`TlsConn::output`] for the peer); input after it is dropped and
+    /// gives nothing.
     pub fn input(
+        &mut self,
+        now: u64,
+        cipher: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Input, TlsError> {
+        if self.stage == Stage::Failed {
+            return Ok(Input::default());
+        }
+        let res = self.feed(now, cipher, plain);
+        if res.is_err() {
+            self.stage = Stage::Failed;
+        }
+        res
+    }
+
+    /// [`TlsConn::input`] on a connection that has not failed.
+    fn feed(
         &mut self,
         now: u64,
         mut cipher: &[u8],
@@ -120,8 +149,8 @@ impl TlsConn {
                 plain.truncate(k + read);
             }
         }
-        if !self.established && !self.conn.is_handshaking() {
-            self.established = true;
+        if self.stage == Stage::Handshaking && !self.conn.is_handshaking() {
+            self.stage = Stage::Established;
             let peer = self
                 .conn
                 .peer_certificates()
@@ -253,5 +282,18 @@ mod tests {
         let big: Vec<u8> = (0..(1 << 20) + 77).map(|i| i as u8).collect();
         s.seal(&big);
         assert_eq!(pass(&mut s, &mut c), big);
+    }
+
+    #[test]
+    fn input_after_a_failure_is_dropped_and_not_reported_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = pair(dir.path());
+        let mut plain = Vec::new();
+        let junk = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert!(s.input(1, junk, &mut plain).is_err());
+        assert!(!s.handshaking());
+        // The peer's next flight: nothing comes of it, no second error.
+        assert_eq!(s.input(2, junk, &mut plain).unwrap(), Input::default());
+        assert!(plain.is_empty());
     }
 }
