@@ -25,8 +25,10 @@ for i in $(seq 1 "$runs"); do
     log="$out/$io-$i.txt"
     TAILMESH_TEST_IO=$io cargo test --release -q -p node-agent --test agent_hostile \
       hostile -- --nocapture >"$log" 2>&1 || { cat "$log"; echo "run $i ($io) failed" >&2; exit 1; }
-    p99=$(grep -o 'p99 [0-9.]* ms calm, [0-9.]* ms under attack' "$log")
-    steal=$(grep -o 'stolen by the hypervisor: [0-9.]*% calm, [0-9.]*% under attack' "$log")
+    p99=$(grep -o 'p99 [0-9.]* ms calm, [0-9.]* ms under attack' "$log") ||
+      { echo "run $i ($io): no p99 line in its output ($log)" >&2; exit 1; }
+    steal=$(grep -o 'stolen by the hypervisor: [0-9.]*% calm, [0-9.]*% under attack' "$log") ||
+      { echo "run $i ($io): no steal line in its output ($log)" >&2; exit 1; }
     calm=$(awk '{print $2}' <<<"$p99")
     attack=$(awk '{print $5}' <<<"$p99")
     ratio=$(awk -v a="$attack" -v c="$calm" 'BEGIN { printf "%.2f", a / c }')
