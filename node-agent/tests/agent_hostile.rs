@@ -525,8 +525,9 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         pct(steal[0]),
         pct(steal[1]),
     );
-    // Loopback drops nothing for lack of a route: a retransmission here
-    // is a full queue or a timer, and a stalled legitimate connection.
+    // On loopback a segment is retransmitted after a full queue dropped
+    // it, or when a timer fired before the peer's ACK (a tail loss probe,
+    // an RTO). Host-wide: the attackers' sockets count too.
     let counts = |h: usize| -> String {
         let pairs = TCP_COUNTERS.iter().zip(tcp[h]);
         pairs
