@@ -226,6 +226,13 @@ fn tcp_counters() -> [u64; TCP_COUNTERS.len()] {
     out
 }
 
+/// Adds to `sum` how far each counter grew from `from` to `to`.
+fn add_growth<const N: usize>(sum: &mut [u64; N], from: &[u64; N], to: &[u64; N]) {
+    for ((s, a), b) in sum.iter_mut().zip(from).zip(to) {
+        *s += b.saturating_sub(*a);
+    }
+}
+
 /// What the agent and the host had used at one period boundary.
 #[derive(Clone, Copy)]
 struct Snapshot {
@@ -496,19 +503,16 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     }
     eprintln!("{}", slowest_windows(0, timeline.path(), p99_calm));
     eprintln!("{}", slowest_windows(1, timeline.path(), p99_calm));
-    // Per half: long loop turns, the agent's CPU, and the host's steal.
+    // Per half: long loop turns, the agent's CPU, the host's steal and
+    // its TCP counters.
     let mut turns = [[0u64; 3]; 2];
     let mut cpu = [0f64; 2];
     let mut steal = [(0u64, 0u64); 2];
     let mut tcp = [[0u64; TCP_COUNTERS.len()]; 2];
     for (k, w) in marks.windows(2).enumerate() {
         let h = k % 2;
-        for (t, (a, b)) in tcp[h].iter_mut().zip(w[0].tcp.iter().zip(w[1].tcp)) {
-            *t += b.saturating_sub(*a);
-        }
-        for (t, (a, b)) in turns[h].iter_mut().zip(w[0].turns.iter().zip(w[1].turns)) {
-            *t += b - a;
-        }
+        add_growth(&mut tcp[h], &w[0].tcp, &w[1].tcp);
+        add_growth(&mut turns[h], &w[0].turns, &w[1].turns);
         cpu[h] += w[1].cpu_s - w[0].cpu_s;
         steal[h].0 += w[1].steal.0 - w[0].steal.0;
         steal[h].1 += w[1].steal.1 - w[0].steal.1;
