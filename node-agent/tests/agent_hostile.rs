@@ -238,15 +238,17 @@ fn add_growth<const N: usize>(sum: &mut [u64; N], from: &[u64; N], to: &[u64; N]
 struct Snapshot {
     turns: [u64; 3],
     cpu_s: f64,
+    bulk_cpu_s: f64,
     steal: (u64, u64),
     tcp: [u64; TCP_COUNTERS.len()],
 }
 
 impl Snapshot {
-    fn take(agent: &Agent) -> Snapshot {
+    fn take(agent: &Agent, bulk: &Upstream) -> Snapshot {
         Snapshot {
             turns: long_turns(agent),
             cpu_s: cpu_seconds(agent.child.id()),
+            bulk_cpu_s: cpu_seconds(bulk.pid()),
             steal: host_steal(),
             tcp: tcp_counters(),
         }
@@ -468,7 +470,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     if null_run {
         eprintln!("null run: HOSTILE_NULL is set, the attack periods have no attacker");
     }
-    let mut marks = vec![Snapshot::take(&agent)];
+    let mut marks = vec![Snapshot::take(&agent, &bulk)];
     let mut rounds = Vec::new();
     for period in 0..periods {
         let end = start + ROUND * (period + 1);
@@ -477,7 +479,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         } else {
             std::thread::sleep(end.saturating_duration_since(Instant::now()));
         }
-        marks.push(Snapshot::take(&agent));
+        marks.push(Snapshot::take(&agent, &bulk));
     }
     // The bulk budget spread the 200 downloads' start over many turns.
     let deferred = agent.driver_event("bulk_deferred");
@@ -507,6 +509,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     // its TCP counters.
     let mut turns = [[0u64; 3]; 2];
     let mut cpu = [0f64; 2];
+    let mut bulk_cpu = [0f64; 2];
     let mut steal = [(0u64, 0u64); 2];
     let mut tcp = [[0u64; TCP_COUNTERS.len()]; 2];
     for (k, w) in marks.windows(2).enumerate() {
@@ -514,18 +517,21 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
         add_growth(&mut tcp[h], &w[0].tcp, &w[1].tcp);
         add_growth(&mut turns[h], &w[0].turns, &w[1].turns);
         cpu[h] += w[1].cpu_s - w[0].cpu_s;
+        bulk_cpu[h] += w[1].bulk_cpu_s - w[0].bulk_cpu_s;
         steal[h].0 += w[1].steal.0 - w[0].steal.0;
         steal[h].1 += w[1].steal.1 - w[0].steal.1;
     }
     let pct = |(s, t): (u64, u64)| 100.0 * s as f64 / t.max(1) as f64;
     eprintln!(
         "agent loop turns longer than 5 / 25 / 100 ms: calm {:?}, under attack {:?}; \
-         agent CPU: {:.2} s calm, {:.2} s under attack; host CPU stolen by the hypervisor: \
-         {:.1}% calm, {:.1}% under attack",
+         agent CPU: {:.2} s calm, {:.2} s under attack; the attackers' bulk upstream's CPU: \
+         {:.2} s under attack; host CPU stolen by the hypervisor: {:.1}% calm, {:.1}% under \
+         attack",
         turns[0],
         turns[1],
         cpu[0],
         cpu[1],
+        bulk_cpu[1],
         pct(steal[0]),
         pct(steal[1]),
     );

@@ -591,16 +591,16 @@ impl Core {
         self.budget.begin(&mut self.todo);
     }
 
-    /// A read took in `n` bytes into a buffer of `full`; `planned`: the
-    /// bulk budget allowed it. Unplanned input is charged (bulk counts
-    /// against the next budget, a small chunk makes it the shared one, see
-    /// [`budget`]). Returns whether the socket moves bulk: this read
-    /// filled its buffer. The one rule both drivers apply.
-    pub fn took_input(&mut self, planned: bool, n: usize, full: usize) -> bool {
+    /// A read asked for `asked` bytes and took `n`; `planned`: the bulk
+    /// budget allowed it. Unplanned input is charged (bulk counts against
+    /// the next budget, a small chunk makes it the shared one, see
+    /// [`budget`]). Returns the socket's next pace. The one rule both
+    /// drivers apply.
+    pub fn took_input(&mut self, planned: bool, n: usize, asked: usize) -> budget::Pace {
         if !planned {
             self.budget.charge(n);
         }
-        n >= full
+        budget::Pace::after(n, asked)
     }
 
     /// Whether slot `i` may read a bulk chunk of `n` bytes in this turn

@@ -10,6 +10,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::core::budget::Pace;
 use super::core::flow;
 use super::core::secure;
 use super::core::{Core, queue_has_room};
@@ -37,9 +38,8 @@ struct Down {
     readable: bool,
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
-    /// The last read filled the buffer: the next one counts against the
-    /// turn's bulk budget (`core::budget`).
-    bulk: bool,
+    /// How the next read is sized and budgeted (`core::budget`).
+    pace: Pace,
     writable: bool,
     /// Registered for writability (only while bytes wait; see `sync_interest`).
     w_interest: bool,
@@ -69,9 +69,8 @@ struct Up {
     readable: bool,
     /// The peer's FIN or an error was reported: read until 0 / error.
     rdhup: bool,
-    /// The last read filled the buffer: the next one counts against the
-    /// turn's bulk budget (`core::budget`).
-    bulk: bool,
+    /// How the next read is sized and budgeted (`core::budget`).
+    pace: Pace,
     writable: bool,
     /// Registered for writability (while connecting or bytes wait).
     w_interest: bool,
@@ -264,7 +263,7 @@ impl Worker {
                 up: None,
                 readable: false,
                 rdhup: false,
-                bulk: false,
+                pace: Pace::Small,
                 writable: true, // a fresh connection can take bytes
                 w_interest: false,
                 shut_wr: false,
@@ -385,7 +384,7 @@ impl Worker {
             let Some(Slot::Down(d)) = self.slab.get_mut(i) else {
                 break;
             };
-            if d.bulk && !self.core.allow_bulk(i, READ_BUF) {
+            if d.pace.budgeted() && !self.core.allow_bulk(i, READ_BUF) {
                 break; // the turn's bulk budget is spent: next turn
             }
             match d.sock.read(&mut buf) {
@@ -394,7 +393,7 @@ impl Worker {
                     flow::with_session(self, i, |s, cx, out| s.on_down_eof(cx, out));
                 }
                 Ok(n) => {
-                    d.bulk = self.core.took_input(d.bulk, n, buf.len());
+                    d.pace = self.core.took_input(d.pace.budgeted(), n, buf.len());
                     if n < buf.len() && !d.rdhup {
                         d.readable = false; // drained, as for upstreams
                     }

@@ -73,6 +73,13 @@ impl Upstream {
         Upstream::start_via(&[], extra)
     }
 
+    /// The upstream's process id (the wrapper execs it, so this is the
+    /// upstream itself).
+    #[allow(dead_code)] // not every test binary that includes this uses it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Like [`Upstream::start`], run through `wrapper` (a command that
     /// execs its arguments, e.g. `nice -n 19`).
     pub fn start_via(wrapper: &[&str], extra: &[&str]) -> Upstream {

@@ -15,11 +15,17 @@
 //! The bytes a waiting connection would have read stay in its socket's
 //! receive buffer, where TCP flow control holds the sender back.
 //!
-//! A fresh upstream connection counts as bulk until its first short read:
-//! its first response may be a large one, and 200 downloads starting
-//! together read 64 KiB each unasked in one epoll turn (12.8 MB, a 10-19
-//! ms stall for every other connection on the worker). Both drivers start
-//! an upstream connection that way.
+//! A fresh upstream connection's first read takes at most [`FIRST_READ`]
+//! bytes, never held back ([`Pace::Fresh`]): a small response passes at
+//! once, and one that fills the read makes the connection bulk. Its first
+//! response may be a large one: 200 downloads starting together read
+//! 64 KiB each unasked in one epoll turn (12.8 MB, a 10-19 ms stall for
+//! every other connection on the worker). Yet holding the first read back
+//! as bulk queued a new connection of the interactive load behind every
+//! waiting download: while 200 downloads started, one legitimate
+//! connection's first response waited ~150 ms, and every request behind
+//! it on its client connection with it. Both drivers start an upstream
+//! connection that way.
 //!
 //! Bulk input the driver did not ask for within the budget (a read armed
 //! for small chunks that came back full) is charged to the next budget
@@ -41,6 +47,46 @@ pub const TURN_BYTES: usize = 256 * 1024;
 pub const SHARED_TURN_BYTES: usize = 64 * 1024;
 /// Input chunks shorter than this are interactive: never held back.
 pub const BULK_MIN: usize = 4 * 1024;
+/// The most a fresh upstream connection's first read takes: under
+/// [`BULK_MIN`], so it is never held back, and a response this small
+/// (most API responses) passes whole.
+pub const FIRST_READ: usize = BULK_MIN - 1;
+
+/// How a socket's next read is sized, and whether the turn's budget holds
+/// it back. The one rule both drivers apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// A fresh upstream connection: one read of at most [`FIRST_READ`]
+    /// bytes, never held back.
+    Fresh,
+    /// The last read was short: a read of a whole buffer, never held back
+    /// (bulk that arrives this way is charged, see [`Budget::charge`]).
+    Small,
+    /// The last read filled its buffer: the next one waits for the turn's
+    /// bulk budget ([`Budget::allow`]).
+    Bulk,
+}
+
+impl Pace {
+    /// The most the next read takes, given a buffer of `buf` bytes.
+    pub fn read_len(self, buf: usize) -> usize {
+        match self {
+            Pace::Fresh => FIRST_READ.min(buf),
+            Pace::Small | Pace::Bulk => buf,
+        }
+    }
+
+    /// Whether the next read needs the turn's bulk budget.
+    pub fn budgeted(self) -> bool {
+        self == Pace::Bulk
+    }
+
+    /// The pace after a read of `asked` bytes that took `n`: a read that
+    /// filled what it asked for leaves more waiting, so the next is bulk.
+    pub fn after(n: usize, asked: usize) -> Pace {
+        if n >= asked { Pace::Bulk } else { Pace::Small }
+    }
+}
 
 /// What is left of the turn's budget, and who waits for the next one.
 #[derive(Debug, Default)]
@@ -192,6 +238,26 @@ mod tests {
             assert!(b.allow(2, chunk));
         }
         assert!(!b.allow(2, chunk));
+    }
+
+    #[test]
+    fn a_fresh_connection_reads_a_small_chunk_at_once_even_with_the_budget_spent() {
+        let mut b = Budget::new();
+        b.begin(&mut Vec::new());
+        assert!(b.allow(1, TURN_BYTES));
+        assert!(!b.allow(2, BULK_MIN), "the budget is spent");
+        // A fresh upstream's first read is small: it needs no budget.
+        let fresh = Pace::Fresh;
+        assert!(!fresh.budgeted());
+        let asked = fresh.read_len(64 * 1024);
+        assert_eq!(asked, FIRST_READ);
+        assert!(b.allow(3, asked), "under BULK_MIN: never held back");
+        // A small response fits; a large one fills the read and is bulk.
+        assert_eq!(Pace::after(300, asked), Pace::Small);
+        assert_eq!(Pace::after(asked, asked), Pace::Bulk);
+        assert!(Pace::Bulk.budgeted() && !Pace::Small.budgeted());
+        assert_eq!(Pace::Small.read_len(64 * 1024), 64 * 1024);
+        assert_eq!(Pace::Fresh.read_len(100), 100);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{READ_BUF, Slot, Up, Worker};
+use super::{Pace, READ_BUF, Slot, Up, Worker};
 use crate::driver::SendQueue;
 use crate::driver::core::flow::{self, UpTarget};
 use crate::driver::core::queue_has_room;
@@ -39,9 +39,9 @@ impl Worker {
             connected: false,
             readable: false,
             rdhup: false,
-            // Its first response may be a large one: its reads count
-            // against the bulk budget until a short one (`core::budget`).
-            bulk: true,
+            // Its first response may be small or large: a small first
+            // read tells (`core::budget`).
+            pace: Pace::Fresh,
             writable: false,
             w_interest: true,
             shut_wr: false,
@@ -161,10 +161,11 @@ impl Worker {
             let Some(Slot::Up(u)) = self.slab.get_mut(j) else {
                 break;
             };
-            if u.bulk && !self.core.allow_bulk(j, READ_BUF) {
+            if u.pace.budgeted() && !self.core.allow_bulk(j, READ_BUF) {
                 break; // the turn's bulk budget is spent: next turn
             }
-            match u.sock.read(&mut buf) {
+            let asked = u.pace.read_len(buf.len());
+            match u.sock.read(&mut buf[..asked]) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     u.readable = false;
                     break;
@@ -186,11 +187,11 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
-                    u.bulk = self.core.took_input(u.bulk, n, buf.len());
+                    u.pace = self.core.took_input(u.pace.budgeted(), n, asked);
                     // A short read drained the socket; new bytes bring a
                     // new edge (saves the read that would see EAGAIN).
                     // Not once a FIN was seen: read on until 0.
-                    if n < buf.len() && !u.rdhup {
+                    if n < asked && !u.rdhup {
                         u.readable = false;
                     }
                     let o = owner.unwrap_or(usize::MAX);

@@ -2,6 +2,7 @@
 //! events, session actions turned into operations, and closing.
 
 use super::*;
+use crate::driver::core::budget;
 use crate::driver::core::flow;
 use crate::driver::core::queue_has_room;
 use crate::driver::core::secure;
@@ -187,7 +188,12 @@ impl Worker {
         let (op, e) = if pace == Pace::Small {
             (RecvOp::Multi, opcode::RecvMulti::new(fd, GROUP).build())
         } else {
-            let once = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+            let len = if pace == Pace::Fresh {
+                budget::FIRST_READ
+            } else {
+                BUF_SIZE
+            };
+            let once = opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
                 .buf_group(GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT);
@@ -219,11 +225,12 @@ impl Worker {
                 self.bufs.take(bid);
                 io.rx.push_back(Rx::Ring(bid, res as usize));
             }
-            io.pace = if self.core.took_input(charged, res as usize, BUF_SIZE) {
-                Pace::Bulk
+            let asked = if was == RecvOp::Once && io.pace == Pace::Fresh {
+                budget::FIRST_READ
             } else {
-                Pace::Small
+                BUF_SIZE
             };
+            io.pace = self.core.took_input(charged, res as usize, asked).into();
         } else if res == 0 {
             io.eof = true;
         } else if res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR && !nobufs
@@ -370,9 +377,9 @@ impl Worker {
         }
         if res == 0 {
             u.connected = true;
-            // Its first response may be a large one: one buffer at a time
-            // until a short receive shows it is not (see `RecvOp::Once`).
-            u.io.pace = Pace::Bulk;
+            // Its first response may be small or large: a small first
+            // receive tells (`core::budget`).
+            u.io.pace = Pace::Fresh;
             self.arm_recv(j);
             flow::connected(self, j);
             return;

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use io_uring::types::Timespec;
 
 use super::bufs::Bufs;
+use crate::driver::core::budget;
 use crate::driver::spare;
 
 /// Most buffers a send takes at once.
@@ -71,19 +72,33 @@ pub enum RecvOp {
     Cancelling,
 }
 
-/// What a socket's last receive showed, which decides its next recv.
+/// What a socket's last receive showed, which decides its next recv
+/// (the core's [`budget::Pace`], and the ring's own case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
+    /// A fresh upstream connection, whose first response may be small or
+    /// large: a single-shot recv of at most [`budget::FIRST_READ`] bytes,
+    /// not held back by the budget.
+    Fresh,
     /// Short receives (requests, small responses): a multishot recv.
     Small,
-    /// The last receive filled a whole buffer (or a fresh upstream
-    /// connection whose first response may be large): a single-shot recv
-    /// that counts against the turn's bulk budget.
+    /// The last receive filled what it asked for: a single-shot recv of
+    /// one buffer that counts against the turn's bulk budget.
     Bulk,
     /// The recv found the buffer ring empty: a single-shot recv (a
     /// multishot one could take a buffer per 32 KiB waiting), not held
     /// back by the budget, since it may be a request head.
     Starved,
+}
+
+impl From<budget::Pace> for Pace {
+    fn from(p: budget::Pace) -> Pace {
+        match p {
+            budget::Pace::Fresh => Pace::Fresh,
+            budget::Pace::Small => Pace::Small,
+            budget::Pace::Bulk => Pace::Bulk,
+        }
+    }
 }
 
 impl RecvOp {
