@@ -193,6 +193,10 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
         }
         waker.wait(&mut poll, &mut events, wake)?;
         for ev in events.iter() {
+            if ev.token() == Token(TIMER) {
+                waker.fired();
+                continue;
+            }
             let Some(c) = conns.get_mut(ev.token().0) else {
                 continue;
             };
@@ -241,17 +245,17 @@ impl Waker {
         let timeout = if left.is_zero() {
             Duration::ZERO
         } else {
-            let spec = Itimerspec {
-                it_interval: Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                },
-            };
             if self.armed != Some(wake) {
+                let spec = Itimerspec {
+                    it_interval: Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    },
+                    it_value: Timespec {
+                        tv_sec: left.as_secs() as i64,
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    },
+                };
                 timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec)?;
                 self.armed = Some(wake);
             }
@@ -262,14 +266,15 @@ impl Waker {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        // A fired timer is drained, so that the next arming produces a
-        // fresh edge (the poll is edge-triggered), and armed again.
-        if events.iter().any(|e| e.token() == Token(TIMER)) {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(&self.fd, &mut buf);
-            self.armed = None;
-        }
         Ok(())
+    }
+
+    /// The timer's event came: drain it, so that the next arming produces
+    /// a fresh edge (the poll is edge-triggered), and arm it again next.
+    fn fired(&mut self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+        self.armed = None;
     }
 }
 

@@ -2,7 +2,6 @@
 //! events, session actions turned into operations, and closing.
 
 use super::*;
-use crate::driver::core::budget;
 use crate::driver::core::flow;
 use crate::driver::core::queue_has_room;
 use crate::driver::core::secure;
@@ -188,11 +187,7 @@ impl Worker {
         let (op, e) = if pace == Pace::Small {
             (RecvOp::Multi, opcode::RecvMulti::new(fd, GROUP).build())
         } else {
-            let len = if pace == Pace::Fresh {
-                budget::FIRST_READ
-            } else {
-                BUF_SIZE
-            };
+            let len = pace.recv_len(BUF_SIZE);
             let once = opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
                 .buf_group(GROUP)
                 .build()
@@ -225,11 +220,7 @@ impl Worker {
                 self.bufs.take(bid);
                 io.rx.push_back(Rx::Ring(bid, res as usize));
             }
-            let asked = if was == RecvOp::Once && io.pace == Pace::Fresh {
-                budget::FIRST_READ
-            } else {
-                BUF_SIZE
-            };
+            let asked = io.pace.recv_len(BUF_SIZE);
             io.pace = self.core.took_input(charged, res as usize, asked).into();
         } else if res == 0 {
             io.eof = true;

@@ -91,6 +91,18 @@ pub enum Pace {
     Starved,
 }
 
+impl Pace {
+    /// The bytes a recv at this pace asks for, given buffers of `buf`
+    /// bytes: the core's first read for a fresh connection, else a whole
+    /// buffer.
+    pub fn recv_len(self, buf: usize) -> usize {
+        match self {
+            Pace::Fresh => budget::Pace::Fresh.read_len(buf),
+            Pace::Small | Pace::Bulk | Pace::Starved => buf,
+        }
+    }
+}
+
 impl From<budget::Pace> for Pace {
     fn from(p: budget::Pace) -> Pace {
         match p {
