@@ -144,10 +144,10 @@ fn slowest_windows(half: usize, timeline: &std::path::Path, p99_calm: u64) -> St
     )
 }
 
-/// Loop turns so far that worked longer than 5, 25 and 100 ms
+/// Loop turns so far that worked longer than 1, 5, 25 and 100 ms
 /// (`tailmesh_loop_turn_seconds`): whether a slow window was the agent's.
 /// One scrape, so that the count and the buckets agree.
-fn long_turns(agent: &Agent) -> [u64; 3] {
+fn long_turns(agent: &Agent) -> [u64; 4] {
     let text = agent.metrics();
     let value = |start: &str| -> u64 {
         text.lines()
@@ -156,7 +156,7 @@ fn long_turns(agent: &Agent) -> [u64; 3] {
             .unwrap_or_else(|| panic!("{start} not in metrics"))
     };
     let count = value("tailmesh_loop_turn_seconds_count ");
-    ["0.005", "0.025", "0.1"].map(|le| {
+    ["0.001", "0.005", "0.025", "0.1"].map(|le| {
         count
             - value(&format!(
                 "tailmesh_loop_turn_seconds_bucket{{le=\"{le}\"}} "
@@ -236,7 +236,7 @@ fn add_growth<const N: usize>(sum: &mut [u64; N], from: &[u64; N], to: &[u64; N]
 /// What the agent and the host had used at one period boundary.
 #[derive(Clone, Copy)]
 struct Snapshot {
-    turns: [u64; 3],
+    turns: [u64; 4],
     cpu_s: f64,
     bulk_cpu_s: f64,
     steal: (u64, u64),
@@ -503,11 +503,15 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     if let Some(keep) = std::env::var_os("HOSTILE_TIMELINE") {
         std::fs::copy(timeline.path(), &keep).unwrap();
     }
+    // HOSTILE_RING=FILE keeps the agent's flight recorder, for `ringlog`.
+    if let Some(keep) = std::env::var_os("HOSTILE_RING") {
+        std::fs::copy(agent.ring(), &keep).unwrap();
+    }
     eprintln!("{}", slowest_windows(0, timeline.path(), p99_calm));
     eprintln!("{}", slowest_windows(1, timeline.path(), p99_calm));
     // Per half: long loop turns, the agent's CPU, the host's steal and
     // its TCP counters.
-    let mut turns = [[0u64; 3]; 2];
+    let mut turns = [[0u64; 4]; 2];
     let mut cpu = [0f64; 2];
     let mut bulk_cpu = [0f64; 2];
     let mut steal = [(0u64, 0u64); 2];
@@ -523,7 +527,7 @@ fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {
     }
     let pct = |(s, t): (u64, u64)| 100.0 * s as f64 / t.max(1) as f64;
     eprintln!(
-        "agent loop turns longer than 5 / 25 / 100 ms: calm {:?}, under attack {:?}; \
+        "agent loop turns longer than 1 / 5 / 25 / 100 ms: calm {:?}, under attack {:?}; \
          agent CPU: {:.2} s calm, {:.2} s under attack; the attackers' bulk upstream's CPU: \
          {:.2} s under attack; host CPU stolen by the hypervisor: {:.1}% calm, {:.1}% under \
          attack",
