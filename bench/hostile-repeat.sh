@@ -8,20 +8,28 @@
 # is reported here and never asserted in ./test.sh. Needs root (the test
 # renices and raises its descriptor limit).
 #
-# Usage: bench/hostile-repeat.sh [--null] [RUNS_PER_DRIVER] (default 5)
-#   --null  after each run, a null run of the same driver (HOSTILE_NULL=1:
-#           the same load and periods, no attacker), reported as
-#           "<driver>-null": the ratio the host's noise alone gives.
+# Usage: bench/hostile-repeat.sh [--null] [--rounds N] [RUNS_PER_DRIVER]
+#        (default 5 runs)
+#   --null      after each run, a null run of the same driver
+#               (HOSTILE_NULL=1: the same load and periods, no attacker),
+#               reported as "<driver>-null": the ratio the host's noise
+#               alone gives.
+#   --rounds N  N calm and N attack periods per run (HOSTILE_ROUNDS;
+#               the test's default is 3, 7 s each): each p99 then rests on
+#               more of the host's rare stalls.
 # HOSTILE_LOGS=DIR keeps each run's full output there, and its legitimate
 # load's timeline (one JSON line per 20 ms, see `tailmesh-bench load
 # --timeline`) beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 null=false
-if [[ ${1:-} == --null ]]; then
-  null=true
-  shift
-fi
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --null) null=true; shift ;;
+    --rounds) export HOSTILE_ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
 runs=${1:-5}
 if [[ -n ${HOSTILE_LOGS:-} ]]; then
   out=$HOSTILE_LOGS
