@@ -53,17 +53,12 @@ fn raise_nofile(n: u64) {
 /// how the agent shares its worker.
 fn load(port: u16, args: &[&str]) -> serde_json::Value {
     let url = format!("http://127.0.0.1:{port}/legit");
-    let out = Command::new("nice")
-        .args(["-n", "-10"])
-        .arg(sibling("tailmesh-bench"))
-        .args(["load", "--url", &url, "--json", "--timeout", "5s"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        Command::new("nice")
+            .args(["-n", "-10"])
+            .arg(sibling("tailmesh-bench"))
+            .args(["load", "--url", &url, "--json", "--timeout", "5s"])
+            .args(args),
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -149,18 +144,13 @@ fn slowest_windows(half: usize, timeline: &std::path::Path, p99_calm: u64) -> St
 /// One scrape, so that the count and the buckets agree.
 fn long_turns(agent: &Agent) -> [u64; 4] {
     let text = agent.metrics();
-    let value = |start: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{start} not in metrics"))
-    };
-    let count = value("tailmesh_loop_turn_seconds_count ");
+    let count: u64 = metric_in(&text, "tailmesh_loop_turn_seconds_count ");
     ["0.001", "0.005", "0.025", "0.1"].map(|le| {
         count
-            - value(&format!(
-                "tailmesh_loop_turn_seconds_bucket{{le=\"{le}\"}} "
-            ))
+            - metric_in::<u64>(
+                &text,
+                &format!("tailmesh_loop_turn_seconds_bucket{{le=\"{le}\"}} "),
+            )
     })
 }
 

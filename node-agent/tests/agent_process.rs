@@ -203,26 +203,15 @@ fn loop_turns_are_timed_from_their_wake_up() {
     let p = up.port;
     let agent = Agent::start(move |port, ring| config(port, &[p], "5s", ring), &[]);
     let url = format!("http://127.0.0.1:{}/turns", agent.port);
-    let out = std::process::Command::new(sibling("tailmesh-bench"))
-        .args(["load", "--url", &url, "--connections", "8"])
-        .args(["--duration", "1s", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        std::process::Command::new(sibling("tailmesh-bench"))
+            .args(["load", "--url", &url, "--connections", "8"])
+            .args(["--duration", "1s", "--json"]),
     );
     let text = agent.metrics();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in metrics"))
-    };
-    let turns = value("tailmesh_loop_turn_seconds_sum ");
-    let count = value("tailmesh_loop_turn_seconds_count ");
-    let cpu = value("tailmesh_process_cpu_seconds_total ");
+    let turns: f64 = metric_in(&text, "tailmesh_loop_turn_seconds_sum ");
+    let count: u64 = metric_in(&text, "tailmesh_loop_turn_seconds_count ");
+    let cpu: f64 = metric_in(&text, "tailmesh_process_cpu_seconds_total ");
     eprintln!("{count} loop turns summed to {turns:.3} s; agent CPU {cpu:.2} s");
     assert!(cpu >= 0.1, "the load kept the agent busy for only {cpu} s");
     assert!(

@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_node-agent");
 
+/// The value on the line of metrics `text` that starts with `line_start`
+/// (name and labels, then a space); one scrape can give several.
+pub fn metric_in<T: std::str::FromStr>(text: &str, line_start: &str) -> T {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line_start} not in metrics:\n{text}"))
+}
+
+/// Runs `cmd` to the end; it must succeed (its stderr is the message).
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A workspace binary next to the agent (built by `cargo test --workspace`).
 pub fn sibling(name: &str) -> PathBuf {
     let p = Path::new(AGENT).with_file_name(name);
@@ -311,11 +331,7 @@ impl Agent {
     /// The value of the metric line that starts with `line_start` (name
     /// and labels, then a space).
     pub fn metric(&self, line_start: &str) -> u64 {
-        let m = self.metrics();
-        m.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{line_start} not in metrics:\n{m}"))
+        metric_in(&self.metrics(), line_start)
     }
 
     /// `tailmesh_driver_events_total{event=NAME}`.
@@ -327,15 +343,10 @@ impl Agent {
 
     /// Every record and event in the ring, via `ringlog tail --json`.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(sibling("ringlog"))
-            .args(["tail", "--json", "-n", "1000000", "--ring"])
-            .arg(self.ring())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = output_ok(
+            Command::new(sibling("ringlog"))
+                .args(["tail", "--json", "-n", "1000000", "--ring"])
+                .arg(self.ring()),
         );
         String::from_utf8(out.stdout)
             .unwrap()
