@@ -384,6 +384,10 @@ fn attack_round(agent: &Agent, end: Instant) -> Round {
 /// /proc/stat), and one build measured 1.2-6.6x.
 const ROUNDS: u32 = 3;
 
+/// One period: an attack, its timeouts, and the calm after them (the
+/// single-attack test's 7 s after its start); or as long without one.
+const ROUND: Duration = Duration::from_secs(7);
+
 /// [`ROUNDS`], or `HOSTILE_ROUNDS` (bench/hostile-repeat.sh `--rounds`):
 /// a longer run rests each p99 on more of the host's rare stalls, so its
 /// ratio varies less from run to run. ./test.sh keeps three.
@@ -394,9 +398,6 @@ fn rounds() -> u32 {
         .filter(|&n| n >= 1)
         .unwrap_or(ROUNDS)
 }
-/// One period: an attack, its timeouts, and the calm after them (the
-/// single-attack test's 7 s after its start); or as long without one.
-const ROUND: Duration = Duration::from_secs(7);
 
 #[test]
 fn hostile_clients_are_closed_by_their_limits_beside_a_clean_load() {

@@ -181,6 +181,7 @@ impl Core {
     /// Core state for a worker.
     pub fn new(init: WorkerInit) -> Core {
         let snap = init.shared.snapshot.load_full();
+        let now = mono_ns();
         Core {
             id: init.id,
             recorder: init.recorder,
@@ -188,8 +189,8 @@ impl Core {
             ids: IdGen::new(init.id as u32, ringlog::clock::realtime_ns()),
             out: Out::default(),
             snap,
-            now: mono_ns(),
-            turn_began: mono_ns(),
+            now,
+            turn_began: now,
             timers: BinaryHeap::new(),
             todo: Vec::new(),
             serial: 0,
